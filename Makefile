@@ -1,0 +1,79 @@
+# echobench: two commands do everything on a fresh machine.
+#   make bench   run the standard profile and write the report
+#   make test    lint and run the test suite
+# Both create .venv and install the project (editable, with dev deps) when it is missing or stale.
+
+PYTHON  ?= python3
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed
+PROFILE ?= standard
+RESUME  ?=
+RUN     ?=
+A       ?=
+B       ?=
+
+.PHONY: help venv test lint typecheck pytest bench bench-quick bench-full bench-loadgen \
+        report compare check-report native clean
+
+help:
+	@echo "make bench [PROFILE=standard|quick|full|path.toml] [RESUME=results/<run>]"
+	@echo "make bench-quick | bench-full | bench-loadgen"
+	@echo "make test          ruff + mypy + pytest"
+	@echo "make report RUN=results/<run>   make compare A=<run> B=<run>   make check-report RUN=..."
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+venv: $(STAMP)
+
+# C reference programs (the floor for fork, pipe round trips and the load generator); skipped
+# with a message when there is no C compiler.
+native:
+	@if command -v $${CC:-cc} >/dev/null 2>&1; then \
+	  $(MAKE) --no-print-directory -C microbench/c && $(MAKE) --no-print-directory -C loadgen/native; \
+	else echo "native: no C compiler (cc) found: C reference figures will be skipped"; fi
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+typecheck: $(STAMP)
+	$(PY) -m mypy servers loadgen bench analysis microbench
+
+pytest: $(STAMP) native
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test: lint typecheck pytest
+
+bench: $(STAMP) native
+	$(PY) -m bench run --profile $(PROFILE) $(if $(RESUME),--resume $(RESUME))
+
+bench-quick:
+	@$(MAKE) --no-print-directory bench PROFILE=quick
+
+bench-full:
+	@$(MAKE) --no-print-directory bench PROFILE=full
+
+bench-loadgen: $(STAMP) native
+	$(PY) -m loadgen.selfbench
+
+report: $(STAMP)
+	@test -n "$(RUN)" || { echo "usage: make report RUN=results/<run>" >&2; exit 2; }
+	$(PY) -m analysis report $(RUN)
+
+compare: $(STAMP)
+	@test -n "$(A)" -a -n "$(B)" || { echo "usage: make compare A=<run> B=<run>" >&2; exit 2; }
+	$(PY) -m analysis compare $(A) $(B)
+
+check-report: $(STAMP)
+	@test -n "$(RUN)" || { echo "usage: make check-report RUN=results/<run>" >&2; exit 2; }
+	$(PY) -m analysis check-report $(RUN)
+
+clean:
+	rm -rf build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	-$(MAKE) --no-print-directory -C microbench/c clean
+	-$(MAKE) --no-print-directory -C loadgen/native clean

@@ -1,0 +1,363 @@
+"""The one result format of echobench, written here and read only through `load()`.
+
+Two documents share this schema:
+
+* a **load result** (`kind = "load"`), what one run of `python -m loadgen` measured;
+* a **cell result** (`kind = "cell"`), what the runner stores for one cell of a profile: the load
+  result plus the server it ran against, where everything was pinned, and the monitor's samples
+  of the server's process tree.
+
+Every document carries `schema_version`. `load()` rejects a version it does not know rather than
+guessing, so an old report can never silently misread a newer run (pyperf's `_JSON_VERSION`
+does the same). Documents are written with `write_atomic()`: a reader never sees half a file,
+and a run interrupted mid-write keeps the previous complete file.
+
+Version history (bump `SCHEMA_VERSION` and add a line on every incompatible change):
+
+* 1 -- 2026-11: first version.
+
+Histograms are HdrHistogram's own compressed base64 encoding (`HdrHistogram.encode()`), values
+in nanoseconds, so per-worker histograms merge losslessly (`decode_histogram` + `add`). Summary
+percentiles beside them are in microseconds, for people reading the JSON by eye.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+SCHEMA_VERSION = 1
+KNOWN_VERSIONS = frozenset({1})
+
+# HdrHistogram parameters every writer uses, so that any two histograms can be merged.
+HIST_LOWEST_NS = 1_000  # 1 us: the finest latency loopback can show with Python at both ends
+HIST_HIGHEST_NS = 120_000_000_000  # 120 s: longer than any cell's duration
+HIST_SIGNIFICANT_DIGITS = 3
+
+Mode = Literal["persistent", "per-request"]
+LoadModel = Literal["closed", "open"]
+Placement = Literal["split", "shared", "unpinned"]
+CellStatus = Literal["ok", "failed"]
+
+# Error kinds the load generator counts; a kind outside this set is a programming error.
+ERROR_KINDS = (
+    "mismatch",  # echoed bytes differ from what was sent
+    "short_read",  # the server closed before echoing the whole message
+    "reset",  # ECONNRESET / EPIPE
+    "refused",  # ECONNREFUSED
+    "timeout",  # no (complete) answer within the timeout
+    "addr_not_avail",  # EADDRNOTAVAIL: the client ran out of (source address, port) pairs
+    "other",  # any other OSError, with its errno name in `error_details`
+)
+
+
+class SchemaError(ValueError):
+    """A document that is not a result this version of echobench can read."""
+
+
+# --------------------------------------------------------------------------- load result
+
+
+@dataclass(frozen=True, slots=True)
+class LoadConfig:
+    host: str
+    port: int
+    connections: int
+    mode: Mode = "persistent"
+    load: LoadModel = "closed"
+    rate: float | None = None  # total requests/s, open loop only
+    size: int = 64
+    duration_s: float = 5.0
+    warmup_s: float = 1.0
+    workers: int = 1
+    cpus: tuple[int, ...] | None = None
+    source_addrs: int = 0  # 0: kernel's choice of source address
+    timeout_s: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Percentiles:
+    """Summary of one histogram, in microseconds."""
+
+    count: int
+    min_us: float
+    mean_us: float
+    p50_us: float
+    p90_us: float
+    p99_us: float
+    p999_us: float
+    max_us: float
+
+
+@dataclass(frozen=True, slots=True)
+class Histogram:
+    encoded: str  # HdrHistogram compressed base64, values in nanoseconds
+    summary: Percentiles
+    unit: Literal["ns"] = "ns"
+
+
+@dataclass(frozen=True, slots=True)
+class TimelineSecond:
+    second: int  # whole seconds since the measured phase began
+    completed: int
+    errors: int
+
+
+@dataclass(frozen=True, slots=True)
+class ClientCpu:
+    worker: int
+    user_s: float
+    sys_s: float
+    wall_s: float
+    cpus_given: int  # CPUs this worker was allowed to run on
+
+    @property
+    def utilisation(self) -> float:
+        """Fraction of the CPU it was given that the worker used (1.0 = all of it)."""
+        given = self.wall_s * max(1, self.cpus_given)
+        return (self.user_s + self.sys_s) / given if given > 0 else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class LoadResult:
+    config: LoadConfig
+    started_at: str  # ISO 8601 UTC, wall clock, for humans
+    ended_at: str
+    elapsed_s: float  # measured phase, from a monotonic clock
+    complete: bool  # False: the run failed midway; what it measured is still here
+    failure: str | None
+    requests: int  # completed and verified byte for byte
+    bytes_sent: int
+    bytes_received: int  # echoed and verified, warm-up excluded
+    bytes_received_total: int  # echoed and verified, warm-up included (for STATS checks)
+    connections_opened: int
+    errors: dict[str, int]  # kind (ERROR_KINDS) -> count
+    error_details: dict[str, int]  # "other:<errno name>" etc. -> count
+    histograms: dict[str, Histogram]  # "latency", "service" (open loop), "connect" (per-request)
+    timeline: list[TimelineSecond]
+    client_cpu: list[ClientCpu]
+    client_saturated: bool
+    client_port_bound: bool
+    requests_per_s: float
+    schema_version: int = SCHEMA_VERSION
+    kind: Literal["load"] = "load"
+
+
+# --------------------------------------------------------------------------- cell result
+
+
+@dataclass(frozen=True, slots=True)
+class MonitorSample:
+    """One look at the server's whole process tree (parent + children + threads)."""
+
+    t_s: float  # since the monitor started, monotonic
+    cpu_user_s: float  # cumulative over the tree, including reaped children
+    cpu_sys_s: float
+    rss_bytes: int  # summed over the tree: counts shared pages once per process
+    pss_bytes: int  # summed over the tree from smaps_rollup: shared pages split fairly
+    processes: int
+    threads: int
+    fds: int
+    zombies: int
+    ctx_voluntary: int
+    ctx_involuntary: int
+
+
+@dataclass(frozen=True, slots=True)
+class MonitorData:
+    interval_s: float
+    samples: list[MonitorSample]
+    dropped_samples: int = 0  # samples that failed (process vanished mid-read): counted, not hidden
+
+
+@dataclass(frozen=True, slots=True)
+class ServerRun:
+    name: str  # registry name
+    argv: list[str]
+    cpus: tuple[int, ...] | None
+    pid: int | None
+    ready_s: float | None  # from spawn to the READY line
+    exit_code: int | None
+    clean_exit: bool  # exited 0 after SIGTERM, nothing of its process group left
+    leftovers: list[str]  # what was found still running or unreaped, then killed
+    stderr_tail: list[str]
+    stats: dict[str, int] | None = None  # parsed "STATS k=v ..." line, if printed
+
+
+@dataclass(frozen=True, slots=True)
+class CellResult:
+    cell_id: str  # unique in a run: scenario/server/params/trial
+    scenario: str
+    server: str
+    trial: int
+    placement: Placement
+    params: dict[str, Any]  # the scenario parameters, as the profile gave them
+    status: CellStatus
+    reason: str | None
+    load: LoadResult | None
+    server_run: ServerRun | None
+    monitor: MonitorData | None
+    started_at: str = ""
+    ended_at: str = ""
+    notes: list[str] = field(default_factory=list)
+    schema_version: int = SCHEMA_VERSION
+    kind: Literal["cell"] = "cell"
+
+
+Document = LoadResult | CellResult
+_KINDS: dict[str, type[Any]] = {"load": LoadResult, "cell": CellResult}
+
+# --------------------------------------------------------------------------- (de)serialise
+
+T = TypeVar("T")
+
+
+def to_dict(doc: Any) -> dict[str, Any]:
+    """A dataclass document as plain JSON-ready data."""
+    return typing.cast(dict[str, Any], _plain(doc))
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def from_dict(cls: type[T], data: Any, where: str = "$") -> T:
+    """Build dataclass `cls` from plain data, checking every field's type on the way."""
+    return typing.cast(T, _build(cls, data, where))
+
+
+def _build(tp: Any, data: Any, where: str) -> Any:  # noqa: PLR0911 - one branch per type form
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return data
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        if not isinstance(data, Mapping):
+            raise SchemaError(f"{where}: expected an object for {tp.__name__}")
+        hints = typing.get_type_hints(tp)
+        names = {f.name for f in dataclasses.fields(tp)}
+        unknown = set(data) - names
+        if unknown:
+            raise SchemaError(f"{where}: unknown field(s) {sorted(unknown)}")
+        kwargs = {}
+        for f in dataclasses.fields(tp):
+            if f.name in data:
+                kwargs[f.name] = _build(hints[f.name], data[f.name], f"{where}.{f.name}")
+            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise SchemaError(f"{where}: missing field {f.name!r}")
+        return typing.cast(Any, tp)(**kwargs)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if data is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _build(arg, data, where)
+            except SchemaError as exc:
+                errors.append(str(exc))
+        raise SchemaError(f"{where}: matches none of {args}: {'; '.join(errors)}")
+    if origin is Literal:
+        if data not in typing.get_args(tp):
+            raise SchemaError(f"{where}: {data!r} is not one of {typing.get_args(tp)}")
+        return data
+    if origin is list:
+        if not isinstance(data, list):
+            raise SchemaError(f"{where}: expected a list")
+        (item,) = typing.get_args(tp)
+        return [_build(item, v, f"{where}[{i}]") for i, v in enumerate(data)]
+    if origin is tuple:
+        if not isinstance(data, list | tuple):
+            raise SchemaError(f"{where}: expected a list")
+        item = typing.get_args(tp)[0]
+        return tuple(_build(item, v, f"{where}[{i}]") for i, v in enumerate(data))
+    if origin is dict:
+        if not isinstance(data, Mapping):
+            raise SchemaError(f"{where}: expected an object")
+        _, val = typing.get_args(tp)
+        return {str(k): _build(val, v, f"{where}.{k}") for k, v in data.items()}
+    if tp is float:
+        if isinstance(data, bool) or not isinstance(data, int | float):
+            raise SchemaError(f"{where}: expected a number, got {data!r}")
+        return float(data)
+    if tp in (int, str, bool):
+        if not isinstance(data, tp) or (tp is int and isinstance(data, bool)):
+            raise SchemaError(f"{where}: expected {tp.__name__}, got {data!r}")
+        return data
+    raise SchemaError(f"{where}: unsupported type {tp!r}")  # pragma: no cover
+
+
+def parse(data: Any, source: str = "<data>") -> Document:
+    """Validate plain data as a result document. The one way in for every reader."""
+    if not isinstance(data, Mapping):
+        raise SchemaError(f"{source}: not a result document (expected a JSON object)")
+    version = data.get("schema_version")
+    if version not in KNOWN_VERSIONS:
+        raise SchemaError(
+            f"{source}: schema_version {version!r} is not one this echobench reads "
+            f"(knows {sorted(KNOWN_VERSIONS)})"
+        )
+    kind = data.get("kind")
+    if kind not in _KINDS:
+        raise SchemaError(f"{source}: unknown document kind {kind!r}")
+    return typing.cast(Document, from_dict(_KINDS[kind], data, source))
+
+
+def load(path: str | os.PathLike[str]) -> Document:
+    """Read one result file (load or cell). Raises SchemaError with the file's name."""
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise SchemaError(f"{p}: cannot read result: {exc}") from exc
+    return parse(data, str(p))
+
+
+def load_cell(path: str | os.PathLike[str]) -> CellResult:
+    doc = load(path)
+    if not isinstance(doc, CellResult):
+        raise SchemaError(f"{path}: is a {doc.kind} result, not a cell")
+    return doc
+
+
+def load_load(path: str | os.PathLike[str]) -> LoadResult:
+    doc = load(path)
+    if not isinstance(doc, LoadResult):
+        raise SchemaError(f"{path}: is a {doc.kind} result, not a load result")
+    return doc
+
+
+def write_json_atomic(path: str | os.PathLike[str], data: Any) -> None:
+    """Write JSON so that readers see the old file or the new one, never half of either."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=1, sort_keys=False)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_atomic(path: str | os.PathLike[str], doc: Document) -> None:
+    write_json_atomic(path, to_dict(doc))
