@@ -1,11 +1,12 @@
 """The one result format of echobench, written here and read only through `load()`.
 
-Two documents share this schema:
+Three documents share this schema:
 
 * a **load result** (`kind = "load"`), what one run of `python -m loadgen` measured;
 * a **cell result** (`kind = "cell"`), what the runner stores for one cell of a profile: the load
   result plus the server it ran against, where everything was pinned, and the monitor's samples
-  of the server's process tree.
+  of the server's process tree;
+* a **manifest** (`kind = "manifest"`), the environment a whole run ran on.
 
 Every document carries `schema_version`. `load()` rejects a version it does not know rather than
 guessing, so an old report can never silently misread a newer run (pyperf's `_JSON_VERSION`
@@ -212,8 +213,31 @@ class CellResult:
     kind: Literal["cell"] = "cell"
 
 
-Document = LoadResult | CellResult
-_KINDS: dict[str, type[Any]] = {"load": LoadResult, "cell": CellResult}
+# --------------------------------------------------------------------------- run manifest
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    """The environment one run ran on, written once at its start and updated at its end."""
+
+    run_id: str  # the run directory's name: <UTC timestamp>-<hostname>
+    created_at: str  # ISO 8601 UTC
+    hostname: str
+    profile_name: str
+    profile: dict[str, Any]  # the parsed TOML profile, as run
+    environment: dict[str, Any]  # CPU model, cores, governor, kernel, Python, packages, git, ...
+    server_cpus: tuple[int, ...] | None
+    client_cpus: tuple[int, ...] | None
+    busy_warnings: list[str]  # machine load seen before the run started
+    limits: dict[str, Any]  # limits raised, and the ones that could not be
+    finished: bool = False  # False while running, or when the run was interrupted
+    ended_at: str = ""
+    schema_version: int = SCHEMA_VERSION
+    kind: Literal["manifest"] = "manifest"
+
+
+Document = LoadResult | CellResult | Manifest
+_KINDS: dict[str, type[Any]] = {"load": LoadResult, "cell": CellResult, "manifest": Manifest}
 
 # --------------------------------------------------------------------------- (de)serialise
 
@@ -339,6 +363,13 @@ def load_load(path: str | os.PathLike[str]) -> LoadResult:
     doc = load(path)
     if not isinstance(doc, LoadResult):
         raise SchemaError(f"{path}: is a {doc.kind} result, not a load result")
+    return doc
+
+
+def load_manifest(path: str | os.PathLike[str]) -> Manifest:
+    doc = load(path)
+    if not isinstance(doc, Manifest):
+        raise SchemaError(f"{path}: is a {doc.kind} result, not a manifest")
     return doc
 
 
