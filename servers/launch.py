@@ -121,7 +121,8 @@ class ServerProcess:
     ) -> ServerProcess:
         """Spawn `python -m servers NAME ARGS --host HOST --port 0` and wait for READY."""
         argv = [python, "-m", "servers", name, "--host", host, "--port", "0", *args]
-        stderr_file = tempfile.TemporaryFile()  # a file, not a pipe: a chatty server never blocks
+        # A file, not a pipe: a chatty server never blocks. Closed by stop().
+        stderr_file = tempfile.TemporaryFile()  # noqa: SIM115
         popen = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,
