@@ -1,0 +1,146 @@
+"""`python -m servers NAME [options]`: start one registered echo server.
+
+One subcommand per server in servers.registry, so `--help` lists them all (label, model,
+reference) and each accepts only the switches its model uses: `--workers` for the pools,
+`--leak-connfd`/`--naive-reaper` for `process`, `--handler` for `inetd`, and the
+`--shared-counter` modes that fit the model (issue 5). Anything else is a usage error: one line
+on stderr, exit 2.
+
+The server's module is imported only after parsing (`spec.load()`), so the forking servers'
+parent never loads asyncio or uvloop (CS:APP 12.1.2: a fork's cost grows with the parent).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+from servers.common import ServerConfig, log
+from servers.registry import SERVERS, Model, ServerSpec, get
+
+# --shared-counter modes by model (servers.counter explains each).
+COUNTER_MODES: dict[Model, tuple[str, ...]] = {
+    Model.PROCESS: ("naive", "shm", "pipe"),
+    Model.THREAD: ("lock",),
+    Model.EVENT: ("global",),
+}
+# inetd's child execs another program: a shared mapping does not survive exec, and `cat` counts
+# nothing. With `--handler python` the handler keeps a private count (naive) or reports it over
+# an inherited pipe (pipe); with `cat` the switch is refused.
+INETD_COUNTER_MODES = ("naive", "pipe")
+POOLS = frozenset({"prefork", "threadpool"})
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """Usage errors as one clear line on stderr and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 0..65535, got {value}")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _server_table() -> str:
+    rows = [f"  {s.name:<11} {s.label:<29} {s.model.value:<8} {s.reference}" for s in _specs()]
+    return "servers (name, label, model, reference):\n" + "\n".join(rows)
+
+
+def _specs() -> list[ServerSpec]:
+    return list(SERVERS.values())
+
+
+def _add_server_parser(sub: argparse._SubParsersAction[OneLineParser], spec: ServerSpec) -> None:
+    p = sub.add_parser(
+        spec.name,
+        help=f"{spec.label} ({spec.model.value}; {spec.reference})",
+        description=f"{spec.label}: {spec.description}. Reference: {spec.reference}.",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=_port, default=0, help="port (default 0: a free one)")
+    p.add_argument("--backlog", type=_positive, default=1024, help="listen backlog (1024)")
+    modes = INETD_COUNTER_MODES if spec.name == "inetd" else COUNTER_MODES[spec.model]
+    p.add_argument(
+        "--shared-counter",
+        choices=modes,
+        default=None,
+        help="count echoed bytes in one counter shared by all connections; print STATS at exit",
+    )
+    if spec.name in POOLS:
+        p.add_argument("--workers", type=_positive, default=4, help="pool size (default 4)")
+    if spec.name == "process":
+        p.add_argument(
+            "--leak-connfd",
+            action="store_true",
+            help="teaching bug: the parent never closes its copy of the connected socket",
+        )
+        p.add_argument(
+            "--naive-reaper",
+            action="store_true",
+            help="teaching bug: one waitpid per SIGCHLD, so some children stay zombies",
+        )
+    if spec.name == "inetd":
+        p.add_argument(
+            "--handler",
+            choices=("cat", "python"),
+            default="cat",
+            help="what the child execs: the system's cat (default) or a Python echo handler",
+        )
+    p.set_defaults(func=cmd_serve, server=spec.name, parser=p)
+
+
+def build_parser() -> OneLineParser:
+    parser = OneLineParser(
+        prog="python -m servers",
+        description="Start one echo server. It prints `READY <host> <port> <pid>` once listening.",
+        epilog=_server_table(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(title="server", metavar="NAME", required=True)
+    for spec in _specs():
+        _add_server_parser(sub, spec)
+    return parser
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    spec = get(args.server)
+    if spec.name == "inetd" and args.shared_counter and args.handler == "cat":
+        args.parser.error("--shared-counter needs --handler python (cat counts nothing)")
+    cfg = ServerConfig(
+        name=spec.name,
+        host=args.host,
+        port=args.port,
+        backlog=args.backlog,
+        workers=getattr(args, "workers", 4),
+        shared_counter=args.shared_counter,
+        leak_connfd=getattr(args, "leak_connfd", False),
+        naive_reaper=getattr(args, "naive_reaper", False),
+        handler=getattr(args, "handler", "cat"),
+    )
+    module = spec.load()  # lazy: only this model's imports
+    try:
+        code: int = module.run(cfg)
+    except OSError as err:  # e.g. the address is in use: one line, no traceback
+        log(f"{spec.name}: {err}")
+        return 1
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    code: int = args.func(args)
+    sys.stdout.flush()
+    return code

@@ -1,0 +1,170 @@
+"""What every echo server shares: its options, the listening socket, the READY line, the echo loop,
+the stop signal and the EMFILE back-off.
+
+Kept apart so each server module reads like its CS:APP figure (12.5, 12.14, 12.28, 12.2) and the
+differences between them are the concurrency model, not plumbing. This module imports only the
+standard library's light parts (socket, signal, os): the forking servers fork from a parent that
+has loaded it, and a fork's cost grows with what the parent has imported (CS:APP 12.1.2).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from types import FrameType
+from typing import Protocol
+
+# One recv per chunk: 64 KiB is the loopback socket's typical burst, and the size asyncio's own
+# transports read in, so the servers echo in comparable chunks.
+CHUNK = 65536
+
+# The env var a test sets to see which modules a server imported (one name per line, at READY).
+MODULES_FILE_ENV = "ECHOBENCH_MODULES_FILE"
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """The parsed command line; each server reads the fields its model uses."""
+
+    name: str
+    host: str = "127.0.0.1"
+    port: int = 0
+    backlog: int = 1024  # the book's LISTENQ
+    workers: int = 4  # the book's NTHREADS (threadpool) and the prefork worker count
+    shared_counter: str | None = None
+    leak_connfd: bool = False  # process only: teaching switch, CS:APP 12.1.1's warning
+    naive_reaper: bool = False  # process only: teaching switch, signals do not queue (8.5.5)
+    handler: str = "cat"  # inetd only: what the child execs
+
+
+class Counter(Protocol):
+    """A shared byte counter; servers call add() once per chunk echoed (see servers.counter)."""
+
+    def add(self, n: int) -> None: ...
+
+    def child_done(self) -> None: ...
+
+    def totals(self) -> tuple[int, int]: ...
+
+
+class Stop(Exception):
+    """Raised by the SIGTERM/SIGINT handler to unwind a blocking accept loop."""
+
+
+def log(message: str) -> None:
+    """One line on stderr: stdout carries only READY and STATS."""
+    print(f"servers: {message}", file=sys.stderr, flush=True)
+
+
+def open_listenfd(host: str, port: int, backlog: int) -> socket.socket:
+    """The book's open_listenfd (CS:APP Fig. 11.19): bind, listen, hand back the socket."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        # A restarted server must not wait out TIME_WAIT of the previous run's connections.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(backlog)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def announce_ready(sock: socket.socket) -> None:
+    """Print `READY <host> <port> <pid>` once the socket listens: runners wait on it, not sleep."""
+    host, port = sock.getsockname()[:2]
+    dump = os.environ.get(MODULES_FILE_ENV)
+    if dump:
+        with open(dump, "w", encoding="utf-8") as f:
+            f.write("\n".join(sorted(sys.modules)) + "\n")
+    print(f"READY {host} {port} {os.getpid()}", flush=True)
+
+
+def print_stats(counter: Counter | None) -> None:
+    if counter is not None:
+        nbytes, updates = counter.totals()
+        print(f"STATS bytes={nbytes} updates={updates}", flush=True)
+
+
+def _raise_stop(signum: int, frame: FrameType | None) -> None:
+    raise Stop(signal.Signals(signum).name)
+
+
+def stop_on_signals() -> None:
+    """SIGTERM and SIGINT unwind the main thread's blocking call (accept, wait) with Stop."""
+    signal.signal(signal.SIGTERM, _raise_stop)
+    signal.signal(signal.SIGINT, _raise_stop)
+
+
+def echo(conn: socket.socket, counter: Counter | None) -> None:
+    """Send back every byte received, in order, until EOF (CS:APP Fig. 11.22's echo, bytes not
+    lines). A peer that resets or vanishes ends this connection only."""
+    try:
+        if counter is None:
+            while data := conn.recv(CHUNK):
+                conn.sendall(data)
+        else:
+            while data := conn.recv(CHUNK):
+                conn.sendall(data)
+                counter.add(len(data))  # one shared update per chunk echoed
+    except OSError:
+        pass  # ECONNRESET, EPIPE, or shut down by the server's stop: this client is gone
+
+
+# accept() errors that mean "out of descriptors or memory right now", not "this connection".
+RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+
+
+class Backoff:
+    """Wait before retrying a call that failed for lack of resources, growing 10 ms -> 100 ms.
+
+    One stderr line per episode, not per failure: under overload the log must not become the
+    load. `ok()` ends the episode."""
+
+    MIN_S = 0.010
+    MAX_S = 0.100
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.delay_s = 0.0
+        self.failures = 0
+
+    def note(self, err: OSError) -> float:
+        """Count a failure (logging the first of an episode); return how long to wait."""
+        if self.failures == 0:
+            log(
+                f"{self.what}: {errno.errorcode.get(err.errno or 0, err)}; backing off and retrying"
+            )
+        self.failures += 1
+        self.delay_s = min(max(self.MIN_S, self.delay_s * 2), self.MAX_S)
+        return self.delay_s
+
+    def failed(self, err: OSError) -> None:
+        time.sleep(self.note(err))
+
+    def ok(self) -> None:
+        if self.failures:
+            self.failures = 0
+            self.delay_s = 0.0
+
+
+def accept(sock: socket.socket, backoff: Backoff) -> socket.socket:
+    """Blocking accept that survives EMFILE/ENFILE: back off and retry, never crash or spin."""
+    while True:
+        try:
+            conn, _ = sock.accept()
+        except OSError as err:
+            if err.errno in RESOURCE_ERRNOS:
+                backoff.failed(err)
+                continue
+            if err.errno == errno.ECONNABORTED:
+                continue  # the client gave up while queued: not our problem
+            raise
+        backoff.ok()
+        return conn

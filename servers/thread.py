@@ -1,0 +1,65 @@
+"""Concurrent echo server based on threads: CS:APP Fig. 12.14, section 12.3.
+
+The main thread accepts and starts one thread per connection; the thread echoes until the client
+leaves, closes the connection and ends. Threads are detached (daemon: nothing joins them), as
+the book's thread routine calls pthread_detach. All threads share one address space, so a shared
+counter is a global plus a Lock (`--shared-counter lock`).
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+
+from servers.common import (
+    Backoff,
+    Counter,
+    ServerConfig,
+    Stop,
+    accept,
+    announce_ready,
+    echo,
+    open_listenfd,
+    print_stats,
+    stop_on_signals,
+)
+from servers.counter import make
+from servers.tracking import Connections
+
+
+def thread(connfd: socket.socket, conns: Connections, counter: Counter | None) -> None:
+    try:
+        echo(connfd, counter)
+    finally:
+        conns.done(connfd)
+        connfd.close()
+
+
+def run(cfg: ServerConfig) -> int:
+    counter = make(cfg.shared_counter) if cfg.shared_counter else None
+    listenfd = open_listenfd(cfg.host, cfg.port, cfg.backlog)
+    conns = Connections()
+    stop_on_signals()
+    accept_backoff, start_failures = Backoff("accept"), Backoff("thread start")
+    announce_ready(listenfd)
+    try:
+        while True:
+            connfd = accept(listenfd, accept_backoff)
+            if not conns.add(connfd):
+                connfd.close()
+                continue
+            try:
+                threading.Thread(target=thread, args=(connfd, conns, counter), daemon=True).start()
+            except RuntimeError as err:  # can't start new thread: drop this client only
+                start_failures.note(OSError(0, str(err)))
+                conns.done(connfd)
+                connfd.close()
+                continue
+            start_failures.ok()
+    except Stop:
+        pass
+    finally:
+        listenfd.close()
+        conns.end_all()
+    print_stats(counter)
+    return 0
