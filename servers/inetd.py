@@ -1,0 +1,93 @@
+"""Fork + exec per connection, as inetd runs a simple service: the "exec" of fork/exec/waitpid.
+
+The parent is the process server of CS:APP Fig. 12.5 (accept, fork, close connfd, reap in a
+SIGCHLD handler). The child makes the connection its stdin and stdout with dup2 (CS:APP 10.9)
+and execs a handler that knows nothing about sockets: the system's `cat` (default) or, with
+`--handler python`, servers/inetd_handler.py, which pays for a whole interpreter start per
+connection. Compared with `process`, this adds exec's cost: a new program image, a new address
+space, the dynamic loader.
+
+`--shared-counter`: an exec'd program keeps nothing of the parent's memory (a shared mapping
+does not survive exec), and `cat` counts nothing. So only `--handler python` takes the switch:
+`naive` (the handler counts privately, the parent reports 0) or `pipe` (the handler inherits the
+pipe's write end and reports once at exit).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+from functools import partial
+from pathlib import Path
+
+from servers.common import (
+    Backoff,
+    ServerConfig,
+    Stop,
+    accept,
+    announce_ready,
+    open_listenfd,
+    print_stats,
+    stop_on_signals,
+)
+from servers.counter import PipeCounter, make
+from servers.forking import Children, child_exit
+
+HANDLER = Path(__file__).with_name("inetd_handler.py")
+
+
+def handler_argv(cfg: ServerConfig, counter: object) -> list[str]:
+    if cfg.handler == "cat":
+        return ["cat"]
+    mode = cfg.shared_counter or "none"
+    if isinstance(counter, PipeCounter):
+        mode = str(counter.wfd)
+    return [sys.executable, "-I", "-S", str(HANDLER), mode]
+
+
+def exec_handler(connfd: socket.socket, argv: list[str], counter: object) -> None:
+    """In the child: the connection becomes stdin and stdout, then the handler replaces us."""
+    os.dup2(connfd.fileno(), 0)
+    os.dup2(connfd.fileno(), 1)
+    connfd.close()
+    if isinstance(counter, PipeCounter):
+        os.set_inheritable(counter.wfd, True)
+    # Python ignores SIGPIPE and exec keeps ignored signals ignored: give cat the default back.
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    os.execvp(argv[0], argv)
+
+
+def run(cfg: ServerConfig) -> int:
+    counter = make(cfg.shared_counter) if cfg.shared_counter else None
+    argv = handler_argv(cfg, counter)
+    collect = counter.collect if isinstance(counter, PipeCounter) else None
+    children = Children()
+    children.install_reaper(on_reap=collect)
+    listenfd = open_listenfd(cfg.host, cfg.port, cfg.backlog)
+    stop_on_signals()
+    accept_backoff, fork_failures = Backoff("accept"), Backoff("fork")
+    announce_ready(listenfd)
+    try:
+        while True:
+            connfd = accept(listenfd, accept_backoff)
+            try:
+                pid = children.fork()
+            except BlockingIOError as err:  # EAGAIN: out of processes; drop this client only
+                fork_failures.note(err)
+                connfd.close()
+                continue
+            fork_failures.ok()
+            if pid == 0:
+                listenfd.close()
+                # The handler's own count (if any) is its business: no child_done here.
+                child_exit(None, partial(exec_handler, connfd, argv, counter))
+            connfd.close()
+    except Stop:
+        pass
+    finally:
+        listenfd.close()
+        children.end_all()
+    print_stats(counter)
+    return 0

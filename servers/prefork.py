@@ -1,0 +1,77 @@
+"""Preforked echo server: N worker processes accept on one shared listening socket.
+
+Beyond the book, but built from its parts: the process model of CS:APP 12.1 without a fork per
+connection. The parent opens the listening socket, forks `--workers` children that inherit it,
+and only supervises: it waits for a worker to die and replaces it. Each worker accepts and
+serves one client at a time (Apache's prefork MPM, gunicorn's sync workers); the kernel hands
+each incoming connection to one of the workers blocked in accept. At most N clients are served
+at once, as in the prethreaded server (Fig. 12.28).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from functools import partial
+
+from servers.common import (
+    Backoff,
+    Counter,
+    ServerConfig,
+    Stop,
+    accept,
+    announce_ready,
+    echo,
+    open_listenfd,
+    print_stats,
+    stop_on_signals,
+)
+from servers.counter import PipeCounter, make
+from servers.forking import Children, child_exit
+
+
+def worker(listenfd: socket.socket, counter: Counter | None) -> None:
+    backoff = Backoff("accept")
+    while True:
+        connfd = accept(listenfd, backoff)
+        with connfd:
+            echo(connfd, counter)
+
+
+def spawn(children: Children, listenfd: socket.socket, counter: Counter | None) -> None:
+    """Fork one worker, retrying (with back-off) while the system is out of processes."""
+    failures = Backoff("fork")
+    while True:
+        try:
+            pid = children.fork()
+        except BlockingIOError as err:
+            time.sleep(failures.note(err))
+            continue
+        if pid == 0:
+            child_exit(counter, partial(worker, listenfd, counter))
+        return
+
+
+def run(cfg: ServerConfig) -> int:
+    counter = make(cfg.shared_counter) if cfg.shared_counter else None
+    listenfd = open_listenfd(cfg.host, cfg.port, cfg.backlog)
+    children = Children()
+    stop_on_signals()
+    try:
+        for _ in range(cfg.workers):
+            spawn(children, listenfd, counter)
+        announce_ready(listenfd)
+        while True:
+            pid, _ = os.wait()  # a worker died (crashed or was killed): replace it
+            children.live.discard(pid)
+            if isinstance(counter, PipeCounter):
+                counter.collect()
+            spawn(children, listenfd, counter)
+    except Stop:
+        pass
+    finally:
+        listenfd.close()
+        children.end_all()
+    print_stats(counter)
+    return 0
