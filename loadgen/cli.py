@@ -1,0 +1,145 @@
+"""Command line of the load generator: `python -m loadgen --target HOST:PORT [options]`.
+
+Exit status: 0 a complete run (even with counted errors), 1 a run failure (nothing connected,
+interrupted, a worker died), 2 a usage error. Bad input gets one line on stderr. With --output
+the LoadResult is written atomically, also for a failed run (marked complete=false), so nothing
+measured is lost; a one-line summary always goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import NoReturn
+
+from loadgen.schema import LoadConfig, LoadResult, write_atomic
+
+DEFAULT_LOOPBACK_SOURCES = 8
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One line, not argparse's usage block: scripts and people both read the first line.
+        self.exit(2, f"loadgen: usage error: {message} (see --help)\n")
+
+
+def parse_target(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    return host.strip("[]"), int(port)
+
+
+def parse_cpus(text: str) -> tuple[int, ...]:
+    """'1', '0,1' or '0-3' -> a tuple of CPU numbers."""
+    cpus: set[int] = set()
+    try:
+        for part in text.split(","):
+            lo, _, hi = part.partition("-")
+            cpus.update(range(int(lo), int(hi or lo) + 1))
+    except ValueError:
+        msg = f"expected a CPU list like 1 or 0,1 or 0-1, got {text!r}"
+        raise argparse.ArgumentTypeError(msg) from None
+    return tuple(sorted(cpus))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m loadgen", description="Echo load generator (asyncio + uvloop).")
+    p.add_argument("--target", type=parse_target, required=True, help="HOST:PORT (loopback)")
+    p.add_argument("--connections", type=int, default=10)
+    p.add_argument("--mode", choices=("persistent", "per-request"), default="persistent")
+    p.add_argument("--load", choices=("closed", "open"), default="closed")
+    p.add_argument("--rate", type=float, default=None, help="total requests/s (open loop)")
+    p.add_argument("--size", type=int, default=64, help="message size in bytes (1..1048576)")
+    p.add_argument("--duration", type=float, default=5.0, help="measured seconds")
+    p.add_argument("--warmup", type=float, default=1.0, help="unrecorded seconds before")
+    p.add_argument("--workers", type=int, default=1, help="processes sharing the connections")
+    p.add_argument("--cpus", type=parse_cpus, default=None, help="pin to these CPUs: 1 or 0,1")
+    p.add_argument(
+        "--source-addrs",
+        type=int,
+        default=None,
+        help=f"spread connections over 127.0.0.2..N+1 (default {DEFAULT_LOOPBACK_SOURCES} "
+        "for a 127.x target, else 0)",
+    )
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for an echo")
+    p.add_argument("--output", default=None, help="write the LoadResult JSON here")
+    p.set_defaults(func=cmd_run)
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> LoadConfig:
+    host, port = args.target
+    sources = args.source_addrs
+    if sources is None:
+        sources = DEFAULT_LOOPBACK_SOURCES if host.startswith("127.") else 0
+    return LoadConfig(
+        host=host,
+        port=port,
+        connections=args.connections,
+        mode=args.mode,
+        load=args.load,
+        rate=args.rate,
+        size=args.size,
+        duration_s=args.duration,
+        warmup_s=args.warmup,
+        workers=args.workers,
+        cpus=args.cpus,
+        source_addrs=sources,
+        timeout_s=args.timeout,
+    )
+
+
+def summary(r: LoadResult) -> str:
+    lat = r.histograms.get("latency")
+    p50 = lat.summary.p50_us if lat else 0.0
+    p99 = lat.summary.p99_us if lat else 0.0
+    errors = sum(r.errors.values())
+    state = "complete" if r.complete else f"INCOMPLETE ({r.failure})"
+    flags = [
+        f
+        for f, on in (
+            ("CLIENT SATURATED", r.client_saturated),
+            ("CLIENT PORT-BOUND", r.client_port_bound),
+        )
+        if on
+    ]
+    c = r.config
+    return (
+        f"loadgen: {r.requests_per_s:,.0f} req/s, p50 {p50:,.1f} us, p99 {p99:,.1f} us, "
+        f"{r.requests:,} requests in {r.elapsed_s:.2f} s, errors {errors}, "
+        f"{c.connections} x {c.mode} {c.load} {c.size} B, {state}"
+        + (f" [{', '.join(flags)}]" if flags else "")
+    )
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from loadgen import coordinator  # noqa: PLC0415 - keep `--help` and usage errors fast
+
+    config = config_from_args(args)
+    try:
+        coordinator.validate(config)
+        if config.cpus is not None:
+            os.sched_setaffinity(0, config.cpus)
+        result = coordinator.run(config, announce=_say)
+    except coordinator.UsageError as exc:
+        print(f"loadgen: usage error: {exc}", file=sys.stderr)
+        return 2
+    except coordinator.RunFailure as exc:
+        now = coordinator.now_iso()
+        result = coordinator.build_result(config, now, now, [], str(exc))
+    if args.output:
+        write_atomic(args.output, result)
+    print(summary(result), file=sys.stderr)
+    return 0 if result.complete else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    code: int = args.func(args)
+    return code

@@ -1,0 +1,612 @@
+"""The hot path: one worker's connections, on one uvloop event loop.
+
+Two connection modes (issue 3):
+
+* persistent -- an asyncio Protocol per connection (uvloop reads into C buffers and calls
+  `data_received`; no streams, no task per message). The connection keeps exactly one message
+  in flight: closed loop sends the next one as soon as the echo is verified, open loop sends it
+  at its scheduled time (or at once when behind schedule, as wrk2 does).
+* per-request -- connect, send one message, read the echo, close: the load that makes CS:APP's
+  Figure 12.5 server fork a child per request. Written with raw non-blocking sockets and
+  `add_reader`/`add_writer` rather than transports, because building a transport (a coroutine
+  and a task) would cost more than the whole request.
+
+Every echo is compared byte for byte with what was sent. Each message is unique: its first
+8 bytes are (connection uid << 40 | sequence number), so a stale, reordered or cross-connection
+echo is a mismatch. The rest of the message is one shared pattern, so even 10,000 connections
+of 1 MiB messages share one buffer.
+
+Samples go into `SampleBuffer`s (a list append per sample; see hist.py) and are flushed into
+HdrHistograms once a second by the timeline ticker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from loadgen.hist import SampleBuffer
+
+IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)  # Linux 4.2+
+SEQ_BITS = 40
+SEQ_MASK = (1 << SEQ_BITS) - 1
+CONNECT_CONCURRENCY = 128  # bounded so a 10,000-connection setup never overflows listen backlogs
+RECONNECT_DELAY_S = 0.01  # after an error, so a refusing server is not hammered in a hot loop
+
+_ERRNO_KINDS = {
+    errno.ECONNREFUSED: "refused",
+    errno.ECONNRESET: "reset",
+    errno.EPIPE: "reset",
+    errno.ECONNABORTED: "reset",
+    errno.ETIMEDOUT: "timeout",
+    errno.EADDRNOTAVAIL: "addr_not_avail",
+}
+
+
+def classify(exc: BaseException | int) -> tuple[str, str | None]:
+    """(error kind, detail key or None) for an exception or errno."""
+    if isinstance(exc, TimeoutError):
+        return "timeout", None
+    code = exc if isinstance(exc, int) else getattr(exc, "errno", None)
+    if code in _ERRNO_KINDS:
+        return _ERRNO_KINDS[code], None
+    name = errno.errorcode.get(code, type(exc).__name__) if code else type(exc).__name__
+    return "other", f"other:{name}"
+
+
+def pattern(size: int) -> bytes:
+    """The shared body of every message: bytes 8.. of a message of `size` bytes."""
+    body = max(0, size - 8)
+    block = bytes(range(251))  # a prime length, so the pattern does not align with powers of 2
+    return (block * (body // len(block) + 1))[:body]
+
+
+@dataclass(slots=True)
+class Counters:
+    """What one phase (warm-up or measured) of one worker counted."""
+
+    completed: int = 0
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    connections_opened: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+    details: dict[str, int] = field(default_factory=dict)
+
+
+class Run:
+    """One phase of one worker: the shared state every connection reports into."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        host: str,
+        port: int,
+        size: int,
+        timeout_s: float,
+        interval_ns: int | None,
+        recording: bool,
+    ) -> None:
+        self.loop = loop
+        self.addr = (host, port)
+        self.size = size
+        self.tail = pattern(size)
+        self.timeout_ns = int(timeout_s * 1e9)
+        self.interval_ns = interval_ns  # per-connection send interval (open loop), else None
+        self.recording = recording  # False in warm-up: nothing is recorded, bytes still counted
+        self.stopping = False
+        self.rx_total = 0  # every verified echoed byte received, whatever the phase
+        self.c = Counters()
+        self.latency = SampleBuffer()
+        self.service = SampleBuffer()
+        self.connect = SampleBuffer()
+        self.port_bound = False
+        self.conns: set[Any] = set()  # live _Conn / _Slot objects, for the timeout sweep
+        self.inflight = 0
+        self._drained: asyncio.Future[None] | None = None
+        self._sweeper: asyncio.TimerHandle | None = None
+
+    # ------------------------------------------------------------------ accounting
+    def error(self, kind: str, detail: str | None = None) -> None:
+        if kind == "addr_not_avail":
+            self.port_bound = True
+        c = self.c
+        c.errors[kind] = c.errors.get(kind, 0) + 1
+        if detail:
+            c.details[detail] = c.details.get(detail, 0) + 1
+
+    def message(self, uid: int, seq: int) -> bytes:
+        stamp = ((uid << SEQ_BITS) | (seq & SEQ_MASK)).to_bytes(8, "little")
+        return stamp + self.tail if self.size > 8 else stamp[: self.size]
+
+    def flush(self) -> None:
+        self.latency.flush()
+        self.service.flush()
+        self.connect.flush()
+
+    # ------------------------------------------------------------------ in-flight tracking
+    def done_one(self) -> None:
+        """A connection/slot went idle for good (stopping); resolve the drain when all did."""
+        self.inflight -= 1
+        if self.inflight <= 0 and self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
+
+    async def drain(self, limit_s: float) -> int:
+        """Stop sending; wait up to `limit_s` for in-flight echoes. Returns how many were left."""
+        self.stopping = True
+        for conn in list(self.conns):
+            conn.on_stop()
+        if self.inflight > 0:
+            self._drained = self.loop.create_future()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._drained), limit_s)
+        left = max(0, self.inflight)
+        for conn in list(self.conns):
+            conn.abort()
+        self.conns.clear()
+        self.stop_sweeper()
+        return left
+
+    def start_sweeper(self) -> None:
+        period = min(0.25, max(0.01, self.timeout_ns / 4e9))
+
+        def sweep() -> None:
+            now = time.monotonic_ns()
+            limit = self.timeout_ns
+            for conn in list(self.conns):
+                if conn.busy and now - conn.sent_at > limit:
+                    self.error("timeout")
+                    conn.fail_restart()
+            self._sweeper = self.loop.call_later(period, sweep)
+
+        self._sweeper = self.loop.call_later(period, sweep)
+
+    def stop_sweeper(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+
+
+# ====================================================================== persistent connections
+
+
+def make_socket(src: str | None) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        if src is not None:
+            # Pick the source port at connect() time, per (src, dst) pair, not at bind() time
+            # from the one global pool: each source address then gets its own ~28,000 ports.
+            sock.setsockopt(socket.SOL_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+            sock.bind((src, 0))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class _Conn(asyncio.Protocol):
+    """One persistent connection with one message in flight."""
+
+    def __init__(self, run: Run, uid: int, src: str | None, first_due_ns: int) -> None:
+        self.run = run
+        self.uid = uid
+        self.src = src
+        self.transport: asyncio.Transport | None = None
+        self.seq = 0
+        self.msg = b""
+        self.mv = memoryview(b"")
+        self.off = 0
+        self.sent_at = 0
+        self.due = first_due_ns  # open loop: intended send time of the next message
+        self.busy = False  # a message is in flight
+        self.active = False  # counted in run.inflight (has work until stopped)
+        self.closing = False
+        self.timer: asyncio.TimerHandle | None = None
+
+    # -------------------------------------------------------------- asyncio callbacks
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        n = len(data)
+        run = self.run
+        off = self.off
+        end = off + n
+        size = run.size
+        if not self.busy or end > size:
+            run.error("mismatch", "mismatch:unexpected_bytes")
+            self.fail_restart()
+            return
+        if (data != self.msg) if (off == 0 and n == size) else (self.mv[off:end] != data):
+            run.error("mismatch")
+            self.fail_restart()
+            return
+        run.rx_total += n
+        if end < size:
+            self.off = end
+            return
+        now = time.monotonic_ns()
+        self.off = 0
+        self.busy = False
+        if run.recording:
+            c = run.c
+            c.completed += 1
+            c.bytes_received += size
+            if run.interval_ns is None:
+                run.latency.add(now - self.sent_at)
+            else:
+                # From the intended time (wrk2's correction for coordinated omission). uvloop's
+                # timers tick in milliseconds and may fire up to 1 ms early: then the send
+                # itself is the reference, so corrected latency is never below service time.
+                run.latency.add(now - min(self.due, self.sent_at))
+                run.service.add(now - self.sent_at)
+        if run.stopping:
+            self._retire()
+        elif run.interval_ns is None:
+            self.send(now)
+        else:
+            self.due += run.interval_ns
+            if self.due <= now:
+                self.send(now)  # behind schedule: send at once, latency keeps counting from due
+            else:
+                self.timer = run.loop.call_later((self.due - now) / 1e9, self._fire)
+
+    def eof_received(self) -> bool | None:
+        return None  # close our side too; connection_lost reports it
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.closing:
+            return
+        run = self.run
+        if exc is not None:
+            run.error(*classify(exc))
+        elif self.busy:
+            run.error("short_read")  # the server closed before echoing the whole message
+        else:
+            run.error("other", "other:closed_by_server")
+        self.fail_restart(already_closed=True)
+
+    # -------------------------------------------------------------- sending
+    def begin(self) -> None:
+        """Start this connection's load (the measured phase's t0 has come)."""
+        self.active = True
+        self.run.inflight += 1
+        if self.run.interval_ns is None:
+            self.send(time.monotonic_ns())
+        else:
+            delay = (self.due - time.monotonic_ns()) / 1e9
+            self.timer = self.run.loop.call_later(max(0.0, delay), self._fire)
+
+    def _fire(self) -> None:
+        self.timer = None
+        if not self.run.stopping and self.transport is not None:
+            self.send(time.monotonic_ns())
+
+    def send(self, now: int) -> None:
+        run = self.run
+        self.seq += 1
+        msg = run.message(self.uid, self.seq)
+        self.msg = msg
+        if run.size > 4096:
+            self.mv = memoryview(msg)  # partial reads compare slices without copying
+        else:
+            self.mv = msg  # type: ignore[assignment]  # small: bytes slices are cheaper
+        self.busy = True
+        self.sent_at = now
+        if run.recording:
+            run.c.bytes_sent += run.size
+        assert self.transport is not None
+        self.transport.write(msg)
+
+    # -------------------------------------------------------------- ending
+    def on_stop(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if not self.busy:
+            self._retire()
+
+    def _retire(self) -> None:
+        if self.active:
+            self.active = False
+            self.run.done_one()
+
+    def abort(self) -> None:
+        self.closing = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.transport is not None:
+            self.transport.abort()
+            self.transport = None
+
+    def fail_restart(self, already_closed: bool = False) -> None:
+        """Drop this connection after an error and open a replacement (until the run stops)."""
+        run = self.run
+        if not already_closed:
+            self.abort()
+        self.closing = True
+        self.busy = False
+        self.off = 0
+        run.conns.discard(self)
+        was_active = self.active
+        self._retire()
+        if run.stopping or not was_active:
+            return
+        run.loop.call_later(RECONNECT_DELAY_S, self._replace)
+
+    def _replace(self) -> None:
+        run = self.run
+        if run.stopping:
+            return
+        task = run.loop.create_task(open_conn(run, self.uid, self.src, self.due, begin=True))
+        run_tasks.add(task)
+        task.add_done_callback(run_tasks.discard)
+
+
+run_tasks: set[asyncio.Task[Any]] = set()  # strong references to reconnect tasks
+
+
+async def open_conn(
+    run: Run, uid: int, src: str | None, first_due_ns: int, begin: bool = False
+) -> _Conn | None:
+    """Connect one persistent connection; count the failure and return None if it fails."""
+    loop = run.loop
+    try:
+        sock = make_socket(src)
+    except OSError as exc:
+        run.error(*classify(exc))
+        return None
+    t0 = time.monotonic_ns()
+    try:
+        await asyncio.wait_for(loop.sock_connect(sock, run.addr), run.timeout_ns / 1e9)
+        t1 = time.monotonic_ns()
+        _, proto = await loop.create_connection(
+            lambda: _Conn(run, uid, src, first_due_ns), sock=sock
+        )
+    except (OSError, TimeoutError) as exc:
+        sock.close()
+        run.error(*classify(exc))
+        return None
+    run.c.connections_opened += 1
+    if run.recording:
+        run.connect.add(t1 - t0)
+    if run.stopping:
+        proto.abort()
+        return None
+    run.conns.add(proto)
+    if begin:
+        proto.begin()
+    return proto
+
+
+async def open_all(
+    run: Run, uids: list[int], sources: list[str | None], first_due: Callable[[int], int]
+) -> list[_Conn]:
+    """Open every persistent connection, at most CONNECT_CONCURRENCY at a time."""
+    sem = asyncio.Semaphore(CONNECT_CONCURRENCY)
+
+    async def one(i: int) -> _Conn | None:
+        async with sem:
+            return await open_conn(run, uids[i], sources[i], first_due(i))
+
+    opened = await asyncio.gather(*(one(i) for i in range(len(uids))))
+    return [c for c in opened if c is not None]
+
+
+# ====================================================================== per-request slots
+
+
+class _Slot:
+    """One concurrent request stream: connect, send, read the echo, close, repeat."""
+
+    def __init__(self, run: Run, uid: int, sources: list[str | None], first_due_ns: int) -> None:
+        self.run = run
+        self.uid = uid
+        self.sources = sources
+        self.src_i = uid % len(sources)
+        self.seq = 0
+        self.sock: socket.socket | None = None
+        self.fd = -1
+        self.msg = b""
+        self.buf = bytearray(run.size)
+        self.view = memoryview(self.buf)
+        self.off = 0
+        self.sent = 0
+        self.started = 0  # connect() called
+        self.sent_at = 0  # for the timeout sweep: when this request began
+        self.due = first_due_ns
+        self.busy = False
+        self.active = False
+        self.connecting = False
+        self.writing = False
+        self.timer: asyncio.TimerHandle | None = None
+
+    def begin(self) -> None:
+        self.active = True
+        self.run.inflight += 1
+        if self.run.interval_ns is None:
+            self.start()
+        else:
+            self._schedule(time.monotonic_ns())
+
+    def _schedule(self, now: int) -> None:
+        if self.due <= now:
+            self.start()
+        else:
+            self.timer = self.run.loop.call_later((self.due - now) / 1e9, self._fire)
+
+    def _fire(self) -> None:
+        self.timer = None
+        self.start()
+
+    def start(self) -> None:
+        run = self.run
+        if run.stopping:
+            self._retire()
+            return
+        src = self.sources[self.src_i]
+        self.src_i = (self.src_i + 1) % len(self.sources)
+        now = time.monotonic_ns()
+        self.started = self.sent_at = now
+        self.busy = True
+        try:
+            sock = make_socket(src)
+        except OSError as exc:
+            self._failed(*classify(exc))
+            return
+        self.sock = sock
+        self.fd = sock.fileno()
+        rc = sock.connect_ex(run.addr)
+        if rc == 0:
+            self._connected()
+        elif rc == errno.EINPROGRESS:
+            self.connecting = True
+            run.loop.add_writer(self.fd, self._on_writable)
+        else:
+            self._failed(*classify(rc))
+
+    def _on_writable(self) -> None:
+        if self.connecting:
+            assert self.sock is not None
+            rc = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            self.run.loop.remove_writer(self.fd)
+            self.connecting = False
+            if rc:
+                self._failed(*classify(rc))
+                return
+            self._connected()
+        else:
+            self._send_more()
+
+    def _connected(self) -> None:
+        run = self.run
+        now = time.monotonic_ns()
+        run.c.connections_opened += 1
+        if run.recording:
+            run.connect.add(now - self.started)
+            run.c.bytes_sent += run.size
+        self.seq += 1
+        self.msg = run.message(self.uid, self.seq)
+        self.sent = 0
+        self.off = 0
+        self._send_more()
+
+    def _send_more(self) -> None:
+        run = self.run
+        assert self.sock is not None
+        try:
+            n = self.sock.send(memoryview(self.msg)[self.sent :] if self.sent else self.msg)
+        except BlockingIOError:
+            n = 0
+        except OSError as exc:
+            self._failed(*classify(exc))
+            return
+        self.sent += n
+        if self.sent < run.size:
+            if not self.writing:  # a large message: the rest goes when the socket has room
+                self.writing = True
+                run.loop.add_writer(self.fd, self._on_writable)
+            return
+        if self.writing:
+            self.writing = False
+            run.loop.remove_writer(self.fd)
+        run.loop.add_reader(self.fd, self._on_readable)
+
+    def _on_readable(self) -> None:
+        run = self.run
+        assert self.sock is not None
+        try:
+            n = self.sock.recv_into(self.view[self.off :])
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            self._failed(*classify(exc))
+            return
+        if n == 0:
+            self._failed("short_read", None)
+            return
+        run.rx_total += n
+        self.off += n
+        if self.off < run.size:
+            return
+        if self.buf != self.msg:
+            run.rx_total -= run.size  # not verified: not counted as echoed
+            self._failed("mismatch", None)
+            return
+        now = time.monotonic_ns()
+        self._close()
+        self.busy = False
+        if run.recording:
+            c = run.c
+            c.completed += 1
+            c.bytes_received += run.size
+            if run.interval_ns is None:
+                run.latency.add(now - self.started)
+            else:
+                run.latency.add(now - min(self.due, self.started))  # as in _Conn
+                run.service.add(now - self.started)
+        if run.stopping:
+            self._retire()
+        elif run.interval_ns is None:
+            self.start()
+        else:
+            self.due += run.interval_ns
+            self._schedule(now)
+
+    def _close(self) -> None:
+        if self.sock is not None:
+            loop = self.run.loop
+            loop.remove_reader(self.fd)
+            loop.remove_writer(self.fd)
+            self.sock.close()
+            self.sock = None
+            self.fd = -1
+            self.connecting = self.writing = False
+
+    def _failed(self, kind: str, detail: str | None) -> None:
+        self.run.error(kind, detail)
+        self.fail_restart()
+
+    def fail_restart(self) -> None:
+        run = self.run
+        self._close()
+        self.busy = False
+        if run.stopping:
+            self._retire()
+            return
+        if run.interval_ns is not None:
+            self.due += run.interval_ns
+        self.timer = run.loop.call_later(RECONNECT_DELAY_S, self._fire)
+
+    def on_stop(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if not self.busy:
+            self._retire()
+
+    def _retire(self) -> None:
+        if self.active:
+            self.active = False
+            self.run.done_one()
+
+    def abort(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self._close()
+
+
+def make_slots(
+    run: Run, uids: list[int], sources: list[str | None], first_due: Callable[[int], int]
+) -> list[_Slot]:
+    slots = [_Slot(run, uid, sources, first_due(i)) for i, uid in enumerate(uids)]
+    run.conns.update(slots)
+    return slots

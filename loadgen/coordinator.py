@@ -1,0 +1,354 @@
+"""The parent of a load run: validate, spawn workers, keep them in step, merge what they measured.
+
+Workers are `python -m loadgen.worker` processes in the loadgen's own process group (so whoever
+started the loadgen in its own group can end all of it by one pgid), fed by JSON lines (see
+worker.py for the protocol). Their encoded HdrHistograms are decoded here and added together:
+the merge is exact, so percentiles come from the merged histogram, never from averaging
+per-worker percentiles.
+
+On SIGTERM/SIGINT the coordinator tells every worker to stop, collects what each measured, and
+returns a result marked `complete=False`: an interrupted run keeps its data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import json
+import os
+import resource
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from loadgen import hist
+from loadgen.schema import (
+    ERROR_KINDS,
+    ClientCpu,
+    Histogram,
+    LoadConfig,
+    LoadResult,
+    TimelineSecond,
+)
+
+MAX_CONNECTIONS = 10_000
+MAX_SIZE = 1 << 20
+MAX_WORKERS = 64
+MAX_SOURCE_ADDRS = 250  # 127.0.0.2 .. 127.0.0.251
+SATURATION = 0.90  # a worker using more than this share of its CPU may be the bottleneck
+FD_RESERVE = 64  # descriptors a worker needs besides its connections
+START_DELAY_NS = 100_000_000  # between "go" and t0: every worker gets the message in time
+PHASE_GRACE_S = 30.0  # a worker that answers no phase within this (after its work) is stuck
+
+
+class UsageError(ValueError):
+    """A configuration that cannot be run (CLI exit 2)."""
+
+
+class RunFailure(RuntimeError):
+    """A run that could not measure anything (CLI exit 1)."""
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def source_addresses(config: LoadConfig) -> list[str | None]:
+    if config.source_addrs <= 0:
+        return [None]
+    return [f"127.0.0.{2 + i}" for i in range(config.source_addrs)]
+
+
+def validate(config: LoadConfig) -> None:
+    """Raise UsageError (one clear sentence) for anything that cannot be run."""
+    c = config
+    if not is_loopback(c.host):
+        raise UsageError(f"target {c.host} is not a loopback address: load stays on this machine")
+    if not 1 <= c.port <= 65535:
+        raise UsageError(f"port {c.port} is not in 1..65535")
+    if not 1 <= c.connections <= MAX_CONNECTIONS:
+        raise UsageError(f"--connections must be 1..{MAX_CONNECTIONS}, got {c.connections}")
+    if not 1 <= c.size <= MAX_SIZE:
+        raise UsageError(f"--size must be 1..{MAX_SIZE} bytes, got {c.size}")
+    if not 0 < c.duration_s <= 3600:
+        raise UsageError(f"--duration must be in (0, 3600] seconds, got {c.duration_s}")
+    if not 0 <= c.warmup_s <= 600:
+        raise UsageError(f"--warmup must be in [0, 600] seconds, got {c.warmup_s}")
+    if not 0 < c.timeout_s <= 120:
+        raise UsageError(f"--timeout must be in (0, 120] seconds, got {c.timeout_s}")
+    if not 1 <= c.workers <= min(MAX_WORKERS, c.connections):
+        raise UsageError(
+            f"--workers must be 1..{min(MAX_WORKERS, c.connections)} (at most one per "
+            f"connection), got {c.workers}"
+        )
+    if c.load == "open":
+        if c.rate is None or not c.rate > 0:
+            raise UsageError(f"open loop needs a positive --rate, got {c.rate}")
+    elif c.rate is not None:
+        raise UsageError("--rate only applies to --load open")
+    if c.source_addrs:
+        if not 0 <= c.source_addrs <= MAX_SOURCE_ADDRS:
+            raise UsageError(f"--source-addrs must be 0..{MAX_SOURCE_ADDRS}")
+        if ipaddress.ip_address(c.host).version != 4:
+            raise UsageError("--source-addrs needs an IPv4 loopback target (127.0.0.0/8)")
+    if c.cpus is not None:
+        allowed = os.sched_getaffinity(0)
+        bad = sorted(set(c.cpus) - allowed)
+        if not c.cpus or bad:
+            raise UsageError(f"--cpus {list(c.cpus)}: not available here (have {sorted(allowed)})")
+    need = -(-c.connections // c.workers) * (2 if c.warmup_s > 0 else 1) + FD_RESERVE
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and need > hard:
+        raise UsageError(
+            f"{c.connections} connections over {c.workers} worker(s) need {need} open files per "
+            f"worker but the hard limit (ulimit -Hn) is {hard}: raise it or add --workers"
+        )
+
+
+def probe(config: LoadConfig) -> None:
+    """Fail fast (RunFailure) when nothing listens at the target, before spawning workers."""
+    try:
+        with socket.create_connection((config.host, config.port), timeout=config.timeout_s):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise RunFailure(f"cannot connect to {config.host}:{config.port}: {reason}") from None
+
+
+def split(config: LoadConfig) -> list[list[int]]:
+    """Global connection indexes of each worker (round-robin, so each gets every source)."""
+    return [list(range(w, config.connections, config.workers)) for w in range(config.workers)]
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+class Coordinator:
+    def __init__(self, config: LoadConfig, announce: Callable[[str], None] | None = None) -> None:
+        self.config = config
+        self.announce = announce
+        self.procs: list[asyncio.subprocess.Process] = []
+        self.stopping = asyncio.Event()
+        self.stop_reason: str | None = None
+
+    def on_signal(self, signame: str) -> None:
+        if self.stop_reason is None:
+            self.stop_reason = f"interrupted by {signame}"
+        self.stopping.set()
+        for proc in self.procs:
+            self.tell(proc, {"cmd": "stop"})
+
+    def tell(self, proc: asyncio.subprocess.Process, msg: dict[str, Any]) -> None:
+        if proc.stdin is None or proc.stdin.is_closing() or proc.returncode is not None:
+            return
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            proc.stdin.write((json.dumps(msg) + "\n").encode())
+
+    async def expect(self, phase: str, timeout_s: float) -> list[dict[str, Any] | None]:
+        """Each worker's next message, which should be `phase` (None for a worker that died)."""
+
+        async def one(proc: asyncio.subprocess.Process) -> dict[str, Any] | None:
+            assert proc.stdout is not None
+            while True:
+                line = await proc.stdout.readline()
+                if not line:
+                    return None
+                msg: dict[str, Any] = json.loads(line)
+                if msg.get("phase") in (phase, "done"):
+                    return msg
+
+        try:
+            return list(await asyncio.wait_for(asyncio.gather(*map(one, self.procs)), timeout_s))
+        except TimeoutError:
+            return [None] * len(self.procs)
+
+    async def spawn(self) -> None:
+        c = self.config
+        sources = source_addresses(c)
+        cfg = {
+            "host": c.host,
+            "port": c.port,
+            "connections": c.connections,
+            "mode": c.mode,
+            "load": c.load,
+            "rate": c.rate,
+            "size": c.size,
+            "warmup_s": c.warmup_s,
+            "timeout_s": c.timeout_s,
+        }
+        for uids in split(c):
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "loadgen.worker",
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+            )
+            self.procs.append(proc)
+            if c.cpus is not None:
+                # Pinned before it has any work: the worker idles until it reads `init`.
+                os.sched_setaffinity(proc.pid, c.cpus)
+            init = {"parent_pid": os.getpid(), "config": cfg, "uids": uids, "sources": sources}
+            self.tell(proc, init)
+
+    async def run(self) -> LoadResult:
+        c = self.config
+        started_at = now_iso()
+        failure: str | None = None
+        reports: list[dict[str, Any] | None] = []
+        try:
+            await self.spawn()
+            phases = [
+                ("hello", "warmup", 30.0),
+                ("warm", "connect", c.warmup_s + c.timeout_s + 30.0),
+            ]
+            for phase, command, limit in phases:
+                got = await self.expect(phase, limit)
+                if any(m is None or m["phase"] == "done" for m in got) or self.stopping.is_set():
+                    failure = self.stop_reason or f"a worker failed before '{phase}'"
+                    break
+                for proc in self.procs:
+                    self.tell(proc, {"cmd": command})
+            if failure is None:
+                got = await self.expect("connected", c.connections * c.timeout_s / 64 + 60.0)
+                if any(m is None for m in got) or self.stopping.is_set():
+                    failure = self.stop_reason or "a worker failed while connecting"
+                elif c.mode == "persistent" and sum(m["opened"] for m in got if m) == 0:
+                    failure = f"nothing connected to {c.host}:{c.port}"
+                else:
+                    t0 = time.monotonic_ns() + START_DELAY_NS
+                    t_end = t0 + int(c.duration_s * 1e9)
+                    for proc in self.procs:
+                        self.tell(proc, {"cmd": "go", "t0": t0, "t_end": t_end})
+                    if self.announce is not None:  # a readiness signal for whoever waits on us
+                        self.announce(
+                            f"loadgen: measuring {c.connections} connection(s) for "
+                            f"{c.duration_s:g} s"
+                        )
+            if failure is not None:
+                for proc in self.procs:
+                    self.tell(proc, {"cmd": "stop"})
+            reports = await self.expect("done", c.duration_s + c.timeout_s + PHASE_GRACE_S)
+        finally:
+            await self.reap()
+        if failure is None and any(r is None for r in reports):
+            failure = "a worker died or stopped answering"
+        if failure is None and self.stop_reason is not None:
+            failure = self.stop_reason
+        return build_result(c, started_at, now_iso(), [r for r in reports if r], failure)
+
+    async def reap(self) -> None:
+        """End every worker by pid: politely, then SIGKILL; always wait, so no zombie is left."""
+        for proc in self.procs:
+            if proc.stdin is not None:
+                proc.stdin.close()
+        for proc in self.procs:
+            try:
+                await asyncio.wait_for(proc.wait(), 5.0)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+
+
+def build_result(
+    config: LoadConfig,
+    started_at: str,
+    ended_at: str,
+    reports: list[dict[str, Any]],
+    failure: str | None,
+) -> LoadResult:
+    measured = [r for r in reports if "completed" in r]
+    errors = dict.fromkeys(ERROR_KINDS, 0)
+    details: dict[str, int] = {}
+    timeline: dict[int, list[int]] = {}
+    for r in reports:
+        for kind, n in r.get("errors", {}).items():
+            errors[kind] = errors.get(kind, 0) + n
+        for key, n in r.get("details", {}).items():
+            details[key] = details.get(key, 0) + n
+        for t in r.get("timeline", []):
+            slot = timeline.setdefault(t["second"], [0, 0])
+            slot[0] += t["completed"]
+            slot[1] += t["errors"]
+    histograms: dict[str, Histogram] = {}
+    for name in ("latency", "service", "connect"):
+        merged = hist.merge([r["histograms"][name] for r in measured])
+        keep = (
+            name == "latency"
+            or (name == "service" and config.load == "open")
+            or (name == "connect" and config.mode == "per-request")
+        )
+        if keep:
+            histograms[name] = hist.to_schema(merged)
+    cpus = [ClientCpu(worker=i, **r["cpu"]) for i, r in enumerate(reports) if r.get("cpu")]
+    walls = [(r["t_end"] - r["t0"]) / 1e9 for r in measured if r["t_end"] > r["t0"]]
+    elapsed = max(walls, default=0.0)
+    requests = sum(r["completed"] for r in measured)
+    given = len(config.cpus) if config.cpus else len(os.sched_getaffinity(0))
+    used = sum(cpu.user_s + cpu.sys_s for cpu in cpus)
+    saturated = any(cpu.utilisation > SATURATION for cpu in cpus) or (
+        elapsed > 0 and used / (elapsed * given) > SATURATION
+    )
+    complete = failure is None and len(reports) == config.workers
+    if not complete and failure is None:
+        failure = "not every worker reported"
+    return LoadResult(
+        config=config,
+        started_at=started_at,
+        ended_at=ended_at,
+        elapsed_s=round(elapsed, 6),
+        complete=complete,
+        failure=failure,
+        requests=requests,
+        bytes_sent=sum(r["bytes_sent"] for r in measured),
+        bytes_received=sum(r["bytes_received"] for r in measured),
+        bytes_received_total=sum(r["rx_total"] for r in reports),
+        connections_opened=sum(r["connections_opened"] for r in measured),
+        errors=errors,
+        error_details=details,
+        histograms=histograms,
+        timeline=[TimelineSecond(s, v[0], v[1]) for s, v in sorted(timeline.items())],
+        client_cpu=cpus,
+        client_saturated=saturated,
+        client_port_bound=any(r.get("port_bound") for r in reports),
+        requests_per_s=round(requests / elapsed, 3) if elapsed > 0 else 0.0,
+    )
+
+
+async def run_async(
+    config: LoadConfig, announce: Callable[[str], None] | None = None
+) -> LoadResult:
+    coordinator = Coordinator(config, announce)
+    loop = asyncio.get_running_loop()
+    handled: list[signal.Signals] = []
+    try:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, coordinator.on_signal, sig.name)
+                handled.append(sig)
+            except (RuntimeError, ValueError):
+                pass  # not the main thread: the caller handles signals
+        return await coordinator.run()
+    finally:
+        for sig in handled:
+            loop.remove_signal_handler(sig)
+
+
+def run(config: LoadConfig, announce: Callable[[str], None] | None = None) -> LoadResult:
+    """Run one load as configured. Raises UsageError or RunFailure when nothing can be measured."""
+    validate(config)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    probe(config)
+    return asyncio.run(run_async(config, announce))
