@@ -1,0 +1,434 @@
+"""Run one cell: a fresh server, a warm-up connection, the load generator, the monitor, the verdict.
+
+One cell is one server process under one load for one trial. Every cell gets a fresh server
+(never reused: a server's first connections can run at a fraction of its later speed, see the
+asyncio trap in reference-figures.md), started through `servers.launch` pinned to the server's
+CPUs, and a load generator run as its own process group pinned to the client's CPUs. While the
+load runs, `bench.monitor` samples the server's process tree.
+
+Before the load, one primer connection echoes one message and closes: a server's first full-size
+read can cost an mmap per read until a buffer is freed (glibc's mmap threshold, the asyncio trap),
+and one closed connection is what removes that effect. Its bytes are echoed by the server too, so
+the shared-counter check expects them (issue 5).
+
+The verdict: a cell fails when the server did not start, died or hung, when the load generator
+did not finish or did not get a complete run, when an echo came back wrong, or when a shared
+counter that must be exact (everything but "naive") disagrees with the bytes the client got back.
+Overload is a result, not a failure: timeouts and resets under load are kept as notes beside the
+figures.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench.monitor import DEFAULT_INTERVAL_S, Monitor
+from bench.profile import CellSpec
+from loadgen import schema
+from servers.launch import ServerProcess, ServerStartError, StopReport
+
+# Beyond warm-up + duration + per-request timeout, the load generator gets this long to connect,
+# finish and write its result before it is considered hung (1000 connections to a forking server
+# take about a second to establish on this machine).
+LOADGEN_SLACK_S = 30.0
+PRIMER_TIMEOUT_S = 5.0
+STDERR_TAIL = 10
+
+
+@dataclass(frozen=True, slots=True)
+class CpuPlan:
+    """Where the server and the load generator run (None: unpinned)."""
+
+    server: tuple[int, ...] | None
+    client: tuple[int, ...] | None
+
+    def for_placement(self, placement: str) -> tuple[tuple[int, ...] | None, ...]:
+        if placement == "unpinned" or self.server is None:
+            return None, None
+        if placement == "shared":
+            # Both ends on the server's first CPU: a round trip needs no cross-CPU wake-up.
+            return self.server[:1], self.server[:1]
+        return self.server, self.client
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _tail(path: Path, n: int = STDERR_TAIL) -> list[str]:
+    try:
+        return path.read_text(errors="replace").splitlines()[-n:]
+    except OSError:
+        return []
+
+
+def _last(lines: list[str]) -> str:
+    return f" (stderr: {lines[-1].strip()[:200]})" if lines else ""
+
+
+def end_group(popen: subprocess.Popen[bytes], grace_s: float = 2.0) -> None:
+    """End a process group we started (by its id), politely first, then for certain."""
+    if popen.poll() is None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(popen.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            popen.wait(timeout=grace_s)
+    # Whatever the leader left in its group goes too (workers of a multi-process client).
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(popen.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        popen.wait(timeout=5)
+
+
+def prime(host: str, port: int, size: int) -> int:
+    """Echo one message of `size` bytes on a connection that then closes; return bytes echoed."""
+    payload = bytes(range(256)) * (size // 256) + bytes(range(size % 256))
+    with socket.create_connection((host, port), timeout=PRIMER_TIMEOUT_S) as sock:
+        sock.sendall(payload)
+        got = 0
+        while got < size:
+            chunk = sock.recv(min(65536, size - got))
+            if not chunk:
+                raise ConnectionError(f"server closed after echoing {got} of {size} bytes")
+            got += len(chunk)
+    return got
+
+
+def loadgen_argv(
+    spec: CellSpec,
+    host: str,
+    port: int,
+    out: Path,
+    client_cpus: tuple[int, ...] | None,
+    workers: int,
+    rate: float | None,
+) -> list[str]:
+    p = spec.params
+    argv = [
+        sys.executable,
+        "-m",
+        "loadgen",
+        "--target",
+        f"{host}:{port}",
+        "--connections",
+        str(p["connections"]),
+        "--mode",
+        p["mode"],
+        "--load",
+        p["load"],
+        "--size",
+        str(p["size"]),
+        "--duration",
+        f"{p['duration_s']:g}",
+        "--warmup",
+        f"{p['warmup_s']:g}",
+        "--workers",
+        str(workers),
+        "--timeout",
+        f"{spec.timeout_s:g}",
+        "--output",
+        str(out),
+    ]
+    if rate is not None:
+        argv += ["--rate", f"{rate:.3f}"]
+    if client_cpus is not None:
+        argv += ["--cpus", ",".join(map(str, client_cpus))]
+    return argv
+
+
+def server_run_from(
+    server: ServerProcess | None, name: str, argv: list[str], report: StopReport | None,
+    stderr_tail: list[str] | None = None,
+) -> schema.ServerRun:  # fmt: skip
+    return schema.ServerRun(
+        name=name,
+        argv=argv,
+        cpus=server.cpus if server else None,
+        pid=server.pid if server else None,
+        ready_s=round(server.ready_s, 6) if server else None,
+        exit_code=report.exit_code if report else None,
+        clean_exit=report.clean_exit if report else False,
+        leftovers=list(report.leftovers) if report else [],
+        stderr_tail=list(report.stderr_tail) if report else list(stderr_tail or []),
+        stats=dict(report.stats) if report and report.stats is not None else None,
+    )
+
+
+def failed_cell(spec: CellSpec, reason: str, started_at: str = "") -> schema.CellResult:
+    """A cell that could not run at all (e.g. its open-loop reference failed)."""
+    now = utc_now()
+    return schema.CellResult(
+        cell_id=spec.cell_id,
+        scenario=spec.scenario,
+        server=spec.server,
+        trial=spec.trial,
+        placement=spec.placement,
+        params=dict(spec.params),
+        status="failed",
+        reason=reason,
+        load=None,
+        server_run=None,
+        monitor=None,
+        started_at=started_at or now,
+        ended_at=now,
+    )
+
+
+def counter_check(
+    mode: str | None, stats: dict[str, int] | None, expected: int
+) -> tuple[str | None, str | None]:
+    """(failure reason, note) of the shared-counter check (issue 5)."""
+    if mode is None:
+        return None, None
+    if stats is None or "bytes" not in stats:
+        return f"shared counter {mode}: the server printed no 'STATS bytes=' line", None
+    got = stats["bytes"]
+    text = (
+        f"shared counter {mode}: server counted {got} bytes, "
+        f"the load generator got {expected} bytes back (primer and warm-up included)"
+    )
+    if mode == "naive":
+        # The demonstration: each forked child adds to its own copy; the parent's stays 0.
+        return None, text
+    if got != expected:
+        return text, None
+    return None, text
+
+
+class Interrupted(Exception):
+    """The runner was asked to stop (SIGINT/SIGTERM); the cell in progress is abandoned."""
+
+
+class CellRun:
+    """Runs one CellSpec; `on_pids` reports (server pid, loadgen pid) as they appear.
+
+    `stop` is set by the runner's signal handler; the long waits here poll it, so an interrupt
+    ends the load generator and the server from ordinary code, never from inside a handler.
+    """
+
+    def __init__(
+        self,
+        spec: CellSpec,
+        run_dir: Path,
+        cpus: CpuPlan,
+        workers: int,
+        on_pids: Callable[[dict[str, Any]], None] | None = None,
+        monitor_interval_s: float | None = None,
+        stop: threading.Event | None = None,
+    ) -> None:
+        self.stop = stop or threading.Event()
+        self.spec = spec
+        self.run_dir = run_dir
+        self.cpus = cpus
+        self.workers = workers
+        self.on_pids = on_pids or (lambda _info: None)
+        self.monitor_interval_s = monitor_interval_s
+
+    def run(self, rate: float | None = None) -> schema.CellResult:
+        spec = self.spec
+        started = utc_now()
+        server_cpus, client_cpus = self.cpus.for_placement(spec.placement)
+        params = dict(spec.params)
+        if rate is not None:
+            params["rate"] = round(rate, 3)
+        notes: list[str] = []
+        if spec.placement == "unpinned":
+            notes.append("unpinned: server and load generator share the CPUs with anything else")
+
+        try:
+            server = ServerProcess.start(spec.server, spec.server_args, cpus=server_cpus)
+        except ServerStartError as exc:
+            run = server_run_from(None, spec.server, [spec.server, *spec.server_args], None,
+                                  exc.stderr_tail)  # fmt: skip
+            return self._result(
+                params, "failed", f"server did not start: {exc}{_last(exc.stderr_tail)}",
+                None, run, None, started, notes,
+            )  # fmt: skip
+
+        self.on_pids({"cell_id": spec.cell_id, "server_pid": server.pid, "loadgen_pid": None})
+        interval = self.monitor_interval_s or DEFAULT_INTERVAL_S
+        # The monitor samples from the client's CPUs, so its cost never lands on the server's.
+        monitor = Monitor(server.pgid, interval, cpus=self.cpus.client).start()
+        load: schema.LoadResult | None = None
+        reasons: list[str] = []
+        report: StopReport | None = None
+        monitor_data: schema.MonitorData | None = None
+        died_during: int | None = None
+        try:
+            primed = 0
+            try:
+                primed = prime(server.host, server.port, spec.params["size"])
+            except OSError as exc:
+                reasons.append(f"primer connection failed: {exc}")
+            if self.stop.is_set():
+                raise Interrupted
+            if not reasons:
+                load, why = self._load(server, params, client_cpus, rate)
+                if why:
+                    reasons.append(why)
+            if not server.alive():
+                died_during = server.popen.returncode
+        finally:
+            # Monitor first (it needs the leader alive), then the server; both even on Ctrl-C.
+            monitor_data = monitor.stop()
+            report = server.stop()
+
+        if died_during is not None:
+            reasons.insert(
+                0,
+                f"server exited during the cell ({_exit_text(died_during)})"
+                f"{_last(report.stderr_tail)}",
+            )
+        elif report.exit_code is None:
+            reasons.append("server did not exit after SIGTERM (killed)")
+        elif report.exit_code != 0:
+            reasons.append(f"server exited with {_exit_text(report.exit_code)} on SIGTERM")
+        if report.leftovers:
+            notes.append(f"left behind after SIGTERM (then killed): {', '.join(report.leftovers)}")
+
+        if load is not None:
+            mismatches = load.errors.get("mismatch", 0)
+            if mismatches:
+                reasons.append(f"{mismatches} echoes came back different from what was sent")
+            others = {k: v for k, v in load.errors.items() if v and k != "mismatch"}
+            if others:
+                listed = ", ".join(f"{k}={v}" for k, v in sorted(others.items()))
+                notes.append(f"errors under load (overload is a result): {listed}")
+            if load.client_saturated:
+                notes.append("the load generator saturated its CPU: the figure may be its limit")
+            if load.client_port_bound:
+                notes.append("the client ran short of ephemeral ports: the figure is the kernel's")
+            if died_during is None:
+                why, note = counter_check(
+                    params["shared_counter"], report.stats, load.bytes_received_total + primed
+                )
+                if why:
+                    reasons.append(why)
+                if note:
+                    notes.append(note)
+        hz = monitor.achieved_hz()
+        if 0 < hz < 10:
+            notes.append(f"monitor reached only {hz:.1f} Hz (a large process tree)")
+        if monitor.pss.partial_samples:
+            notes.append(
+                f"PSS refreshed round-robin in a large tree: readings up to "
+                f"{monitor.pss.max_age_s:.2f} s old"
+            )
+        run = server_run_from(server, spec.server, server.argv, report)
+        status: schema.CellStatus = "failed" if reasons else "ok"
+        notes += reasons[1:]
+        return self._result(
+            params, status, reasons[0] if reasons else None, load, run, monitor_data, started,
+            notes,
+        )  # fmt: skip
+
+    def _load(
+        self,
+        server: ServerProcess,
+        params: dict[str, Any],
+        client_cpus: tuple[int, ...] | None,
+        rate: float | None,
+    ) -> tuple[schema.LoadResult | None, str | None]:
+        """Run the load generator to completion; (its result, why the cell failed or None)."""
+        spec = self.spec
+        workdir = self.run_dir / "loadgen"
+        workdir.mkdir(parents=True, exist_ok=True)
+        out = workdir / f"{spec.cell_id}.json"
+        out.unlink(missing_ok=True)
+        argv = loadgen_argv(spec, server.host, server.port, out, client_cpus, self.workers, rate)
+        limit = params["warmup_s"] + params["duration_s"] + spec.timeout_s + LOADGEN_SLACK_S
+        with tempfile.NamedTemporaryFile(
+            dir=workdir, prefix=f".{spec.cell_id}.", suffix=".stderr", delete=False
+        ) as errf:
+            err_path = Path(errf.name)
+        try:
+            with open(err_path, "wb") as err:
+                popen = subprocess.Popen(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=err,
+                    stderr=err,
+                    start_new_session=True,
+                )
+            try:
+                self.on_pids(
+                    {"cell_id": spec.cell_id, "server_pid": server.pid, "loadgen_pid": popen.pid}
+                )
+                deadline = time.monotonic() + limit
+                while True:
+                    try:
+                        code = popen.wait(timeout=0.1)
+                        break
+                    except subprocess.TimeoutExpired:
+                        if self.stop.is_set():
+                            raise Interrupted from None
+                        if time.monotonic() > deadline:
+                            return None, f"load generator still running after {limit:.0f} s"
+            finally:
+                end_group(popen)
+            tail = _tail(err_path)
+            if code == 2:
+                return None, f"load generator rejected its arguments{_last(tail)}"
+            if not out.exists():
+                return None, f"load generator exited with code {code}, no result{_last(tail)}"
+            try:
+                load = schema.load_load(out)
+            except schema.SchemaError as exc:
+                return None, f"load generator's result is unreadable: {exc}"
+            if code != 0 or not load.complete:
+                return load, f"load incomplete (exit {code}): {load.failure or 'no reason given'}"
+            return load, None
+        finally:
+            err_path.unlink(missing_ok=True)
+            out.unlink(missing_ok=True)  # its content lives on inside the cell file
+
+    def _result(
+        self,
+        params: dict[str, Any],
+        status: schema.CellStatus,
+        reason: str | None,
+        load: schema.LoadResult | None,
+        run: schema.ServerRun | None,
+        monitor: schema.MonitorData | None,
+        started: str,
+        notes: list[str],
+    ) -> schema.CellResult:
+        spec = self.spec
+        return schema.CellResult(
+            cell_id=spec.cell_id,
+            scenario=spec.scenario,
+            server=spec.server,
+            trial=spec.trial,
+            placement=spec.placement,
+            params=params,
+            status=status,
+            reason=reason,
+            load=load,
+            server_run=run,
+            monitor=monitor,
+            started_at=started,
+            ended_at=utc_now(),
+            notes=notes,
+        )
+
+
+def _exit_text(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"

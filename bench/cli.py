@@ -1,0 +1,104 @@
+"""`python -m bench`: run a profile (`make bench`), list profiles, show what a profile would run.
+
+Subcommands are dispatched to small `cmd_*` functions; usage errors print one line on stderr and
+exit 2, as every echobench CLI does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from bench import profile as profiles
+from bench.progress import fmt_duration
+from bench.runner import RunOptions, UsageError, run
+
+
+def _cpu_list(text: str) -> tuple[int, ...]:
+    """'0', '0,1' or '2-3' -> a tuple of CPU numbers."""
+    cpus: list[int] = []
+    try:
+        for part in text.split(","):
+            lo, sep, hi = part.partition("-")
+            cpus += range(int(lo), int(hi) + 1) if sep else [int(lo)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a CPU list: {text!r} (e.g. 0 or 0,1 or 2-3)"
+        ) from None
+    if not cpus or min(cpus) < 0:
+        raise argparse.ArgumentTypeError(f"not a CPU list: {text!r}")
+    return tuple(dict.fromkeys(cpus))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    opts = RunOptions(
+        profile=args.profile,
+        resume=args.resume,
+        out=args.out,
+        server_cpus=args.server_cpus,
+        client_cpus=args.client_cpus,
+        unpinned=args.unpinned,
+        report=not args.no_report,
+        microbench=not args.no_microbench,
+    )
+    if args.resume is not None and not (args.resume / "manifest.json").is_file():
+        raise UsageError(f"--resume: {args.resume} has no manifest.json (not a run directory)")
+    return run(opts)
+
+
+def cmd_list_profiles(args: argparse.Namespace) -> int:
+    for name in profiles.available():
+        prof = profiles.load(name)
+        print(
+            f"{name:10} {len(prof.cells):4} cells  ~{fmt_duration(prof.budget_s())}  "
+            f"{prof.description}"
+        )
+    return 0
+
+
+def cmd_show_profile(args: argparse.Namespace) -> int:
+    prof = profiles.load(args.profile, unpinned=args.unpinned)
+    print(f"# {prof.name}: {len(prof.cells)} cells, ~{fmt_duration(prof.budget_s())}")
+    for spec in prof.cells:
+        extra = f"  ({' '.join(spec.server_args)})" if spec.server_args else ""
+        print(f"{spec.cell_id}{extra}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description="Run echobench profiles (the runner behind make bench)."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run a profile into results/<UTC time>-<host>/")
+    p.add_argument("--profile", default="standard", help="profile name or .toml path")
+    p.add_argument("--resume", type=Path, help="run only the cells missing from RUN_DIR")
+    p.add_argument("--out", type=Path, default=Path("results"), help="where run dirs go")
+    p.add_argument("--server-cpus", type=_cpu_list, help="CPUs for the servers (default: 0)")
+    p.add_argument("--client-cpus", type=_cpu_list, help="CPUs for the load generator")
+    p.add_argument("--unpinned", action="store_true", help="pin nothing (noisy: flagged)")
+    p.add_argument("--no-report", action="store_true", help="skip python -m analysis report")
+    p.add_argument("--no-microbench", action="store_true", help="skip the microbenchmarks")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("list-profiles", help="the built-in profiles and their size")
+    p.set_defaults(func=cmd_list_profiles)
+
+    p = sub.add_parser("show-profile", help="the cells a profile would run, in order")
+    p.add_argument("profile", help="profile name or .toml path")
+    p.add_argument("--unpinned", action="store_true")
+    p.set_defaults(func=cmd_show_profile)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except (UsageError, profiles.ProfileError) as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 2
+    return code

@@ -1,0 +1,163 @@
+"""What machine a run ran on, and whether it was quiet: recorded in every run's manifest.
+
+Figures from a 2-core VM mean little without the machine beside them (pyperf's
+`_collect_metadata` does the same for its benchmarks): CPU model and count, frequency governor,
+kernel, Python and package versions, the suite's git commit and whether the tree was dirty, and
+the kernel's networking limits that shape a connection benchmark (somaxconn caps the listen
+backlog; the ephemeral port range and tcp_tw_reuse cap connections per second from one source
+address, see reference-figures.md). Also the open-files limit, raised from soft to hard here
+because 1000 connections need more than the usual 1024 descriptors, and children (servers, load
+generator) inherit the raised limit.
+
+Every reader tolerates a missing file: a value that cannot be read is recorded as None.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import resource
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+PACKAGES = ("echobench", "uvloop", "psutil", "hdrhistogram", "pandas", "matplotlib", "pytest")
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _read(path: str) -> str | None:
+    try:
+        return Path(path).read_text(encoding="ascii", errors="replace").strip()
+    except OSError:
+        return None
+
+
+def cpu_model() -> str | None:
+    text = _read("/proc/cpuinfo") or ""
+    for line in text.splitlines():
+        if line.startswith("model name"):
+            return line.partition(":")[2].strip()
+    return platform.processor() or None
+
+
+def governor() -> str | None:
+    return _read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor")
+
+
+def package_versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    for name in PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def git_state() -> dict[str, Any]:
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(
+                ["git", "-C", str(REPO), *args],
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": commit, "dirty": None if status is None else bool(status)}
+
+
+def raise_nofile() -> dict[str, Any]:
+    """Raise this process's soft RLIMIT_NOFILE to its hard limit; report before and after."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    info: dict[str, Any] = {"soft_before": soft, "hard": hard, "soft": soft}
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            info["soft"] = hard
+        except (ValueError, OSError) as exc:
+            info["error"] = f"could not raise RLIMIT_NOFILE: {exc}"
+    return info
+
+
+def collect(server_cpus: tuple[int, ...] | None, client_cpus: tuple[int, ...] | None,
+            placement: str) -> dict[str, Any]:  # fmt: skip
+    freq = psutil.cpu_freq()
+    return {
+        "cpu_model": cpu_model(),
+        "cpu_count_logical": psutil.cpu_count(logical=True),
+        "cpu_count_physical": psutil.cpu_count(logical=False),
+        "cpus_usable": sorted(os.sched_getaffinity(0)),
+        "cpu_freq_mhz": round(freq.current, 1) if freq else None,
+        "governor": governor(),
+        "memory_bytes": psutil.virtual_memory().total,
+        "kernel": platform.release(),
+        "os": platform.platform(),
+        "python": sys.version.split()[0],
+        "python_implementation": platform.python_implementation(),
+        "python_executable": sys.executable,
+        "packages": package_versions(),
+        "git": git_state(),
+        "somaxconn": _int(_read("/proc/sys/net/core/somaxconn")),
+        "ip_local_port_range": _read("/proc/sys/net/ipv4/ip_local_port_range"),
+        "tcp_tw_reuse": _int(_read("/proc/sys/net/ipv4/tcp_tw_reuse")),
+        "tcp_max_syn_backlog": _int(_read("/proc/sys/net/ipv4/tcp_max_syn_backlog")),
+        "cpu_split": {
+            "server_cpus": list(server_cpus) if server_cpus is not None else None,
+            "client_cpus": list(client_cpus) if client_cpus is not None else None,
+        },
+        "placement": placement,
+        "hostname": socket.gethostname(),
+    }
+
+
+def _int(text: str | None) -> int | None:
+    try:
+        return int(text) if text is not None else None
+    except ValueError:
+        return None
+
+
+def busy_warnings(window_s: float = 0.5, hog_percent: float = 50.0) -> list[str]:
+    """Why the machine may not be quiet: load average and processes eating a CPU right now."""
+    warnings: list[str] = []
+    cores = psutil.cpu_count(logical=True) or 1
+    load1, load5, _ = psutil.getloadavg()
+    if load1 > 0.5 * cores:
+        warnings.append(
+            f"load average {load1:.2f} (1 min), {load5:.2f} (5 min) on {cores} CPUs: "
+            "the machine is busy, figures will be noisy"
+        )
+    me = os.getpid()
+    procs = []
+    for p in psutil.process_iter(["pid", "name"]):
+        try:
+            p.cpu_percent(None)  # first call primes the counter
+            procs.append(p)
+        except psutil.Error:
+            continue
+    time.sleep(window_s)  # the measuring window of cpu_percent: what is busy *now*
+    hogs = []
+    for p in procs:
+        try:
+            pct = p.cpu_percent(None)
+            if p.pid != me and pct >= hog_percent:
+                cmd = " ".join(p.cmdline()[:4]) or p.info["name"]
+                hogs.append((pct, p.pid, cmd[:80]))
+        except psutil.Error:
+            continue
+    for pct, pid, cmd in sorted(hogs, reverse=True)[:5]:
+        warnings.append(f"pid {pid} uses {pct:.0f}% of a CPU: {cmd}")
+    return warnings

@@ -1,0 +1,450 @@
+"""Profiles: the experiment matrix, declared in TOML, expanded into an ordered list of cells.
+
+A profile names servers, scenarios and trials (see bench/profiles/*.toml); this module checks it
+and turns it into `CellSpec`s, each with a deterministic, filesystem-safe `cell_id` derived from
+everything that makes the cell what it is (scenario, server, server arguments, parameters,
+placement, trial). `--resume` relies on that: the same profile always yields the same ids, so the
+cells already on disk are exactly the ones not to run again.
+
+Order matters on a noisy 2-core machine: cells run trial-major (trial 1 of every cell, then trial
+2, ...) and, within a parameter point, server after server (A, B, C, A, B, C), so slow drift in
+the machine hits every server alike. Open-loop cells come last: their rate is a fraction of the
+closed-loop throughput this run measured for the same server at the same connections.
+
+Scenario names and their parameter keys are fixed by the team (results/README.md); the analysis
+reads exactly these.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+from loadgen.schema import Placement
+from servers.registry import SERVERS, Model
+
+PROFILE_DIR = Path(__file__).with_name("profiles")
+
+# Every scenario's fixed shape: (mode, load model) and the defaults a profile may override.
+_SCENARIOS: dict[str, dict[str, Any]] = {
+    "concurrency": {"mode": "persistent", "load": "closed", "size": [64]},
+    "size": {"mode": "persistent", "load": "closed", "connections": [10]},
+    "per-request": {"mode": "per-request", "load": "closed", "size": [64]},
+    "open-loop": {
+        "mode": "persistent",
+        "load": "open",
+        "size": [64],
+        "connections": [10],
+        "rate_fractions": [0.25, 0.5, 0.75],
+    },
+    "placement": {
+        "mode": "persistent",
+        "load": "closed",
+        "size": [64],
+        "connections": [1],
+        "placements": ["split", "shared"],
+    },
+    "shared-counter": {"mode": "persistent", "load": "closed", "size": [64], "connections": [10]},
+}
+
+# The counter each model can keep (servers' --shared-counter); "off" (null) is always run too.
+DEFAULT_COUNTER_MODES: dict[str, list[str]] = {
+    Model.PROCESS.value: ["naive", "shm", "pipe"],
+    Model.THREAD.value: ["lock"],
+    Model.EVENT.value: ["global"],
+}
+
+_TOP_KEYS = {
+    "name",
+    "description",
+    "trials",
+    "duration_s",
+    "warmup_s",
+    "timeout_s",
+    "servers",
+    "server_args",
+    "placement",
+    "microbench",
+    "scenarios",
+    "client_workers",
+}
+_SCENARIO_KEYS = {
+    "name",
+    "why",
+    "servers",
+    "connections",
+    "size",
+    "duration_s",
+    "warmup_s",
+    "rate_fractions",
+    "placements",
+    "counter_modes",
+    "counter_off",
+    "server_args",
+}
+_PLACEMENTS = ("split", "shared", "unpinned")
+
+
+class ProfileError(ValueError):
+    """A profile that cannot be run; the message is one line for the CLI."""
+
+
+@dataclass(frozen=True, slots=True)
+class CellSpec:
+    """One cell and trial, ready to run (open-loop `rate` is filled in when it runs)."""
+
+    cell_id: str
+    point_key: str  # the cell without its trial: trials of one point share it
+    scenario: str
+    server: str
+    server_args: tuple[str, ...]
+    params: dict[str, Any]
+    placement: Placement
+    trial: int
+    timeout_s: float
+    ref_point: str | None = None  # open loop: the closed-loop point whose rate it scales
+
+
+@dataclass(frozen=True, slots=True)
+class Microbench:
+    run: bool = False
+    fast: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    name: str
+    description: str
+    data: dict[str, Any]  # the parsed TOML, stored in the manifest and used again by --resume
+    cells: tuple[CellSpec, ...]
+    microbench: Microbench
+    client_workers: int | None
+
+    def budget_s(self, overhead_s: float = 1.3) -> float:
+        """A rough run time: measured + warm-up + start/stop overhead, per cell."""
+        return sum(
+            float(c.params["duration_s"]) + float(c.params["warmup_s"]) + overhead_s
+            for c in self.cells
+        )
+
+
+def resolve(name_or_path: str) -> Path:
+    """A profile by name (bench/profiles/NAME.toml) or by path."""
+    candidate = Path(name_or_path)
+    if candidate.suffix == ".toml" or candidate.exists():
+        if not candidate.is_file():
+            raise ProfileError(f"profile file not found: {candidate}")
+        return candidate
+    named = PROFILE_DIR / f"{name_or_path}.toml"
+    if not named.is_file():
+        raise ProfileError(
+            f"unknown profile {name_or_path!r} (known: {', '.join(available())}; or a .toml path)"
+        )
+    return named
+
+
+def available() -> list[str]:
+    return sorted(p.stem for p in PROFILE_DIR.glob("*.toml"))
+
+
+def load(name_or_path: str, *, unpinned: bool = False) -> Profile:
+    path = resolve(name_or_path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ProfileError(f"{path}: {exc}") from exc
+    data.setdefault("name", path.stem)
+    return build(data, unpinned=unpinned)
+
+
+def build(data: Mapping[str, Any], *, unpinned: bool = False) -> Profile:
+    """Check a parsed profile and expand it into its ordered cells.
+
+    `unpinned` (the CLI's --unpinned) runs every cell unpinned: placements collapse to one.
+    """
+    data = dict(data)
+    _no_unknown(data, _TOP_KEYS, "profile")
+    name = _str(data.get("name", "custom"), "name")
+    trials = _int(data.get("trials", 3), "trials", lo=1)
+    duration = _num(data.get("duration_s", 1.0), "duration_s", lo=0.05)
+    warmup = _num(data.get("warmup_s", 0.5), "warmup_s", lo=0.0)
+    timeout = _num(data.get("timeout_s", 5.0), "timeout_s", lo=0.1)
+    servers = _servers(data.get("servers", list(SERVERS)), "servers")
+    placement = _placement(data.get("placement", "split"), "placement")
+    server_args = _server_args(data.get("server_args", {}))
+    workers = data.get("client_workers")
+    client_workers = None if workers is None else _int(workers, "client_workers", lo=1)
+    mb = data.get("microbench", {})
+    if not isinstance(mb, Mapping):
+        raise ProfileError("microbench: expected a table")
+    _no_unknown(mb, {"run", "fast"}, "microbench")
+    microbench = Microbench(run=bool(mb.get("run", False)), fast=bool(mb.get("fast", True)))
+
+    scenarios = data.get("scenarios", [])
+    if not isinstance(scenarios, list) or not scenarios:
+        raise ProfileError("profile: needs at least one [[scenarios]] table")
+
+    # points[i] = (scenario, server, args, params, placement): one cell before trials
+    points: list[tuple[str, str, tuple[str, ...], dict[str, Any], Placement]] = []
+    for i, sc in enumerate(scenarios):
+        if not isinstance(sc, Mapping):
+            raise ProfileError(f"scenarios[{i}]: expected a table")
+        points.extend(
+            _expand(sc, i, servers, server_args, placement, duration, warmup, unpinned=unpinned)
+        )
+
+    closed = [p for p in points if p[3]["load"] == "closed"]
+    opened = [p for p in points if p[3]["load"] == "open"]
+    closed_keys = {_ref_key(p[1], p[2], p[3], p[4]) for p in closed}
+    cells: list[CellSpec] = []
+    for group in (closed, opened):
+        for trial in range(1, trials + 1):
+            for scenario, server, args, params, where in group:
+                ref = None
+                if params["load"] == "open":
+                    ref = _ref_key(server, args, params, where)
+                    if ref not in closed_keys:
+                        raise ProfileError(
+                            f"{scenario}: {server} at {params['connections']} connections, "
+                            f"{params['size']} B, {where}: no closed-loop cell in the profile to "
+                            "take its rate from (add it to the concurrency scenario)"
+                        )
+                cells.append(_cell(scenario, server, args, params, where, trial, timeout, ref))
+    ids = [c.cell_id for c in cells]
+    if len(set(ids)) != len(ids):
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise ProfileError(f"profile: cell {dup} appears twice (two scenarios run the same cell)")
+    return Profile(
+        name=name,
+        description=str(data.get("description", "")),
+        data=data,
+        cells=tuple(cells),
+        microbench=microbench,
+        client_workers=client_workers,
+    )
+
+
+def _expand(
+    sc: Mapping[str, Any],
+    index: int,
+    default_servers: list[str],
+    server_args: dict[str, tuple[str, ...]],
+    default_placement: Placement,
+    duration: float,
+    warmup: float,
+    *,
+    unpinned: bool,
+) -> list[tuple[str, str, tuple[str, ...], dict[str, Any], Placement]]:
+    where = f"scenarios[{index}]"
+    _no_unknown(sc, _SCENARIO_KEYS, where)
+    name = _str(sc.get("name"), f"{where}.name")
+    if name not in _SCENARIOS:
+        if name == "scale":
+            raise ProfileError(f"{where}: scenario 'scale' is not implemented yet (issue 7)")
+        raise ProfileError(f"{where}: unknown scenario {name!r} (known: {', '.join(_SCENARIOS)})")
+    where = f"scenario {name!r}"
+    shape = _SCENARIOS[name]
+    servers = _servers(sc.get("servers", default_servers), f"{where}.servers")
+    conns = _int_list(sc.get("connections", shape.get("connections")), f"{where}.connections")
+    sizes = _int_list(sc.get("size", shape.get("size")), f"{where}.size")
+    d = _num(sc.get("duration_s", duration), f"{where}.duration_s", lo=0.05)
+    w = _num(sc.get("warmup_s", warmup), f"{where}.warmup_s", lo=0.0)
+    placements: list[Placement] = [
+        _placement(p, f"{where}.placements")
+        for p in _list(sc.get("placements", shape.get("placements", [default_placement])), where)
+    ]
+    if unpinned:
+        placements = ["unpinned"]
+    fractions: list[float | None] = [None]
+    if shape["load"] == "open":
+        raw = _list(sc.get("rate_fractions", shape["rate_fractions"]), f"{where}.rate_fractions")
+        fractions = [_num(f, f"{where}.rate_fractions", lo=0.001) for f in raw]
+    elif "rate_fractions" in sc:
+        raise ProfileError(f"{where}: rate_fractions only applies to the open-loop scenario")
+    # A scenario's own server_args replace the profile's for the servers it names.
+    server_args = {**server_args, **_server_args(sc.get("server_args", {}))}
+    if name != "shared-counter" and ("counter_modes" in sc or "counter_off" in sc):
+        raise ProfileError(f"{where}: counter_modes only applies to the shared-counter scenario")
+
+    out = []
+    for conn in conns:
+        for size in sizes:
+            for frac in fractions:
+                for where_ in placements:
+                    for server in servers:
+                        for counter in _counters(name, sc, server, where):
+                            params: dict[str, Any] = {
+                                "mode": shape["mode"],
+                                "load": shape["load"],
+                                "connections": conn,
+                                "size": size,
+                                "duration_s": d,
+                                "warmup_s": w,
+                                "shared_counter": counter,
+                            }
+                            if frac is not None:
+                                params["rate_fraction"] = frac
+                                params["rate"] = None  # measured in this run, see runner
+                            args = server_args.get(server, ())
+                            if counter is not None:
+                                args = (*args, "--shared-counter", counter)
+                            out.append((name, server, args, params, where_))
+    return out
+
+
+def _counters(name: str, sc: Mapping[str, Any], server: str, where: str) -> list[str | None]:
+    if name != "shared-counter":
+        return [None]
+    modes = sc.get("counter_modes", DEFAULT_COUNTER_MODES)
+    if not isinstance(modes, Mapping):
+        raise ProfileError(f"{where}.counter_modes: expected a table of model or server -> list")
+    model = SERVERS[server].model.value
+    # A server's own entry wins over its model's: inetd, say, may keep no counter at all.
+    chosen = modes.get(server, modes.get(model, DEFAULT_COUNTER_MODES[model]))
+    counters: list[str | None] = []
+    if sc.get("counter_off", True):
+        counters.append(None)
+    for mode in _list(chosen, f"{where}.counter_modes"):
+        counters.append(_str(mode, f"{where}.counter_modes"))
+    return counters
+
+
+def _ref_key(server: str, args: tuple[str, ...], params: Mapping[str, Any], where: str) -> str:
+    """What an open-loop cell and its closed-loop reference have in common."""
+    return _canon(
+        {
+            "server": server,
+            "args": list(args),
+            "mode": params["mode"],
+            "connections": params["connections"],
+            "size": params["size"],
+            "placement": where,
+        }
+    )
+
+
+def closed_ref_key(spec: CellSpec) -> str | None:
+    """The reference key a closed-loop cell offers to open-loop cells (None: not eligible)."""
+    p = spec.params
+    if p["load"] != "closed" or p["shared_counter"] is not None:
+        return None
+    return _ref_key(spec.server, spec.server_args, p, spec.placement)
+
+
+def _cell(
+    scenario: str,
+    server: str,
+    args: tuple[str, ...],
+    params: dict[str, Any],
+    placement: Placement,
+    trial: int,
+    timeout: float,
+    ref: str | None,
+) -> CellSpec:
+    identity = {
+        "scenario": scenario,
+        "server": server,
+        "args": list(args),
+        "params": {k: v for k, v in params.items() if k != "rate"},
+        "placement": placement,
+    }
+    point = _canon(identity)
+    digest = hashlib.sha256(point.encode()).hexdigest()[:8]
+    parts = [scenario, server, f"c{params['connections']}", f"s{params['size']}"]
+    if params["shared_counter"] is not None:
+        parts.append(f"sc-{params['shared_counter']}")
+    if "rate_fraction" in params:
+        parts.append(f"f{params['rate_fraction']:g}")
+    parts += [placement, f"t{trial}", digest]
+    cell_id = "_".join(parts)
+    safe = "".join(ch if ch.isalnum() or ch in "._-" else "-" for ch in cell_id)
+    return CellSpec(
+        cell_id=safe,
+        point_key=point,
+        scenario=scenario,
+        server=server,
+        server_args=args,
+        params=dict(params),
+        placement=placement,
+        trial=trial,
+        timeout_s=timeout,
+        ref_point=ref,
+    )
+
+
+def _canon(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+# --------------------------------------------------------------------------- small checkers
+
+
+def _no_unknown(table: Mapping[str, Any], known: set[str], where: str) -> None:
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise ProfileError(f"{where}: unknown key(s) {unknown} (known: {sorted(known)})")
+
+
+def _str(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ProfileError(f"{where}: expected a non-empty string, got {value!r}")
+    return value
+
+
+def _int(value: Any, where: str, lo: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+        raise ProfileError(f"{where}: expected an integer >= {lo}, got {value!r}")
+    return value
+
+
+def _num(value: Any, where: str, lo: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < lo:
+        raise ProfileError(f"{where}: expected a number >= {lo}, got {value!r}")
+    return float(value)
+
+
+def _list(value: Any, where: str) -> list[Any]:
+    if isinstance(value, list) and value:
+        return value
+    if value is None:
+        raise ProfileError(f"{where}: missing")
+    if isinstance(value, str | int | float):
+        return [value]
+    raise ProfileError(f"{where}: expected a non-empty list, got {value!r}")
+
+
+def _int_list(value: Any, where: str) -> list[int]:
+    return [_int(v, where, lo=1) for v in _list(value, where)]
+
+
+def _servers(value: Any, where: str) -> list[str]:
+    names = [_str(v, where) for v in _list(value, where)]
+    for n in names:
+        if n not in SERVERS:
+            raise ProfileError(f"{where}: unknown server {n!r} (known: {', '.join(SERVERS)})")
+    if len(set(names)) != len(names):
+        raise ProfileError(f"{where}: a server is listed twice")
+    return names
+
+
+def _placement(value: Any, where: str) -> Placement:
+    if value not in _PLACEMENTS:
+        raise ProfileError(f"{where}: placement must be one of {_PLACEMENTS}, got {value!r}")
+    return cast(Placement, value)
+
+
+def _server_args(value: Any) -> dict[str, tuple[str, ...]]:
+    if not isinstance(value, Mapping):
+        raise ProfileError("server_args: expected a table of server -> list of arguments")
+    out: dict[str, tuple[str, ...]] = {}
+    for server, args in value.items():
+        _servers([server], "server_args")
+        if not isinstance(args, Sequence) or isinstance(args, str):
+            raise ProfileError(f"server_args.{server}: expected a list of strings")
+        out[server] = tuple(_str(a, f"server_args.{server}") for a in args)
+    return out

@@ -1,0 +1,351 @@
+"""The run: a profile's cells in order, each result kept the moment it exists, resumable.
+
+A run lives in `results/<UTC timestamp>-<hostname>/`: `manifest.json` (written first with
+`finished: false`, rewritten with `true` at the very end), `cells/<cell_id>.json` (one per cell,
+written atomically when the cell ends) and, when the profile asks, the microbenchmarks' JSON.
+Because a cell file exists only once its cell is over, `--resume` simply runs the cells of the
+manifest's profile that have no file yet.
+
+SIGINT and SIGTERM set a flag; the cell in progress notices it within a tenth of a second, ends
+its load generator's and server's process groups (by id) and is not written; the manifest keeps
+`finished: false`. `current.json` names the server and load generator of the cell in progress,
+for a person (or a test) who wants to see what runs now.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from bench import environment
+from bench.cell import CellRun, CpuPlan, Interrupted, end_group, failed_cell, utc_now
+from bench.profile import CellSpec, Profile, ProfileError, build, closed_ref_key
+from bench.profile import load as load_profile
+from bench.progress import Progress, fmt_duration
+from loadgen import schema
+
+MICROBENCH_TIMEOUT_S = 1200.0
+REPORT_TIMEOUT_S = 600.0
+
+
+class UsageError(Exception):
+    """Bad input from the command line: one line on stderr, exit 2."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    profile: str | None = "standard"
+    resume: Path | None = None
+    out: Path = Path("results")
+    server_cpus: tuple[int, ...] | None = None
+    client_cpus: tuple[int, ...] | None = None
+    unpinned: bool = False
+    report: bool = True
+    microbench: bool = True
+    monitor_interval_s: float | None = None
+
+
+def plan_cpus(opts: RunOptions) -> CpuPlan:
+    """The CPU split: server on the first half of the usable CPUs, load generator on the rest."""
+    if opts.unpinned:
+        if opts.server_cpus or opts.client_cpus:
+            raise UsageError("--unpinned cannot be combined with --server-cpus/--client-cpus")
+        return CpuPlan(None, None)
+    usable = sorted(os.sched_getaffinity(0))
+    if len(usable) < 2 and not (opts.server_cpus and opts.client_cpus):
+        raise UsageError(
+            f"only {len(usable)} usable CPU: a split placement needs 2 (use --unpinned)"
+        )
+    half = max(1, len(usable) // 2)
+    server = opts.server_cpus or tuple(usable[:half])
+    client = opts.client_cpus or tuple(c for c in usable if c not in server) or tuple(usable)
+    for name, cpus in (("--server-cpus", server), ("--client-cpus", client)):
+        bad = [c for c in cpus if c not in usable]
+        if bad:
+            raise UsageError(f"{name}: CPU(s) {bad} not usable here (usable: {usable})")
+    if set(server) & set(client):
+        raise UsageError(f"server CPUs {list(server)} and client CPUs {list(client)} overlap")
+    return CpuPlan(tuple(server), tuple(client))
+
+
+def new_run_dir(out: Path) -> Path:
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    host = "".join(c if c.isalnum() or c in "-_" else "-" for c in socket.gethostname())
+    base = out / f"{stamp}-{host}"
+    path, n = base, 1
+    while True:
+        try:
+            path.mkdir(parents=True)
+            return path
+        except FileExistsError:
+            n += 1
+            path = base.with_name(f"{base.name}-{n}")
+
+
+class Runner:
+    def __init__(self, opts: RunOptions, log: Any = None) -> None:
+        self.opts = opts
+        self.stop = threading.Event()
+        self.signum: int | None = None
+        self.log = log or sys.stderr
+        self.results: dict[str, schema.CellResult] = {}
+
+    # ------------------------------------------------------------------ setup
+
+    def _setup(self) -> tuple[Path, Profile, CpuPlan, schema.Manifest]:
+        limits = {"nofile": environment.raise_nofile()}
+        opts = self.opts
+        if opts.resume is not None:
+            run_dir = opts.resume
+            try:
+                old = schema.load_manifest(run_dir / "manifest.json")
+            except schema.SchemaError as exc:
+                raise UsageError(f"--resume: {exc}") from exc
+            unpinned = old.environment.get("placement") == "unpinned"
+            try:
+                profile = build(old.profile, unpinned=unpinned)
+            except ProfileError as exc:
+                raise UsageError(f"--resume: the run's profile no longer builds: {exc}") from exc
+            if opts.profile not in (None, old.profile_name):
+                self._say(
+                    f"note: resuming {run_dir} with its own profile {old.profile_name!r} "
+                    f"(not {opts.profile!r})"
+                )
+            cpus = CpuPlan(old.server_cpus, old.client_cpus)
+            resumes = [*old.environment.get("resumes", []), {"at": utc_now(),
+                       "git": environment.git_state()}]  # fmt: skip
+            warnings = [*old.busy_warnings, *(f"resume: {w}" for w in self._busy())]
+            manifest = replace(
+                old,
+                environment={**old.environment, "resumes": resumes},
+                busy_warnings=warnings,
+                limits={**old.limits, "resume": limits},
+                finished=False,
+                ended_at="",
+            )
+            return run_dir, profile, cpus, manifest
+        try:
+            profile = load_profile(opts.profile or "standard", unpinned=opts.unpinned)
+        except ProfileError as exc:
+            raise UsageError(str(exc)) from exc
+        cpus = plan_cpus(opts)
+        run_dir = new_run_dir(opts.out)
+        placement = "unpinned" if cpus.server is None else "pinned"
+        env = environment.collect(cpus.server, cpus.client, placement)
+        manifest = schema.Manifest(
+            run_id=run_dir.name,
+            created_at=utc_now(),
+            hostname=socket.gethostname(),
+            profile_name=profile.name,
+            profile=profile.data,
+            environment=env,
+            server_cpus=cpus.server,
+            client_cpus=cpus.client,
+            busy_warnings=self._busy(),
+            limits=limits,
+        )
+        return run_dir, profile, cpus, manifest
+
+    def _busy(self) -> list[str]:
+        warnings = environment.busy_warnings()
+        for w in warnings:
+            self._say(f"warning: {w}")
+        return warnings
+
+    def _say(self, text: str) -> None:
+        self.log.write(text + "\n")
+        self.log.flush()
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        if self.signum is None:
+            self.signum = signum
+            self._say(
+                f"\n{signal.Signals(signum).name}: stopping after ending this cell's processes"
+            )
+        self.stop.set()
+
+    # ------------------------------------------------------------------ the run
+
+    def run(self) -> int:
+        old_int = signal.signal(signal.SIGINT, self._on_signal)
+        old_term = signal.signal(signal.SIGTERM, self._on_signal)
+        try:
+            return self._run()
+        finally:
+            signal.signal(signal.SIGINT, old_int)
+            signal.signal(signal.SIGTERM, old_term)
+
+    def _run(self) -> int:
+        t0 = time.monotonic()
+        run_dir, profile, cpus, manifest = self._setup()
+        schema.write_atomic(run_dir / "manifest.json", manifest)
+        self._say(f"run {run_dir} (profile {profile.name}, {len(profile.cells)} cells)")
+        self._load_existing(run_dir / "cells")
+        todo = [c for c in profile.cells if c.cell_id not in self.results]
+        if self.opts.resume is not None:
+            self._say(f"resume: {len(profile.cells) - len(todo)} cells done, {len(todo)} to run")
+
+        try:
+            self._run_cells(run_dir, profile, cpus, todo)
+            if profile.microbench.run and self.opts.microbench:
+                self._microbench(run_dir, profile.microbench.fast)
+        except Interrupted:
+            (run_dir / "current.json").unlink(missing_ok=True)
+            done = sum(1 for c in profile.cells if c.cell_id in self.results)
+            self._say(
+                f"interrupted: {done}/{len(profile.cells)} cells kept in {run_dir}; "
+                f"resume with: make bench RESUME={run_dir}"
+            )
+            return 128 + (self.signum or signal.SIGINT)
+        (run_dir / "current.json").unlink(missing_ok=True)
+        schema.write_atomic(
+            run_dir / "manifest.json", replace(manifest, finished=True, ended_at=utc_now())
+        )
+        failed = [r for r in self.results.values() if r.status == "failed"]
+        self._say(
+            f"done in {fmt_duration(time.monotonic() - t0)}: {len(self.results)} cells, "
+            f"{len(failed)} failed; raw results in {run_dir}"
+        )
+        if self.opts.report:
+            self._report(run_dir)
+        return 0
+
+    def _load_existing(self, cell_dir: Path) -> None:
+        for path in sorted(cell_dir.glob("*.json")) if cell_dir.is_dir() else []:
+            try:
+                cell = schema.load_cell(path)
+            except schema.SchemaError as exc:
+                self._say(f"warning: {exc}: will run that cell again")
+                continue
+            self.results[cell.cell_id] = cell
+
+    def _run_cells(
+        self, run_dir: Path, profile: Profile, cpus: CpuPlan, todo: list[CellSpec]
+    ) -> None:
+        by_ref: dict[str, list[str]] = {}
+        for spec in profile.cells:
+            key = closed_ref_key(spec)
+            if key is not None:
+                by_ref.setdefault(key, []).append(spec.cell_id)
+        est = sum(c.params["duration_s"] + c.params["warmup_s"] + 1.3 for c in todo)
+        progress = Progress(len(todo), est, self.log)
+        current = run_dir / "current.json"
+        for i, spec in enumerate(todo, 1):
+            if self.stop.is_set():
+                raise Interrupted
+            progress.cell_started(i, spec.cell_id)
+            t = time.monotonic()
+            workers = profile.client_workers or (
+                1 if spec.placement != "split" or cpus.client is None else len(cpus.client)
+            )
+
+            def on_pids(info: dict[str, Any]) -> None:
+                schema.write_json_atomic(current, {**info, "runner_pid": os.getpid()})
+
+            if spec.ref_point is not None:
+                rate, why = self._reference_rate(spec, by_ref.get(spec.ref_point, []))
+                if rate is None:
+                    result = failed_cell(spec, why or "no reference")
+                else:
+                    rate *= spec.params["rate_fraction"]
+                    result = self._cell(spec, run_dir, cpus, workers, on_pids, rate)
+            else:
+                result = self._cell(spec, run_dir, cpus, workers, on_pids, None)
+            schema.write_atomic(run_dir / "cells" / f"{spec.cell_id}.json", result)
+            self.results[spec.cell_id] = result
+            rps = result.load.requests_per_s if result.load else None
+            progress.cell_done(time.monotonic() - t, rps)
+            if result.status == "failed":
+                progress.note(f"  FAILED {spec.cell_id}: {result.reason}")
+        progress.finish()
+
+    def _cell(self, spec: CellSpec, run_dir: Path, cpus: CpuPlan, workers: int,
+              on_pids: Any, rate: float | None) -> schema.CellResult:  # fmt: skip
+        runner = CellRun(
+            spec, run_dir, cpus, workers, on_pids,
+            monitor_interval_s=self.opts.monitor_interval_s, stop=self.stop,
+        )  # fmt: skip
+        return runner.run(rate)
+
+    def _reference_rate(
+        self, spec: CellSpec, ref_ids: list[str]
+    ) -> tuple[float | None, str | None]:
+        """Median closed-loop requests/s of the reference cell's finished trials."""
+        refs = [self.results[i] for i in ref_ids if i in self.results]
+        ok = [r.load.requests_per_s for r in refs if r.status == "ok" and r.load is not None]
+        ok = [x for x in ok if x > 0]
+        if ok:
+            return statistics.median(ok), None
+        if refs:
+            return None, f"reference closed-loop cell {refs[0].cell_id} failed: {refs[0].reason}"
+        return None, "no finished closed-loop reference cell in this run"
+
+    # ------------------------------------------------------------------ extra steps
+
+    def _subprocess(self, argv: list[str], timeout_s: float) -> int | None:
+        """Run a helper step in its own process group; None if it timed out. Interruptible."""
+        popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + timeout_s
+        try:
+            while True:
+                try:
+                    return popen.wait(timeout=0.2)
+                except subprocess.TimeoutExpired:
+                    if self.stop.is_set():
+                        raise Interrupted from None
+                    if time.monotonic() > deadline:
+                        return None
+        finally:
+            end_group(popen)
+
+    def _microbench(self, run_dir: Path, fast: bool) -> None:
+        if (run_dir / "microbench.json").exists():
+            self._say("microbench: already in this run, skipped")
+            return
+        if importlib.util.find_spec("microbench.__main__") is None:
+            self._say("microbench: `python -m microbench` is not available yet, skipped")
+            return
+        self._say("microbench: running" + (" (fast)" if fast else ""))
+        argv = [sys.executable, "-m", "microbench", "run", "--out", str(run_dir)]
+        code = self._subprocess([*argv, "--fast"] if fast else argv, MICROBENCH_TIMEOUT_S)
+        if code != 0:
+            what = "timed out" if code is None else f"exited with code {code}"
+            self._say(f"warning: microbench {what}; the cells are unaffected")
+
+    def _report(self, run_dir: Path) -> None:
+        try:
+            has_report = importlib.util.find_spec("analysis.__main__") is not None
+        except (ImportError, ValueError):
+            has_report = False
+        if not has_report:
+            self._say(f"report: `python -m analysis` is not available yet; raw results: {run_dir}")
+            return
+        try:
+            code = self._subprocess(
+                [sys.executable, "-m", "analysis", "report", str(run_dir)], REPORT_TIMEOUT_S
+            )
+        except Interrupted:
+            self._say(f"report interrupted; the run is complete in {run_dir}")
+            return
+        if code != 0:
+            what = "timed out" if code is None else f"failed (exit {code})"
+            self._say(f"warning: report {what}; raw results are complete in {run_dir}")
+
+
+def run(opts: RunOptions) -> int:
+    with contextlib.suppress(AttributeError):
+        sys.stderr.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    return Runner(opts).run()
