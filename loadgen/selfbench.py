@@ -1,0 +1,228 @@
+"""`make bench-loadgen`: is the load generator faster than the servers it measures? (issue 3)
+
+Starts the uvloop echo server pinned to CPU 0 (through servers.launch), pins every client to
+CPU 1, and for 1, 10 and 100 connections with 64 B and 1 KiB messages prints requests/s, client
+CPU microseconds per request and server CPU microseconds per request (the server's process
+tree, read with psutil before and after). Beside it, for the same placement: the C epoll client
+in loadgen/native (the CPU floor; the goal is within 1.2x of it), a blocking process-per-
+connection client (the goal is 2x its requests/s), per-request mode over 8 source addresses
+(goal 25,000 connections/s), and the cost of recording one latency sample (goal < 1 us).
+
+These are figures to read, never asserted: the machine may be shared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from loadgen import coordinator
+from loadgen.hist import SampleBuffer
+from loadgen.schema import LoadConfig, LoadResult
+
+NATIVE = Path(__file__).with_name("native") / "bin" / "epoll_client"
+SERVER_CPUS = (0,)
+CLIENT_CPUS = (1,)
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    client: str
+    connections: int
+    size: int
+    requests_per_s: float
+    client_us: float | None
+    server_us: float | None
+    note: str = ""
+
+
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds of a process and all its descendants (live and reaped)."""
+    total = 0.0
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0.0
+    for p in procs:
+        try:
+            t = p.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += t.user + t.system
+        if p is root:
+            total += t.children_user + t.children_system
+    return total
+
+
+def run_loadgen(host: str, port: int, server_pid: int, **kw: object) -> tuple[LoadResult, float]:
+    before = tree_cpu_s(server_pid)
+    result = coordinator.run(LoadConfig(host=host, port=port, cpus=CLIENT_CPUS, **kw))  # type: ignore[arg-type]
+    return result, tree_cpu_s(server_pid) - before
+
+
+def loadgen_row(
+    host: str, port: int, pid: int, conns: int, size: int, duration: float, warmup: float
+) -> Row:
+    r, server_s = run_loadgen(
+        host, port, pid, connections=conns, size=size, duration_s=duration, warmup_s=warmup
+    )
+    client_s = sum(c.user_s + c.sys_s for c in r.client_cpu)
+    n = max(1, r.requests)
+    note = "CLIENT SATURATED" if r.client_saturated else ""
+    if sum(r.errors.values()):
+        note += f" errors={sum(r.errors.values())}"
+    # server CPU includes the warm-up's share; scale by the measured fraction of the time
+    share = duration / (duration + warmup) if warmup else 1.0
+    return Row(
+        "loadgen",
+        conns,
+        size,
+        r.requests_per_s,
+        client_s / n * 1e6,
+        server_s * share / n * 1e6,
+        note.strip(),
+    )
+
+
+def spawn_pinned(argv: list[str]) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+    os.sched_setaffinity(proc.pid, CLIENT_CPUS)  # before it has connected: it starts idle-ish
+    return proc
+
+
+def parse_kv(line: str) -> dict[str, float]:
+    return {k: float(v) for k, _, v in (item.partition("=") for item in line.split())}
+
+
+def native_row(host: str, port: int, pid: int, conns: int, size: int, duration: float) -> Row:
+    before = tree_cpu_s(pid)
+    proc = spawn_pinned([str(NATIVE), host, str(port), str(conns), str(size), str(duration)])
+    out, _ = proc.communicate(timeout=duration + 60)
+    server_s = tree_cpu_s(pid) - before
+    kv = parse_kv(out.strip().splitlines()[-1]) if out.strip() else {}
+    n = max(1.0, kv.get("requests", 0.0))
+    return Row(
+        "C epoll",
+        conns,
+        size,
+        n / kv.get("wall_s", duration),
+        (kv.get("user_s", 0) + kv.get("sys_s", 0)) / n * 1e6,
+        server_s / n * 1e6,
+        f"errors={int(kv.get('errors', 0))}" if kv.get("errors") else "",
+    )
+
+
+def blocking_row(host: str, port: int, pid: int, conns: int, size: int, duration: float) -> Row:
+    before = tree_cpu_s(pid)
+    argv = [sys.executable, "-m", "loadgen.blocking", host, str(port), str(size), str(duration)]
+    procs = [spawn_pinned(argv) for _ in range(conns)]
+    total = 0.0
+    for p in procs:
+        out, _ = p.communicate(timeout=duration + 60)
+        total += parse_kv(out.strip().splitlines()[-1]).get("requests", 0.0) if out.strip() else 0
+    server_s = tree_cpu_s(pid) - before
+    # process start-up overlaps the window a little: requests/s is over the nominal duration
+    return Row(
+        "blocking/process", conns, size, total / duration, None, server_s / max(1.0, total) * 1e6
+    )
+
+
+def recording_cost_ns(samples: int = 1_000_000) -> float:
+    buf = SampleBuffer()
+    add = buf.add
+    t0 = time.perf_counter_ns()
+    for i in range(samples):
+        add(20_000 + (i & 0xFFFF))
+        if i % 200_000 == 199_999:
+            buf.flush()  # as the once-a-second ticker does
+    buf.flush()
+    return (time.perf_counter_ns() - t0) / samples
+
+
+def print_rows(rows: list[Row]) -> None:
+    print(
+        f"{'client':<18}{'conns':>6}{'size':>7}{'req/s':>12}{'client us/req':>15}"
+        f"{'server us/req':>15}  note"
+    )
+    for r in rows:
+        cu = f"{r.client_us:.2f}" if r.client_us is not None else "-"
+        su = f"{r.server_us:.2f}" if r.server_us is not None else "-"
+        print(
+            f"{r.client:<18}{r.connections:>6}{r.size:>7}{r.requests_per_s:>12,.0f}{cu:>15}"
+            f"{su:>15}  {r.note}",
+            flush=True,
+        )
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from servers.launch import ServerProcess  # noqa: PLC0415 - the servers package is optional here
+
+    if len(os.sched_getaffinity(0)) < 2:
+        print("selfbench: needs 2 CPUs (server on 0, client on 1)", file=sys.stderr)
+        return 2
+    print(f"recording one sample: {recording_cost_ns():.0f} ns (append + batched HdrHistogram)")
+    if not NATIVE.exists():
+        print(f"selfbench: {NATIVE} not built (no C compiler?): skipping the C comparison")
+    rows: list[Row] = []
+    with ServerProcess.start(args.server, cpus=SERVER_CPUS) as server:
+        h, p, pid = server.host, server.port, server.pid
+        for size in (64, 1024):
+            for conns in (1, 10, 100):
+                rows.append(loadgen_row(h, p, pid, conns, size, args.duration, args.warmup))
+                if NATIVE.exists():
+                    rows.append(native_row(h, p, pid, conns, size, args.duration))
+                print_rows(rows[-2:] if NATIVE.exists() else rows[-1:])
+        rows.append(blocking_row(h, p, pid, 10, 64, args.duration))
+        print_rows(rows[-1:])
+        r, _server_s = run_loadgen(
+            h,
+            p,
+            pid,
+            connections=32,
+            size=64,
+            mode="per-request",
+            source_addrs=8,
+            duration_s=args.duration,
+            warmup_s=args.warmup,
+        )
+        client_s = sum(c.user_s + c.sys_s for c in r.client_cpu)
+        print(
+            f"per-request, 32 slots, 8 source addresses: {r.requests_per_s:,.0f} connections/s,"
+            f" client {client_s / max(1, r.requests) * 1e6:.1f} us/conn, errors "
+            f"{sum(r.errors.values())}, port-bound={r.client_port_bound}, "
+            f"saturated={r.client_saturated}"
+        )
+    print("\nsummary (64 B, 10 connections):")
+    by = {(r.client, r.connections, r.size): r for r in rows}
+    py, c, blk = (by.get((k, 10, 64)) for k in ("loadgen", "C epoll", "blocking/process"))
+    if py and c and py.client_us and c.client_us:
+        print(f"  client CPU/request vs C epoll: {py.client_us / c.client_us:.2f}x (goal <= 1.2x)")
+    if py and blk and blk.requests_per_s:
+        print(
+            f"  requests/s vs blocking process-per-connection: "
+            f"{py.requests_per_s / blk.requests_per_s:.2f}x (goal >= 2x)"
+        )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m loadgen.selfbench", description=__doc__)
+    p.add_argument("--server", default="uvloop", help="registered server to measure against")
+    p.add_argument("--duration", type=float, default=3.0)
+    p.add_argument("--warmup", type=float, default=1.0)
+    p.set_defaults(func=cmd_bench)
+    args = p.parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
