@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
+import resource
 import subprocess
 import sys
 import threading
@@ -65,8 +66,8 @@ def test_fork_wait_child_interpreter(
 ) -> None:
     if heap_mb >= 1024 and effort.fast:
         pytest.skip("the 1 GB parent runs in normal mode only")
-    rounds = effort.pick(fast=5, normal=25 if heap_mb < 1024 else 10)
-    batch = effort.pick(fast=10, normal=20) if heap_mb < 1024 else 3
+    rounds = effort.pick(fast=5, normal={0: 25, 100: 15}.get(heap_mb, 10))
+    batch = effort.pick(fast=10, normal={0: 20, 100: 10}.get(heap_mb, 3))
     argv = [sys.executable, "-I", "-S", str(SMALL_PARENT)]
     argv += ["--heap-mb", str(heap_mb), "--rounds", str(rounds), "--batch", str(batch)]
     argv += ["--cpu", str(home_cpu())]
@@ -95,7 +96,7 @@ def _fork_exit_wait() -> None:
 
 
 def test_fork_wait_pytest_parent(benchmark: BenchmarkFixture, effort: Effort) -> None:
-    batch = effort.pick(fast=10, normal=20)
+    batch = 10
     describe(
         benchmark,
         op="fork_wait.pytest_parent",
@@ -105,11 +106,12 @@ def test_fork_wait_pytest_parent(benchmark: BenchmarkFixture, effort: Effort) ->
         batch=batch,
         what="fork + _exit + waitpid from the pytest process as it is (pytest, asyncio, ...)",
         parent_modules=len(sys.modules),
+        parent_maxrss_kb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
     )
     timed(
         benchmark,
         _fork_exit_wait,
-        rounds=effort.pick(fast=5, normal=25),
+        rounds=effort.pick(fast=5, normal=15),
         warmup_rounds=1,
         iterations=batch,
     )
@@ -151,7 +153,7 @@ NEW_PROGRAM: dict[str, tuple[Callable[[], None], str]] = {
 @pytest.mark.parametrize("op", list(NEW_PROGRAM))
 def test_new_program(benchmark: BenchmarkFixture, effort: Effort, op: str) -> None:
     target, what = NEW_PROGRAM[op]
-    batch = effort.pick(fast=5, normal=10)
+    batch = effort.pick(fast=5, normal=5)
     describe(
         benchmark,
         op=op,
@@ -162,7 +164,7 @@ def test_new_program(benchmark: BenchmarkFixture, effort: Effort, op: str) -> No
         what=what,
     )
     timed(
-        benchmark, target, rounds=effort.pick(fast=5, normal=20), warmup_rounds=1, iterations=batch
+        benchmark, target, rounds=effort.pick(fast=5, normal=15), warmup_rounds=1, iterations=batch
     )
 
 
@@ -174,6 +176,10 @@ StartMethod = Literal["fork", "forkserver", "spawn"]
 @pytest.mark.parametrize("method", ["fork", "forkserver", "spawn"])
 def test_mp_start_join(benchmark: BenchmarkFixture, effort: Effort, method: StartMethod) -> None:
     ctx: Any = multiprocessing.get_context(method)  # typeshed types each method's context apart
+    if method == "forkserver":
+        # As forkserver is meant to be used: the server imports the target's module once, so
+        # each child is a bare fork of it (without this, every child re-imports the module).
+        ctx.set_forkserver_preload(["microbench.workers"])
     started: list[multiprocessing.process.BaseProcess] = []
 
     def start_join() -> None:
@@ -185,8 +191,8 @@ def test_mp_start_join(benchmark: BenchmarkFixture, effort: Effort, method: Star
             raise RuntimeError(f"{method} child exited {proc.exitcode}")
 
     slow = method == "spawn"  # a fresh interpreter that imports this package: ~0.1-0.5 s each
-    batch = 1 if slow else effort.pick(fast=3, normal=10)
-    rounds = effort.pick(fast=3, normal=8) if slow else effort.pick(fast=5, normal=20)
+    batch = 1 if slow else effort.pick(fast=3, normal=5)
+    rounds = effort.pick(fast=3, normal=8) if slow else effort.pick(fast=5, normal=15)
     describe(
         benchmark,
         op=f"mp_start_join.{method}",
@@ -195,6 +201,7 @@ def test_mp_start_join(benchmark: BenchmarkFixture, effort: Effort, method: Star
         cpus=[home_cpu()],
         batch=batch,
         what=f"multiprocessing Process(start method {method}) start + join of a no-op target",
+        forkserver_preload=["microbench.workers"] if method == "forkserver" else [],
     )
     try:
         # The warm-up round starts the fork server (once per pytest process): not measured.

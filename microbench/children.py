@@ -24,12 +24,13 @@ from typing import Any, Literal
 from microbench.placement import pin_thread
 
 _PR_SET_PDEATHSIG = 1
+PARENT_ENV = "MICROBENCH_RUNNER_PID"  # microbench.runner's pid, for the pytest suite it starts
 
 
-def die_with_parent(parent_pid: int) -> None:
-    """In a child: be SIGKILLed when the parent dies, and leave now if it already has."""
+def die_with_parent(parent_pid: int, sig: signal.Signals = signal.SIGKILL) -> None:
+    """In a child: get `sig` when the parent dies, and leave now if it already has."""
     libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    libc.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
     if os.getppid() != parent_pid:  # the parent died before prctl took effect
         os._exit(1)
 

@@ -21,10 +21,11 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from loadgen.schema import write_json_atomic
-from microbench.children import run_json_child
+from microbench.children import PARENT_ENV, run_json_child
 from microbench.placement import PlacementName, allowed_cpus, home_cpu, name_with, two_ended
 from microbench.results import C_FILE, PY_FILE, c_document
 
@@ -57,9 +58,16 @@ def run_python_suite(out: Path, fast: bool) -> bool:
     """Run the suite; keep whatever JSON it wrote, even when some benchmark failed."""
     partial = out / f".{PY_FILE}.partial"
     partial.unlink(missing_ok=True)
-    proc = subprocess.Popen(pytest_argv(partial, fast), cwd=PROJECT, start_new_session=True)
+    env = {**os.environ, PARENT_ENV: str(os.getpid())}  # the suite dies with this process
+    proc = subprocess.Popen(
+        pytest_argv(partial, fast), cwd=PROJECT, env=env, start_new_session=True
+    )
     try:
         returncode = proc.wait(timeout=PYTEST_TIMEOUT_S[fast])
+    except KeyboardInterrupt:
+        # Left under its temporary name: a resumed run sees no microbench.json and reruns.
+        note(f"interrupted: what completed is kept in {partial}")
+        raise
     except subprocess.TimeoutExpired:
         note(f"the pytest suite ran over {PYTEST_TIMEOUT_S[fast]:.0f} s: stopped")
         returncode = -1
@@ -84,9 +92,11 @@ def _end_group(proc: subprocess.Popen[bytes]) -> None:
     """Interrupt, then kill, the suite's process group if it is still running; then reap."""
     if proc.poll() is not None:
         return
-    for sig, grace_s in ((signal.SIGINT, 10.0), (signal.SIGKILL, 5.0)):
+    for sig, grace_s in ((signal.SIGTERM, 15.0), (signal.SIGKILL, 5.0)):
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, sig)  # SIGINT first: pytest's finally blocks reap their children
+            # SIGTERM first: the suite turns it into KeyboardInterrupt (microbench/conftest.py),
+            # so its finally blocks end and reap the children they started.
+            os.killpg(proc.pid, sig)
         try:
             proc.wait(timeout=grace_s)
             return
@@ -194,8 +204,16 @@ def run_c_floor(out: Path, fast: bool) -> bool:
     return ok
 
 
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def run_all(out: Path, fast: bool) -> int:
     """Both halves; exit status 0 only if both succeeded."""
+    # Stopped by SIGTERM (e.g. by `make bench`'s runner) or SIGINT: unwind through the
+    # `finally` blocks that end the suite's process group, never die with it still running.
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     out.mkdir(parents=True, exist_ok=True)
     start = time.monotonic_ns()
     python_ok = run_python_suite(out, fast)
