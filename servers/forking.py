@@ -74,6 +74,7 @@ class Children:
                 # The child ends on SIGTERM/SIGINT by unwinding (so a counter can report), and
                 # does not reap: it has no children.
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                signal.set_wakeup_fd(-1)  # the parent's wakeup socket is the parent's business
                 signal.signal(signal.SIGTERM, _child_stop)
                 signal.signal(signal.SIGINT, _child_stop)
             else:

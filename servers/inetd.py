@@ -25,6 +25,7 @@ from pathlib import Path
 from servers.common import (
     Backoff,
     ServerConfig,
+    SignalWakeup,
     Stop,
     accept,
     announce_ready,
@@ -67,11 +68,13 @@ def run(cfg: ServerConfig) -> int:
     children.install_reaper(on_reap=collect)
     listenfd = open_listenfd(cfg.host, cfg.port, cfg.backlog)
     stop_on_signals()
+    wakeup = SignalWakeup()  # SIGCHLD and SIGTERM both handled: see SignalWakeup
+    listenfd.setblocking(False)
     accept_backoff, fork_failures = Backoff("accept"), Backoff("fork")
     announce_ready(listenfd)
     try:
         while True:
-            connfd = accept(listenfd, accept_backoff)
+            connfd = accept(listenfd, accept_backoff, wakeup)
             try:
                 pid = children.fork()
             except BlockingIOError as err:  # EAGAIN: out of processes; drop this client only
@@ -89,5 +92,6 @@ def run(cfg: ServerConfig) -> int:
     finally:
         listenfd.close()
         children.end_all()
+        wakeup.close()
     print_stats(counter)
     return 0

@@ -18,6 +18,7 @@ from functools import partial
 from servers.common import (
     Backoff,
     ServerConfig,
+    SignalWakeup,
     Stop,
     accept,
     announce_ready,
@@ -37,12 +38,14 @@ def run(cfg: ServerConfig) -> int:
     children.install_reaper(naive=cfg.naive_reaper, on_reap=collect)
     listenfd = open_listenfd(cfg.host, cfg.port, cfg.backlog)
     stop_on_signals()
+    wakeup = SignalWakeup()  # SIGCHLD and SIGTERM both handled: see SignalWakeup
+    listenfd.setblocking(False)
     accept_backoff, fork_failures = Backoff("accept"), Backoff("fork")
     leaked: list[socket.socket] = []
     announce_ready(listenfd)
     try:
         while True:
-            connfd = accept(listenfd, accept_backoff)
+            connfd = accept(listenfd, accept_backoff, wakeup)
             try:
                 pid = children.fork()
             except BlockingIOError as err:  # EAGAIN: out of processes; drop this client only
@@ -62,6 +65,7 @@ def run(cfg: ServerConfig) -> int:
     finally:
         listenfd.close()
         children.end_all()
+        wakeup.close()
         for conn in leaked:
             conn.close()
     print_stats(counter)
