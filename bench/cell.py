@@ -300,6 +300,13 @@ class CellRun:
             notes.append(f"left behind after SIGTERM (then killed): {', '.join(report.leftovers)}")
 
         if load is not None:
+            if load.requests == 0 and not reasons:
+                # Zero completions with no error is not a figure: the window measured nothing.
+                reasons.append(
+                    f"no request completed in the {load.elapsed_s:.2f} s measured phase "
+                    f"({load.connections_opened} connections opened, "
+                    f"{load.bytes_received_total} bytes echoed in all)"
+                )
             mismatches = load.errors.get("mismatch", 0)
             if mismatches:
                 reasons.append(f"{mismatches} echoes came back different from what was sent")

@@ -1,0 +1,177 @@
+"""The runner's profiles: what the built-in ones cover, and how a profile becomes ordered cells.
+
+Pure logic, no processes: fast. The CLI's usage errors are checked through a real subprocess.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench import profile as profiles
+from bench.cell import counter_check
+from bench.profile import ProfileError, build
+from servers.registry import SERVERS
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _points(prof: profiles.Profile, scenario: str) -> list[profiles.CellSpec]:
+    return [c for c in prof.cells if c.scenario == scenario]
+
+
+def test_builtin_profiles_build_with_unique_safe_ids() -> None:
+    for name in ("quick", "standard", "full"):
+        prof = profiles.load(name)
+        ids = [c.cell_id for c in prof.cells]
+        assert len(ids) == len(set(ids)), name
+        for cid in ids:
+            assert all(ch.isalnum() or ch in "._-" for ch in cid), cid
+        # Deterministic: --resume rebuilds the same ids from the manifest's copy of the profile.
+        assert [c.cell_id for c in build(prof.data).cells] == ids
+
+
+def test_standard_profile_covers_issue_4_and_5() -> None:
+    prof = profiles.load("standard")
+    assert prof.data["trials"] == 3
+    conc = _points(prof, "concurrency")
+    assert {c.params["connections"] for c in conc} == {1, 10, 100, 1000}
+    assert {c.params["size"] for c in conc} == {64}
+    size = _points(prof, "size")
+    assert {c.params["size"] for c in size} == {64, 1024, 16384, 262144}
+    assert {c.params["connections"] for c in size} == {10}
+    per = _points(prof, "per-request")
+    assert {c.params["connections"] for c in per} == {1, 10, 100}
+    assert {c.params["mode"] for c in per} == {"per-request"}
+    opened = _points(prof, "open-loop")
+    assert {c.params["rate_fraction"] for c in opened} == {0.25, 0.5, 0.75}
+    assert all(c.ref_point for c in opened)
+    assert {c.placement for c in _points(prof, "placement")} == {"split", "shared"}
+    # issue 5: a throughput cell with and without the counter for every server
+    sc = _points(prof, "shared-counter")
+    for server in SERVERS:
+        modes = {c.params["shared_counter"] for c in sc if c.server == server}
+        assert None in modes and len(modes) >= 2, (server, modes)
+    assert {"naive", "shm", "pipe"} <= {c.params["shared_counter"] for c in sc}
+
+
+def test_order_is_trial_major_interleaved_and_open_loop_last() -> None:
+    prof = build(
+        {
+            "name": "t",
+            "trials": 2,
+            "servers": ["process", "thread", "uvloop"],
+            "scenarios": [
+                {"name": "concurrency", "connections": [1, 10]},
+                {"name": "open-loop", "connections": [10], "rate_fractions": [0.5]},
+            ],
+        }
+    )
+    cells = list(prof.cells)
+    closed = [c for c in cells if c.params["load"] == "closed"]
+    assert cells[: len(closed)] == closed  # every open-loop cell after every closed one
+    assert [c.trial for c in closed] == [1] * 6 + [2] * 6
+    assert [c.server for c in closed[:3]] == ["process", "thread", "uvloop"]  # A, B, C, ...
+    assert [c.server for c in closed[3:6]] == ["process", "thread", "uvloop"]
+    ref = {profiles.closed_ref_key(c) for c in closed if c.params["connections"] == 10}
+    for c in cells[len(closed) :]:
+        assert c.ref_point in ref
+        assert c.params["rate"] is None  # measured in the run
+
+
+def test_shared_counter_args_and_ids() -> None:
+    prof = build(
+        {
+            "servers": ["process", "thread", "inetd"],
+            "trials": 1,
+            "scenarios": [
+                {
+                    "name": "shared-counter",
+                    "counter_modes": {"inetd": ["pipe"]},
+                    "server_args": {"inetd": ["--handler", "python"]},
+                }
+            ],
+        }
+    )
+    by = {(c.server, c.params["shared_counter"]): c for c in prof.cells}
+    assert set(by) == {
+        ("process", None),
+        ("process", "naive"),
+        ("process", "shm"),
+        ("process", "pipe"),
+        ("thread", None),
+        ("thread", "lock"),
+        ("inetd", None),
+        ("inetd", "pipe"),
+    }
+    assert by["process", "shm"].server_args == ("--shared-counter", "shm")
+    assert by["inetd", "pipe"].server_args == ("--handler", "python", "--shared-counter", "pipe")
+    assert by["process", None].server_args == ()
+    assert by["process", "shm"].cell_id != by["process", "pipe"].cell_id
+
+
+@pytest.mark.parametrize(
+    ("data", "needle"),
+    [
+        ({"scenarios": [{"name": "nope"}]}, "unknown scenario"),
+        ({"scenarios": [{"name": "concurrency"}]}, "connections"),
+        ({"servers": ["apache"], "scenarios": [{"name": "placement"}]}, "unknown server"),
+        ({"trials": 0, "scenarios": [{"name": "placement"}]}, "trials"),
+        ({"colour": 1, "scenarios": [{"name": "placement"}]}, "unknown key"),
+        (
+            {"scenarios": [{"name": "open-loop", "connections": [7]}]},
+            "no closed-loop cell",
+        ),
+        ({"scenarios": []}, "at least one"),
+    ],
+)
+def test_bad_profiles_are_one_clear_error(data: dict[str, object], needle: str) -> None:
+    with pytest.raises(ProfileError, match=needle):
+        build(data)
+
+
+def test_unpinned_collapses_placements() -> None:
+    prof = build({"trials": 1, "servers": ["thread"], "scenarios": [{"name": "placement"}]},
+                 unpinned=True)  # fmt: skip
+    assert [c.placement for c in prof.cells] == ["unpinned"]
+
+
+def test_counter_check_verdicts() -> None:
+    assert counter_check(None, None, 10) == (None, None)
+    why, note = counter_check("naive", {"bytes": 0}, 640)
+    assert why is None and note is not None and "0 bytes" in note and "640 bytes" in note
+    why, note = counter_check("shm", {"bytes": 600}, 640)
+    assert why is not None and "600" in why and "640" in why
+    assert counter_check("pipe", {"bytes": 640, "updates": 10}, 640)[0] is None
+    assert "STATS" in (counter_check("lock", None, 640)[0] or "")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["run", "--profile", "no-such-profile"],
+        ["run", "--profile", "quick", "--server-cpus", "0", "--client-cpus", "0"],
+        ["run", "--profile", "quick", "--server-cpus", "x"],
+        ["run", "--resume", "/nonexistent/run"],
+        ["show-profile", "no-such-profile"],
+    ],
+)
+def test_cli_usage_errors_exit_2_with_one_line(argv: list[str], tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", *argv, "--out", str(tmp_path)]
+        if argv[0] == "run"
+        else [sys.executable, "-m", "bench", *argv],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    lines = [ln for ln in done.stderr.splitlines() if ln.strip()]
+    assert (lines and lines[-1].startswith(("bench:", "usage:"))) or "error:" in lines[-1]
+    assert "Traceback" not in done.stderr
+    assert not list(tmp_path.iterdir())  # nothing started, nothing written

@@ -1,0 +1,293 @@
+"""The runner end to end, as `make bench` runs it: a real runner process, real servers, the real
+load generator, on tiny profiles written here (0.3-0.6 s cells).
+
+Waits are on observable events, never sleeps: a cell file appearing, `current.json` naming the
+load generator of the cell in progress (the server printed READY before that file exists).
+Every runner is started in its own session and ended by its id if a test fails midway, along with
+the server and load generator groups it named.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from loadgen import schema
+from servers.launch import group_members
+
+REPO = Path(__file__).resolve().parent.parent
+EVENT_TIMEOUT_S = 60.0
+
+
+def _toml(data: dict[str, Any]) -> str:
+    """A tiny TOML writer for flat profiles: scalars, lists and one level of [[scenarios]]."""
+
+    def val(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, str):
+            return json.dumps(v)
+        if isinstance(v, list):
+            return "[" + ", ".join(val(x) for x in v) + "]"
+        if isinstance(v, dict):
+            return "{ " + ", ".join(f"{json.dumps(k)} = {val(x)}" for k, x in v.items()) + " }"
+        return repr(v)
+
+    lines = [f"{k} = {val(v)}" for k, v in data.items() if k != "scenarios"]
+    for sc in data.get("scenarios", []):
+        lines.append("[[scenarios]]")
+        lines += [f"{k} = {val(v)}" for k, v in sc.items()]
+    return "\n".join(lines) + "\n"
+
+
+class RunnerProc:
+    def __init__(self, popen: subprocess.Popen[bytes], log: Path, out: Path) -> None:
+        self.popen = popen
+        self.log = log
+        self.out = out
+        self.seen_groups: set[int] = set()
+
+    def run_dir(self) -> Path | None:
+        dirs = [d for d in self.out.iterdir() if d.is_dir()] if self.out.exists() else []
+        return dirs[0] if dirs else None
+
+    def wait_for(self, what: str, check: Any) -> Any:
+        deadline = time.monotonic() + EVENT_TIMEOUT_S
+        while time.monotonic() < deadline:
+            got = check()
+            if got:
+                return got
+            if self.popen.poll() is not None:
+                got = check()
+                if got:
+                    return got
+                pytest.fail(f"runner exited ({self.popen.returncode}) before {what}: {self.text()}")
+            time.sleep(0.02)  # polling an event with a deadline, not waiting for one to happen
+        pytest.fail(f"timed out waiting for {what}: {self.text()}")
+
+    def current(self) -> dict[str, Any] | None:
+        rd = self.run_dir()
+        if rd is None:
+            return None
+        try:
+            info: dict[str, Any] = json.loads((rd / "current.json").read_text())
+        except (OSError, ValueError):
+            return None
+        for key in ("server_pid", "loadgen_pid"):
+            if info.get(key):
+                self.seen_groups.add(int(info[key]))
+        return info
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")[-3000:]
+
+    def wait(self, timeout: float = 120.0) -> int:
+        return self.popen.wait(timeout=timeout)
+
+
+@pytest.fixture
+def start_runner(tmp_path: Path) -> Iterator[Any]:
+    started: list[RunnerProc] = []
+
+    def start(profile: dict[str, Any] | None, *extra: str, out: Path | None = None) -> RunnerProc:
+        out = out or tmp_path / "results"
+        argv = [sys.executable, "-m", "bench", "run", "--out", str(out), "--no-report",
+                "--no-microbench"]  # fmt: skip
+        if profile is not None:
+            path = tmp_path / f"{profile['name']}.toml"
+            path.write_text(_toml(profile))
+            argv += ["--profile", str(path)]
+        log = tmp_path / f"runner-{len(started)}.log"
+        with open(log, "wb") as f:
+            popen = subprocess.Popen(
+                [*argv, *extra], cwd=REPO, stdout=f, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, start_new_session=True,
+            )  # fmt: skip
+        r = RunnerProc(popen, log, out)
+        started.append(r)
+        return r
+
+    yield start
+    for r in started:
+        if r.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(r.popen.pid, signal.SIGKILL)
+            r.popen.wait(timeout=10)
+        for pgid in r.seen_groups:  # a failed test must not leave servers or load behind
+            if group_members(pgid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pgid, signal.SIGKILL)
+
+
+def _cells(run_dir: Path) -> dict[str, schema.CellResult]:
+    return {c.cell_id: c for c in map(schema.load_cell, sorted((run_dir / "cells").glob("*.json")))}
+
+
+def _profile_order(profile_path_or_name: str) -> list[str]:
+    from bench.profile import load  # noqa: PLC0415 - only this helper needs it
+
+    return [c.cell_id for c in load(profile_path_or_name).cells]
+
+
+TINY = {
+    "name": "tiny",
+    "trials": 1,
+    "duration_s": 0.4,
+    "warmup_s": 0.2,
+    "timeout_s": 5.0,
+    "servers": ["thread"],
+    "scenarios": [
+        {"name": "concurrency", "connections": [2]},
+        {"name": "open-loop", "connections": [2], "rate_fractions": [0.5]},
+        {"name": "placement", "placements": ["shared"]},
+        {"name": "per-request", "connections": [2], "servers": ["process"]},
+        {
+            "name": "shared-counter",
+            "servers": ["process"],
+            "counter_modes": {"process": ["naive", "shm"]},
+            "counter_off": False,
+        },
+    ],
+}
+
+
+def test_tiny_matrix_end_to_end(start_runner: Any) -> None:
+    runner = start_runner(TINY)
+    assert runner.wait() == 0, runner.text()
+    run_dir = runner.run_dir()
+    assert run_dir is not None
+    manifest = schema.load_manifest(run_dir / "manifest.json")
+    assert manifest.finished and manifest.profile_name == "tiny"
+    assert manifest.server_cpus == (0,) and manifest.client_cpus == (1,)
+    env = manifest.environment
+    for key in ("cpu_model", "kernel", "python", "packages", "git", "somaxconn"):
+        assert key in env
+    assert manifest.limits["nofile"]["soft"] == manifest.limits["nofile"]["hard"]
+    assert not (run_dir / "current.json").exists()
+
+    cells = _cells(run_dir)
+    assert len(cells) == 6
+    by = {(c.scenario, c.params.get("shared_counter")): c for c in cells.values()}
+    for cell in cells.values():
+        assert cell.status == "ok", (cell.cell_id, cell.reason)
+        assert cell.load is not None and cell.load.requests > 0
+        assert cell.server_run is not None and cell.server_run.clean_exit
+        assert cell.monitor is not None and len(cell.monitor.samples) >= 2
+        assert cell.started_at and cell.ended_at
+
+    closed = by["concurrency", None]
+    assert closed.placement == "split"
+    assert closed.server_run is not None and closed.server_run.cpus == (0,)
+    assert closed.load is not None and closed.load.config.cpus == (1,)
+    shared = by["placement", None]
+    assert shared.placement == "shared"
+    assert shared.load is not None and shared.load.config.cpus == (0,)
+    # Open loop at half the closed-loop cell's throughput, measured in this very run.
+    opened = by["open-loop", None]
+    assert opened.params["rate_fraction"] == 0.5
+    assert opened.params["rate"] == pytest.approx(0.5 * closed.load.requests_per_s, rel=1e-3)
+    assert opened.load is not None and opened.load.config.rate == pytest.approx(
+        opened.params["rate"], rel=1e-3
+    )
+    # issue 5: shm counts exactly (primer included); naive's parent counts nothing, and the
+    # two numbers are kept in the notes for the report.
+    shm = by["shared-counter", "shm"]
+    assert shm.server_run is not None and shm.server_run.stats is not None
+    assert shm.load is not None
+    assert shm.server_run.stats["bytes"] == shm.load.bytes_received_total + 64
+    naive = by["shared-counter", "naive"]
+    assert naive.server_run is not None and naive.server_run.stats == {"bytes": 0, "updates": 0}
+    assert any("server counted 0 bytes" in n for n in naive.notes)
+    assert by["per-request", None].params["mode"] == "per-request"
+
+
+def test_killed_server_fails_its_cell_and_the_next_cell_runs(start_runner: Any) -> None:
+    profile = {
+        "name": "kill",
+        "trials": 1,
+        "duration_s": 0.6,
+        "warmup_s": 0.2,
+        "servers": ["process", "thread"],
+        "scenarios": [{"name": "concurrency", "connections": [2]}],
+    }
+    runner = start_runner(profile)
+    first = runner.wait_for(
+        "the first cell's load generator",
+        lambda: (c := runner.current()) and c.get("loadgen_pid") and c,
+    )
+    os.kill(first["server_pid"], signal.SIGKILL)
+    assert runner.wait() == 0, runner.text()
+    run_dir = runner.run_dir()
+    assert run_dir is not None
+    cells = _cells(run_dir)
+    killed = cells[first["cell_id"]]
+    assert killed.server == "process"
+    assert killed.status == "failed"
+    assert killed.reason is not None and "server exited during the cell" in killed.reason
+    assert "SIGKILL" in killed.reason
+    assert killed.server_run is not None and killed.server_run.exit_code == -signal.SIGKILL
+    others = [c for c in cells.values() if c.cell_id != first["cell_id"]]
+    assert [c.status for c in others] == ["ok"]
+    assert schema.load_manifest(run_dir / "manifest.json").finished
+    for pgid in runner.seen_groups:
+        assert group_members(pgid) == []
+
+
+def test_interrupt_keeps_finished_cells_and_resume_completes(
+    start_runner: Any, tmp_path: Path
+) -> None:
+    profile = {
+        "name": "interrupt",
+        "trials": 3,
+        "duration_s": 0.5,
+        "warmup_s": 0.2,
+        "servers": ["thread"],
+        "scenarios": [{"name": "concurrency", "connections": [1]}],
+    }
+    runner = start_runner(profile)
+    run_dir = runner.wait_for("the run directory", runner.run_dir)
+    first_file = runner.wait_for(
+        "the first cell file", lambda: next((run_dir / "cells").glob("*.json"), None)
+    )
+    before = first_file.read_bytes()
+    busy = runner.wait_for(
+        "the second cell's load generator",
+        lambda: (
+            (c := runner.current())
+            and c.get("loadgen_pid")
+            and c["cell_id"] != first_file.stem
+            and c
+        ),
+    )
+    os.kill(runner.popen.pid, signal.SIGINT)
+    code = runner.wait(timeout=30)
+    assert code == 128 + signal.SIGINT, runner.text()
+    assert "resume with" in runner.text()
+    # Nothing the runner started is left: not the server's group, not the load generator's.
+    for pgid in (busy["server_pid"], busy["loadgen_pid"]):
+        assert group_members(pgid) == [], pgid
+    manifest = schema.load_manifest(run_dir / "manifest.json")
+    assert not manifest.finished
+    kept = _cells(run_dir)
+    assert first_file.stem in kept
+    assert busy["cell_id"] not in kept  # an interrupted cell is not a result
+    assert len(kept) < 3
+
+    resumed = start_runner(None, "--resume", str(run_dir), "--profile", "standard")
+    assert resumed.wait() == 0, resumed.text()
+    assert "resuming" in resumed.text()  # it used the run's own profile, and said so
+    done = _cells(run_dir)
+    assert len(done) == 3 and all(c.status == "ok" for c in done.values())
+    assert first_file.read_bytes() == before  # finished cells are never rerun
+    assert schema.load_manifest(run_dir / "manifest.json").finished
+    assert not (run_dir / "loadgen").exists() or not list((run_dir / "loadgen").iterdir())
