@@ -62,7 +62,7 @@ def _measure(
     timed(
         benchmark,
         round_trip,
-        rounds=effort.pick(fast=5, normal=30),
+        rounds=effort.pick(fast=5, normal=20),
         warmup_rounds=1,
         iterations=batch,
     )
@@ -241,7 +241,7 @@ async def _queue_round_trips(rounds: int, batch: int) -> list[float]:
 def test_rtt_asyncio_queue(
     benchmark: BenchmarkFixture, effort: Effort, loop_kind: Literal["default", "uvloop"]
 ) -> None:
-    batch = effort.pick(fast=500, normal=2000)
+    batch = effort.pick(fast=500, normal=1000)
     describe(
         benchmark,
         op=f"rtt.asyncio_queue.{loop_kind}",
@@ -253,7 +253,7 @@ def test_rtt_asyncio_queue(
         message_bytes=1,
         timer="perf_counter_ns inside the running loop, replayed",
     )
-    rounds = effort.pick(fast=5, normal=30)
+    rounds = effort.pick(fast=5, normal=20)
     loop = uvloop.new_event_loop() if loop_kind == "uvloop" else asyncio.new_event_loop()
     try:
         with pinned(home_cpu()):

@@ -98,11 +98,11 @@ def _thread_round(n: int, placement: Placement, increments: int) -> float:
 
 
 def _rounds(effort: Effort) -> int:
-    return effort.pick(fast=4, normal=15)
+    return effort.pick(fast=4, normal=10)
 
 
 def _increments(effort: Effort) -> int:
-    return effort.pick(fast=5_000, normal=50_000)
+    return effort.pick(fast=5_000, normal=20_000)
 
 
 def _describe(

@@ -1,4 +1,8 @@
-"""Command line of the microbenchmarks: `python -m microbench run --out DIR [--fast]`."""
+"""Command line of the microbenchmarks.
+
+python -m microbench run --out DIR [--fast]   measure, writing DIR/microbench*.json
+python -m microbench show DIR                 print a run's figures, Python beside C
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from microbench.results import MicrobenchError, MicroResult, load_microbench
 from microbench.runner import run_all
 
 
@@ -21,6 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--fast", action="store_true", help="few rounds, no 1 GB parent (tests, quick profile)"
     )
     run.set_defaults(func=cmd_run)
+    show = sub.add_parser("show", help="print the figures of a run directory as a table")
+    show.add_argument("run_dir", type=Path)
+    show.set_defaults(func=cmd_show)
     return parser
 
 
@@ -34,6 +42,31 @@ def cmd_run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("microbench: interrupted; children ended", file=sys.stderr)
         return 130
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    try:
+        results = load_microbench(args.run_dir)
+    except MicrobenchError as exc:
+        print(f"microbench: {exc}", file=sys.stderr)
+        return 2
+    print(format_table(results))
+    return 0
+
+
+def format_table(results: list[MicroResult]) -> str:
+    """Python figure beside the C floor of the same operation and placement, per operation."""
+    c_by_name = {r.name: r for r in results if r.language == "c"}
+    header = f"{'group':15} {'name':36} {'python median (min-max) us':>34} {'C median us':>12}"
+    lines = [header, "-" * len(header)]
+    for r in (r for r in results if r.language == "python"):
+        spread = f"{r.median_us:,.2f} ({r.min_us:,.2f}-{r.max_us:,.2f})"
+        c = c_by_name.pop(r.name, None)
+        c_text = f"{c.median_us:,.2f}" if c else ""
+        lines.append(f"{r.group:15} {r.name:36} {spread:>34} {c_text:>12}")
+    for c in c_by_name.values():  # C figures without a Python counterpart
+        lines.append(f"{c.group:15} {c.name:36} {'':>34} {c.median_us:>12,.2f}")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:

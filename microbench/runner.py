@@ -124,7 +124,7 @@ class CRun:
 def c_plan(fast: bool) -> list[CRun]:
     """What the C floor measures: the same operations and placements as the Python suite."""
     cpu = home_cpu()
-    rounds = "5" if fast else "20"
+    rounds = "5" if fast else "15"
     fork = str(C_BIN / "fork_wait")
     plan = [
         CRun("fork_wait.small_parent", "process-control", "n/a", (cpu,),
@@ -149,7 +149,7 @@ def c_plan(fast: bool) -> list[CRun]:
         plan.append(
             CRun("rtt.pipe", "ipc", p.name, tuple(p.cpus),
                  "C 1-byte round trip to a forked echo child over two pipes",
-                 (str(C_BIN / "pipe_rtt"), rounds, "200" if fast else "1000",
+                 (str(C_BIN / "pipe_rtt"), rounds, "200" if fast else "500",
                   str(p.parent_cpu), str(p.child_cpu)))
         )  # fmt: skip
     return plan

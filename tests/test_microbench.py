@@ -196,3 +196,12 @@ def test_usage_errors_exit_2(tmp_path: Path) -> None:
         f"microbench: --out {a_file} exists and is not a directory"
     ]
     assert leftovers(tag) == []
+
+
+@pytest.mark.slow
+def test_show_prints_each_figure_once(fast_run: tuple[Path, str]) -> None:
+    out, _ = fast_run
+    shown = run_cli(["show", str(out)], uuid.uuid4().hex, timeout_s=30)
+    assert shown.returncode == 0, shown.stderr
+    rows = [line.split()[1] for line in shown.stdout.splitlines()[2:]]
+    assert sorted(rows) == sorted({r.name for r in load_microbench(out)})
