@@ -199,3 +199,22 @@ def test_stop_signal_leaves_nothing(
     assert report.leftovers == [], report
     assert report.clean_exit, report
     assert report.stdout_lines == [], "nothing on stdout but READY (and STATS with a counter)"
+
+
+@pytest.mark.parametrize("name", [n for n, s in SERVERS.items() if s.model.value == "event"])
+def test_event_servers_apply_flow_control(start_server: Any, name: str) -> None:
+    """A client that sends without ever reading must be stopped by the server (pause_reading /
+    not reading while a chunk is pending), not buffered without bound in the server's memory."""
+    server = start_server(name)
+    limit, chunk = 64 * MIB, b"f" * MIB
+    sent = 0
+    with socket.create_connection((server.host, server.port), timeout=CLIENT_TIMEOUT_S) as sock:
+        sock.settimeout(2.0)  # a send blocked this long means the server stopped reading
+        with contextlib.suppress(TimeoutError):
+            while sent < limit:
+                sent += sock.send(chunk)
+    # Socket buffers and one high-water mark hold a few MiB; without flow control all 64 MiB
+    # would be read into the server.
+    assert sent < limit // 2, f"the server accepted {sent} bytes from a client that never reads"
+    report = server.stop()
+    assert report.clean_exit, report
