@@ -154,13 +154,15 @@ class Runner:
             environment=env,
             server_cpus=cpus.server,
             client_cpus=cpus.client,
-            busy_warnings=self._busy(),
+            busy_warnings=self._busy(unpinned=cpus.server is None),
             limits=limits,
         )
         return run_dir, profile, cpus, manifest
 
-    def _busy(self) -> list[str]:
+    def _busy(self, unpinned: bool = False) -> list[str]:
         warnings = environment.busy_warnings()
+        if unpinned:
+            warnings.append("unpinned run: servers and load generator float over all CPUs (noisy)")
         for w in warnings:
             self._say(f"warning: {w}")
         return warnings
@@ -211,6 +213,8 @@ class Runner:
             )
             return 128 + (self.signum or signal.SIGINT)
         (run_dir / "current.json").unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            (run_dir / "loadgen").rmdir()  # emptied cell by cell: each result lives in its cell
         schema.write_atomic(
             run_dir / "manifest.json", replace(manifest, finished=True, ended_at=utc_now())
         )

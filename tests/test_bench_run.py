@@ -291,3 +291,38 @@ def test_interrupt_keeps_finished_cells_and_resume_completes(
     assert first_file.read_bytes() == before  # finished cells are never rerun
     assert schema.load_manifest(run_dir / "manifest.json").finished
     assert not (run_dir / "loadgen").exists() or not list((run_dir / "loadgen").iterdir())
+
+
+def test_server_that_never_prints_ready_fails_its_cell_with_its_stderr(start_runner: Any) -> None:
+    # inetd refuses a counter with the `cat` handler (cat counts nothing): a usage error on its
+    # stderr and an exit before READY, the shape of any server that cannot start.
+    profile = {
+        "name": "noready",
+        "trials": 1,
+        "duration_s": 0.3,
+        "warmup_s": 0.1,
+        "servers": ["inetd", "thread"],
+        "server_args": {"inetd": ["--handler", "cat"]},
+        "scenarios": [
+            {
+                "name": "shared-counter",
+                "counter_modes": {"inetd": ["naive"], "thread": ["lock"]},
+                "counter_off": False,
+            }
+        ],
+    }
+    runner = start_runner(profile)
+    assert runner.wait() == 0, runner.text()
+    run_dir = runner.run_dir()
+    assert run_dir is not None
+    cells = {c.server: c for c in _cells(run_dir).values()}
+    bad = cells["inetd"]
+    assert bad.status == "failed"
+    assert bad.reason is not None and bad.reason.startswith("server did not start")
+    assert bad.server_run is not None and bad.server_run.stderr_tail  # its last words, kept
+    assert "FAILED" in runner.text()
+    good = cells["thread"]
+    assert good.status == "ok", good.reason
+    assert good.server_run is not None and good.server_run.stats is not None
+    assert good.load is not None
+    assert good.server_run.stats["bytes"] == good.load.bytes_received_total + 64
