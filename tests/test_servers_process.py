@@ -115,7 +115,10 @@ def test_leak_connfd_runs_into_emfile_and_backs_off(start_server: Any) -> None:
     # accepted), all are closed at once.
     for _ in range(nofile + 10):
         socket.create_connection((server.host, server.port), timeout=CLIENT_TIMEOUT_S).close()
-    wait_for("the descriptor table to fill", lambda: fd_count(server.pid) >= nofile - 1)
+    wait_for("the descriptor table to fill", lambda: fd_count(server.pid) == nofile)
+    # The server's stderr (the launcher's file, read through /proc) is the signal that accept
+    # failed and the back-off began.
+    wait_for("the EMFILE line", lambda: "EMFILE" in Path(f"/proc/{server.pid}/fd/2").read_text())
     wait_for("the children to exit", lambda: not children(server.pid))
     assert server.alive(), "EMFILE must not crash the server"
     report = server.stop()
