@@ -1,0 +1,601 @@
+"""The report's charts: one function per chart, each drawing from the run's tidy DataFrame.
+
+Every chart function takes the loaded `Run` (and the output directory), writes
+`charts/<name>.png` and `charts/<name>.svg`, and returns a `Chart` with the numbers it drew as
+a table, so the report shows each figure twice: as a picture and as text with its spread.
+
+Conventions, the same on every chart (they are the report's honesty rules):
+
+* a point is the median over trials; its error bar spans the trials' min..max;
+* a hollow marker is a client-saturated (or port-bound) cell: the load generator, not the
+  server, was the limit, so the figure is a lower bound and never the server's capacity;
+* a chart whose cells are absent from the run is still written, saying "not measured in this
+  run", so a missing experiment is visible rather than silently gone.
+
+matplotlib runs headless (Agg); servers keep one colour each, in registry order.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: the report is written on servers without a display
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from analysis import fmt, micro
+from analysis.document import Table
+from analysis.load import Run, merged_histogram, ok_cells, percentiles_us
+from analysis.stats import CV_LIMIT, summarise
+from servers.registry import SERVERS
+
+_PALETTE = plt.get_cmap("tab10")
+_ORDER = list(SERVERS)
+
+
+def colour(server: str) -> tuple[float, float, float, float]:
+    i = _ORDER.index(server) if server in _ORDER else len(_ORDER)
+    return tuple(_PALETTE(i % 10))  # type: ignore[return-value]
+
+
+def label(server: str) -> str:
+    spec = SERVERS.get(server)
+    return spec.label if spec else server
+
+
+def _server_sort(servers: list[str]) -> list[str]:
+    return sorted(servers, key=lambda s: (_ORDER.index(s) if s in _ORDER else 99, s))
+
+
+@dataclass
+class Chart:
+    name: str  # file stem under charts/
+    title: str
+    caption: str  # how to read it
+    png: Path
+    svg: Path
+    measured: bool
+    tables: list[Table] = field(default_factory=list)
+
+
+def _save(fig: Figure, out: Path, name: str) -> tuple[Path, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    png, svg = out / f"{name}.png", out / f"{name}.svg"
+    # one layout pass, not bbox_inches="tight" (which draws every figure twice per format)
+    fig.tight_layout()
+    fig.savefig(png, dpi=100)
+    fig.savefig(svg)
+    plt.close(fig)
+    return png, svg
+
+
+def _not_measured(out: Path, name: str, title: str, caption: str, what: str) -> Chart:
+    fig, ax = plt.subplots(figsize=(8, 2.2))
+    ax.set_axis_off()
+    ax.set_title(title)
+    ax.text(0.5, 0.5, f"{fmt.NOT_MEASURED}\n({what})", ha="center", va="center", fontsize=12)
+    png, svg = _save(fig, out, name)
+    return Chart(name, title, caption, png, svg, measured=False)
+
+
+def _flags(row: pd.Series) -> str:
+    flags = []
+    if not math.isnan(row["cv"]) and row["cv"] > CV_LIMIT:
+        flags.append(f"CV {fmt.pct(row['cv'])} (noisy)")
+    if row["saturated"]:
+        flags.append("client-saturated: a lower bound, not capacity")
+    if row["port_bound"]:
+        flags.append("port-bound: measures the port allocator")
+    return "; ".join(flags)
+
+
+def summary_table(s: pd.DataFrame, x: str, x_name: str, metric_name: str, caption: str) -> Table:
+    """The numbers behind a chart: median [min-max] over trials, n, CV and flags per point."""
+    rows = []
+    for _, r in s.sort_values(["server", x]).iterrows():
+        cv = "" if math.isnan(r["cv"]) else fmt.pct(r["cv"])
+        rows.append(
+            [
+                label(r["server"]),
+                fmt.param(r[x]),
+                fmt.spread(r["median"], r["lo"], r["hi"], int(r["n"])),
+                str(int(r["n"])),
+                cv,
+                _flags(r),
+            ]
+        )
+    headers = ["server", x_name, f"{metric_name}, median [min-max]", "trials", "CV", "flags"]
+    return Table(headers, rows, caption)
+
+
+def _line(ax: Axes, s: pd.DataFrame, server: str, x: str, scale: float = 1.0) -> None:
+    """One server's medians with min-max bars; hollow markers where the client was the limit."""
+    d = s[s["server"] == server].sort_values(x)
+    if d.empty:
+        return
+    xs = d[x].astype(float).to_numpy()
+    med = d["median"].to_numpy() * scale
+    err = np.vstack([med - d["lo"].to_numpy() * scale, d["hi"].to_numpy() * scale - med])
+    c = colour(server)
+    ax.errorbar(xs, med, yerr=err, color=c, marker=None, capsize=3, label=label(server))
+    limited = (d["saturated"] | d["port_bound"]).to_numpy()
+    ax.scatter(xs[~limited], med[~limited], color=c, marker="o", zorder=3)
+    ax.scatter(xs[limited], med[limited], facecolors="none", edgecolors=c, marker="o", zorder=3)
+
+
+def _legend(ax: Axes, hollow: bool) -> None:
+    handles, labels = ax.get_legend_handles_labels()
+    if hollow:
+        handles.append(
+            Line2D([], [], marker="o", color="grey", markerfacecolor="none", linestyle="none")
+        )
+        labels.append("hollow: client-limited, not capacity")
+    ax.legend(handles, labels, fontsize=8)
+
+
+def _scenario(run: Run, scenario: str, placement: str | None = "split") -> pd.DataFrame:
+    d = ok_cells(run)
+    if d.empty:
+        return d
+    d = d[d["scenario"] == scenario]
+    return d[d["placement"] == placement] if placement else d
+
+
+# --------------------------------------------------------------------------- 1
+
+
+def throughput_vs_concurrency(run: Run, out: Path) -> Chart:
+    name, title = "01-throughput-vs-concurrency", "Throughput vs concurrency (persistent, 64 B)"
+    caption = (
+        "Requests/s (one request = one 64 B echo round trip) against the number of persistent "
+        "connections, closed loop. Higher is better."
+    )
+    s = summarise(_scenario(run, "concurrency"), "requests_per_s")
+    if s.empty:
+        return _not_measured(out, name, title, caption, "no ok cell of scenario 'concurrency'")
+    fig, ax = plt.subplots(figsize=(9, 5))
+    for server in _server_sort(list(s["server"].unique())):
+        _line(ax, s, server, "connections")
+    ax.set_xscale("log")
+    ax.set_xlabel("persistent connections (log)")
+    ax.set_ylabel("requests/s")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    _legend(ax, bool((s["saturated"] | s["port_bound"]).any()))
+    png, svg = _save(fig, out, name)
+    table = summary_table(s, "connections", "connections", "requests/s", "Throughput")
+    return Chart(name, title, caption, png, svg, True, [table])
+
+
+# --------------------------------------------------------------------------- 2
+
+
+def latency_vs_concurrency(run: Run, out: Path) -> Chart:
+    name, title = "02-latency-vs-concurrency", "Latency percentiles vs concurrency (persistent)"
+    caption = (
+        "Round-trip latency at p50, p99 and p99.9 (from each trial's HdrHistogram) against "
+        "persistent connections. Log scales; lower is better."
+    )
+    d = _scenario(run, "concurrency")
+    metrics = [("p50_us", "p50"), ("p99_us", "p99"), ("p999_us", "p99.9")]
+    sums = {m: summarise(d, m) for m, _ in metrics}
+    if all(s.empty for s in sums.values()):
+        return _not_measured(out, name, title, caption, "no ok cell of scenario 'concurrency'")
+    fig, axes = plt.subplots(1, 3, figsize=(15, 5), sharey=True)
+    for ax, (m, pname) in zip(axes, metrics, strict=True):
+        s = sums[m]
+        for server in _server_sort(list(s["server"].unique())):
+            _line(ax, s, server, "connections")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("persistent connections (log)")
+        ax.set_title(pname)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].set_ylabel("latency (us, log)")
+    _legend(axes[0], any(bool((s["saturated"] | s["port_bound"]).any()) for s in sums.values()))
+    fig.suptitle(title)
+    png, svg = _save(fig, out, name)
+    tables = [
+        summary_table(sums[m], "connections", "connections", f"{pname} us", f"Latency {pname}")
+        for m, pname in metrics
+    ]
+    return Chart(name, title, caption, png, svg, True, tables)
+
+
+# --------------------------------------------------------------------------- 3
+
+DIST_PERCENTILES = [0.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9, 99.95, 99.99]
+
+
+def distribution_cell(run: Run) -> int | None:
+    """The connections count whose cells the distribution chart shows: 100 if run, else most."""
+    d = _scenario(run, "concurrency")
+    if d.empty:
+        return None
+    conns = sorted(int(c) for c in d["connections"].dropna().unique())
+    return 100 if 100 in conns else (conns[-1] if conns else None)
+
+
+def latency_distribution(run: Run, out: Path) -> Chart:
+    name = "03-latency-distribution"
+    conns = distribution_cell(run)
+    title = f"Latency by percentile, {conns} persistent connections (all trials merged)"
+    caption = (
+        "HdrHistogram-style percentile distribution: x is the percentile on a 1/(1-p) scale, so "
+        "the tail gets the room it deserves; y is the latency there. Trials are merged into one "
+        "histogram per server (lossless: same bounds everywhere)."
+    )
+    d = _scenario(run, "concurrency")
+    if conns is None:
+        return _not_measured(out, name, title, caption, "no ok cell of scenario 'concurrency'")
+    d = d[d["connections"] == conns]
+    fig, ax = plt.subplots(figsize=(10, 5))
+    rows = []
+    for server in _server_sort(list(d["server"].unique())):
+        cells = [run.cells[c] for c in d[d["server"] == server]["cell_id"]]
+        h = merged_histogram(cells)
+        if h is None or h.get_total_count() == 0:
+            continue
+        values = percentiles_us(h, DIST_PERCENTILES)
+        xs = [1.0 / (1.0 - p / 100.0) for p in DIST_PERCENTILES]
+        ax.plot(xs, [values[p] for p in DIST_PERCENTILES], color=colour(server), marker=".")
+        ax.lines[-1].set_label(label(server))
+        rows.append(
+            [label(server), str(h.get_total_count())]
+            + [fmt.num(values[p]) for p in (50.0, 99.0, 99.9, 99.99)]
+        )
+    ticks = [0.0, 90.0, 99.0, 99.9, 99.99]
+    ax.set_xscale("log")
+    ax.set_xticks([1.0 / (1.0 - p / 100.0) for p in ticks], [f"{p:g}%" for p in ticks])
+    ax.set_yscale("log")
+    ax.set_xlabel("percentile")
+    ax.set_ylabel("latency (us, log)")
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    png, svg = _save(fig, out, name)
+    table = Table(
+        ["server", "samples", "p50 us", "p99 us", "p99.9 us", "p99.99 us"],
+        rows,
+        "Merged histograms",
+    )
+    return Chart(name, title, caption, png, svg, True, [table])
+
+
+# --------------------------------------------------------------------------- 4
+
+
+def connections_per_second(run: Run, out: Path) -> Chart:
+    name = "04-connections-per-second"
+    title = "Connections per second, connection per request (connect, 64 B echo, close)"
+    caption = (
+        "Each request opens a connection, echoes 64 B and closes: for the fork-per-connection "
+        "servers every request pays a fork (and an exec for inetd) and a waitpid. This is the "
+        "process-control cost of CS:APP 12.1.2 as a client feels it. Higher is better."
+    )
+    s = summarise(_scenario(run, "per-request"), "requests_per_s")
+    if s.empty:
+        return _not_measured(out, name, title, caption, "no ok cell of scenario 'per-request'")
+    fig, ax = plt.subplots(figsize=(9, 5))
+    for server in _server_sort(list(s["server"].unique())):
+        _line(ax, s, server, "connections")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("concurrent clients (log)")
+    ax.set_ylabel("connections/s (log)")
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    _legend(ax, bool((s["saturated"] | s["port_bound"]).any()))
+    png, svg = _save(fig, out, name)
+    table = summary_table(s, "connections", "clients", "connections/s", "Connections per second")
+    return Chart(name, title, caption, png, svg, True, [table])
+
+
+# --------------------------------------------------------------------------- 5
+
+
+def memory_per_connection(run: Run, out: Path) -> Chart:
+    name, title = "05-memory-per-connection", "Server memory per connection (PSS and RSS)"
+    caption = (
+        "Growth of the server's whole process tree (peak minus idle) divided by connections. RSS "
+        "counts a shared page once in every process that maps it, so it overstates a forked "
+        "server; PSS splits shared pages between their sharers and is the fair figure."
+    )
+    d = _scenario(run, "concurrency")
+    sums = {m: summarise(d, m) for m in ("pss_per_conn_bytes", "rss_per_conn_bytes")}
+    if all(s.empty for s in sums.values()):
+        return _not_measured(out, name, title, caption, "no monitored 'concurrency' cell")
+    fig, axes = plt.subplots(1, 2, figsize=(14, 5))
+    for ax, (m, s) in zip(axes, sums.items(), strict=True):
+        for server in _server_sort(list(s["server"].unique())):
+            _line(ax, s, server, "connections", scale=1 / 1024)
+        ax.set_xscale("log")
+        ax.set_xlabel("persistent connections (log)")
+        ax.set_ylabel("KiB per connection")
+        ax.set_title("PSS" if m.startswith("pss") else "RSS")
+        ax.grid(True, alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title)
+    png, svg = _save(fig, out, name)
+    tables = []
+    for m, s in sums.items():
+        kib = s.copy()
+        for col in ("median", "lo", "hi"):
+            kib[col] = kib[col] / 1024
+        what = "PSS" if m.startswith("pss") else "RSS"
+        tables.append(summary_table(kib, "connections", "connections", f"{what} KiB/conn", what))
+    return Chart(name, title, caption, png, svg, True, tables)
+
+
+# --------------------------------------------------------------------------- 6
+
+
+def cpu_per_request(run: Run, out: Path) -> Chart:
+    name, title = "06-cpu-per-request", "Server CPU per request, user vs sys"
+    caption = (
+        "Server CPU (whole process tree, reaped children included) per request while loaded, "
+        "split into user and kernel (sys) time, at 10 clients. Persistent: the cost of an echo; "
+        "per request: the echo plus accept, fork/thread/task and close. Lower is better."
+    )
+    panels = [("concurrency", "persistent connections"), ("per-request", "connection per request")]
+    data = []
+    for scen, ptitle in panels:
+        d = _scenario(run, scen)
+        if not d.empty:
+            d = d[d["connections"] == 10]
+        su, ss = summarise(d, "cpu_user_us_per_req"), summarise(d, "cpu_sys_us_per_req")
+        st = summarise(d, "cpu_us_per_req")
+        data.append((ptitle, su, ss, st))
+    if all(st.empty for _, _, _, st in data):
+        return _not_measured(out, name, title, caption, "no monitored cell at 10 clients")
+    fig, axes = plt.subplots(1, 2, figsize=(14, 5))
+    tables = []
+    for ax, (ptitle, su, ss, st) in zip(axes, data, strict=True):
+        ax.set_title(ptitle)
+        if st.empty:
+            ax.text(0.5, 0.5, fmt.NOT_MEASURED, ha="center", va="center", transform=ax.transAxes)
+            continue
+        servers = _server_sort(list(st["server"].unique()))
+        xs = np.arange(len(servers))
+        user = [su[su["server"] == s]["median"].iloc[0] for s in servers]
+        sys_ = [ss[ss["server"] == s]["median"].iloc[0] for s in servers]
+        tot = st.set_index("server").loc[servers]
+        ax.bar(xs, user, color="#4c72b0", label="user")
+        ax.bar(xs, sys_, bottom=user, color="#dd8452", label="sys")
+        err = np.vstack([tot["median"] - tot["lo"], tot["hi"] - tot["median"]])
+        ax.errorbar(xs, np.add(user, sys_), yerr=err, fmt="none", color="black", capsize=3)
+        ax.set_xticks(xs, [label(s) for s in servers], rotation=30, ha="right", fontsize=8)
+        ax.set_ylabel("server CPU us per request")
+        ax.grid(True, axis="y", alpha=0.3)
+        ax.legend(fontsize=8)
+        rows = []
+        for s, u, y in zip(servers, user, sys_, strict=True):
+            t = tot.loc[s]
+            rows.append(
+                [
+                    label(s),
+                    fmt.num(u),
+                    fmt.num(y),
+                    fmt.spread(t["median"], t["lo"], t["hi"], int(t["n"])),
+                    str(int(t["n"])),
+                ]
+            )
+        headers = ["server", "user us", "sys us", "total us, median [min-max]", "trials"]
+        tables.append(Table(headers, rows, f"CPU per request, {ptitle}, 10 clients"))
+    fig.suptitle(title)
+    png, svg = _save(fig, out, name)
+    return Chart(name, title, caption, png, svg, True, tables)
+
+
+# --------------------------------------------------------------------------- 7
+
+
+def creation_and_ipc_costs(run: Run, out: Path) -> Chart:
+    name = "07-creation-and-ipc-costs"
+    title = "Cost of creating work and of IPC round trips (microbenchmarks)"
+    caption = (
+        "Microseconds per operation, log scale: fork + exit + waitpid, fork + exec, thread "
+        "start + join, task creation, and IPC round trips. Bars are Python medians with min-max; "
+        "black diamonds are the C floor measured on the same machine, where there is one."
+    )
+    m = micro.load(run.path)
+    if m.empty:
+        return _not_measured(out, name, title, caption, micro.absent_reason(run.path))
+    py = m[m["impl"] == "python"].reset_index(drop=True)
+    c = m[m["impl"] == "c"]
+    fig, ax = plt.subplots(figsize=(10, max(4.0, 0.4 * len(py) + 1.5)))
+    ys = np.arange(len(py))
+    err = np.vstack([py["median_us"] - py["min_us"], py["max_us"] - py["median_us"]])
+    ax.barh(ys, py["median_us"], xerr=err, color="#4c72b0", capsize=3, label="Python")
+    for i, op in enumerate(py["name"]):
+        floor = c[c["name"] == op]
+        if not floor.empty:
+            ax.scatter(floor["median_us"].iloc[0], i, marker="D", color="black", zorder=3)
+    if not c.empty:
+        ax.scatter([], [], marker="D", color="black", label="C floor")
+    ax.set_yticks(ys, list(py["name"]), fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("microseconds per operation (log)")
+    ax.set_title(title)
+    ax.grid(True, axis="x", which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    png, svg = _save(fig, out, name)
+    rows = []
+    for _, r in m.iterrows():
+        rows.append(
+            [
+                str(r["name"]),
+                str(r["impl"]),
+                fmt.spread(r["median_us"], r["min_us"], r["max_us"], int(r["rounds"])),
+                str(int(r["rounds"])),
+                str(r["what"]),
+            ]
+        )
+    table = Table(
+        ["operation", "impl", "us, median [min-max]", "rounds", "what was timed"],
+        rows,
+        "Microbenchmarks, microseconds per operation",
+    )
+    return Chart(name, title, caption, png, svg, True, [table])
+
+
+# --------------------------------------------------------------------------- 8
+
+
+def shared_counter(run: Run, out: Path) -> Chart:
+    name, title = "08-shared-counter", "Sharing state: throughput with and without a shared counter"
+    caption = (
+        "Requests/s at 10 persistent connections with no shared state ('off') and with one "
+        "counter of echoed bytes shared by every connection: a plain global for event loops, a "
+        "lock for threads, and for processes shared memory + semaphore ('shm'), a pipe to the "
+        "parent ('pipe') or a plain global that each forked child copies ('naive', wrong on "
+        "purpose). CS:APP 12.1.2: processes need explicit IPC to share anything."
+    )
+    d = _scenario(run, "shared-counter")
+    if d.empty:
+        return _not_measured(out, name, title, caption, "no ok cell of scenario 'shared-counter'")
+    d = d.copy()
+    d["counter"] = d["shared_counter"].fillna("off").astype(str)
+    s = summarise(d, "requests_per_s")
+    s["counter"] = s["shared_counter"].fillna("off").astype(str)
+    servers = _server_sort(list(s["server"].unique()))
+    modes = ["off", *sorted(m for m in s["counter"].unique() if m != "off")]
+    width = 0.8 / len(modes)
+    fig, ax = plt.subplots(figsize=(11, 5))
+    hatches = ["", "//", "xx", "..", "\\\\", "++"]
+    for j, mode in enumerate(modes):
+        sm = s[s["counter"] == mode].set_index("server")
+        xs, ys, lo, hi = [], [], [], []
+        for i, server in enumerate(servers):
+            if server in sm.index:
+                r = sm.loc[server]
+                xs.append(i + (j - (len(modes) - 1) / 2) * width)
+                ys.append(r["median"])
+                lo.append(r["median"] - r["lo"])
+                hi.append(r["hi"] - r["median"])
+        ax.bar(
+            xs,
+            ys,
+            width,
+            yerr=[lo, hi],
+            capsize=2,
+            label=mode,
+            color=plt.get_cmap("Set2")(j),
+            hatch=hatches[j % len(hatches)],
+            edgecolor="black",
+        )
+    ax.set_xticks(np.arange(len(servers)), [label(x) for x in servers], rotation=20, ha="right")
+    ax.set_ylabel("requests/s")
+    ax.set_title(title)
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(title="shared counter", fontsize=8)
+    png, svg = _save(fig, out, name)
+    table = summary_table(s, "counter", "counter", "requests/s", "Shared counter")
+    return Chart(name, title, caption, png, svg, True, [table])
+
+
+# --------------------------------------------------------------------------- 9
+
+
+def open_loop_tail(run: Run, out: Path) -> Chart:
+    name, title = "09-open-loop-tail", "Open loop: tail latency vs offered load"
+    caption = (
+        "Requests sent on a fixed schedule at a fraction of the server's own closed-loop rate; "
+        "latency counts from when a request was due, so queueing is included (no coordinated "
+        "omission). p50 and p99, log scale."
+    )
+    d = _scenario(run, "open-loop")
+    sums = {m: summarise(d, m) for m in ("p50_us", "p99_us")}
+    if all(s.empty for s in sums.values()):
+        return _not_measured(out, name, title, caption, "no ok cell of scenario 'open-loop'")
+    fig, axes = plt.subplots(1, 2, figsize=(14, 5), sharey=True)
+    for ax, (m, s) in zip(axes, sums.items(), strict=True):
+        s["pct_load"] = s["rate_fraction"].astype(float) * 100
+        for server in _server_sort(list(s["server"].unique())):
+            _line(ax, s, server, "pct_load")
+        ax.set_yscale("log")
+        ax.set_xlabel("offered load (% of the server's closed-loop requests/s)")
+        ax.set_title(m.split("_")[0])
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].set_ylabel("latency (us, log)")
+    _legend(axes[0], any(bool((s["saturated"] | s["port_bound"]).any()) for s in sums.values()))
+    fig.suptitle(title)
+    png, svg = _save(fig, out, name)
+    tables = [
+        summary_table(s, "pct_load", "offered % of capacity", f"{m.split('_')[0]} us", m)
+        for m, s in sums.items()
+    ]
+    return Chart(name, title, caption, png, svg, True, tables)
+
+
+# --------------------------------------------------------------------------- 10
+
+
+def steadiness(run: Run, out: Path) -> Chart:
+    name, title = "10-requests-over-time", "Requests/s over time, longest cell of each server"
+    caption = (
+        "Completed requests in each whole second of the measured phase, for each server's "
+        "longest cell. A steady server draws a flat line; a trend or a dip means the average "
+        "hides something (warm-up, a leak, a stall)."
+    )
+    d = ok_cells(run)
+    if d.empty or d["elapsed_s"].isna().all():
+        return _not_measured(out, name, title, caption, "no ok cell with a timeline")
+    fig, ax = plt.subplots(figsize=(10, 5))
+    rows = []
+    for server in _server_sort(list(d["server"].unique())):
+        ds = d[d["server"] == server].sort_values(["elapsed_s", "requests"], ascending=False)
+        cell = run.cells[ds["cell_id"].iloc[0]]
+        if cell.load is None or not cell.load.timeline:
+            continue
+        secs = [t.second for t in cell.load.timeline]
+        done = [t.completed for t in cell.load.timeline]
+        ax.plot(secs, done, color=colour(server), marker="o", label=label(server))
+        mean = float(np.mean(done))
+        cv = float(np.std(done, ddof=1)) / mean if len(done) > 1 and mean > 0 else math.nan
+        rows.append(
+            [
+                label(server),
+                cell.cell_id,
+                str(len(done)),
+                fmt.num(min(done)),
+                fmt.num(max(done)),
+                "" if math.isnan(cv) else fmt.pct(cv),
+            ]
+        )
+    ax.set_xlabel("second of the measured phase")
+    ax.set_ylabel("requests completed in that second")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    png, svg = _save(fig, out, name)
+    headers = ["server", "cell", "seconds", "min req/s", "max req/s", "CV over seconds"]
+    return Chart(name, title, caption, png, svg, True, [Table(headers, rows, "Timelines")])
+
+
+ALL: list[Callable[[Run, Path], Chart]] = [
+    throughput_vs_concurrency,
+    latency_vs_concurrency,
+    latency_distribution,
+    connections_per_second,
+    memory_per_connection,
+    cpu_per_request,
+    creation_and_ipc_costs,
+    shared_counter,
+    open_loop_tail,
+    steadiness,
+]
+
+
+def draw_all(run: Run, out: Path) -> list[Chart]:
+    return [chart(run, out) for chart in ALL]

@@ -1,0 +1,101 @@
+"""`python -m analysis check-report RUN_DIR`: open report.html in headless Chromium.
+
+Takes a screenshot (RUN_DIR/report-screenshot.png) and reads back, from Chromium's rendered DOM,
+how many of the report's images decoded (the report's inline script writes `data-images="k/n"`
+on <body> after the load event). Passes only when every image loaded. Chromium runs in its own
+process group with a fresh profile directory and no network features, and is ended by its
+process group if it hangs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+BROWSERS = ("chromium", "chromium-browser", "google-chrome")
+TIMEOUT_S = 90.0
+
+
+class CheckError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    screenshot: Path
+    images_loaded: int
+    images_total: int
+
+    @property
+    def ok(self) -> bool:
+        return self.images_total > 0 and self.images_loaded == self.images_total
+
+
+def find_browser() -> str | None:
+    for name in BROWSERS:
+        if path := shutil.which(name):
+            return path
+    return None
+
+
+def _run(argv: list[str]) -> str:
+    proc = subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # chromium forks helpers: end them all by process group
+        text=True,
+    )
+    try:
+        out, _ = proc.communicate(timeout=TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise CheckError(f"chromium did not finish within {TIMEOUT_S:.0f} s") from None
+    finally:
+        # helpers (zygote, crashpad) can outlive the browser: end the whole group
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    if proc.returncode != 0:
+        raise CheckError(f"chromium exited with status {proc.returncode}")
+    return out
+
+
+def check_report(run_dir: Path, browser: str | None = None) -> CheckResult:
+    html = run_dir / "report.html"
+    if not html.exists():
+        raise CheckError(f"{html}: no report (run `python -m analysis report {run_dir}` first)")
+    exe = browser or find_browser()
+    if exe is None:
+        raise CheckError("chromium not found (Debian: apt-get install -y chromium)")
+    shot = run_dir / "report-screenshot.png"
+    shot.unlink(missing_ok=True)
+    url = html.resolve().as_uri()
+    with tempfile.TemporaryDirectory(prefix="echobench-chromium-") as profile:
+        common = [
+            exe,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={profile}",
+        ]
+        _run([*common, f"--screenshot={shot}", "--window-size=1400,4000", url])
+        dom = _run([*common, "--virtual-time-budget=5000", "--dump-dom", url])
+    if not shot.exists() or shot.read_bytes()[:8] != b"\x89PNG\r\n\x1a\n":
+        raise CheckError("chromium wrote no screenshot")
+    m = re.search(r'data-images="(\d+)/(\d+)"', dom)
+    if m is None:
+        raise CheckError("the report's image check did not run (no data-images on <body>)")
+    return CheckResult(shot, int(m.group(1)), int(m.group(2)))

@@ -1,0 +1,121 @@
+"""`python -m analysis compare RUN_A RUN_B [...]`: the same cells across runs, as ratios.
+
+Every later run is compared with the first (A): per cell (scenario, server, placement,
+parameters) the ratio B/A of the median requests/s and of the median p99, with the range the
+trials allow (B's min over A's max .. B's max over A's min). When that range contains 1.00 the
+difference is inside the noise and is said to be. Runs whose environments differ in what
+changes the figures (CPU model, core count, kernel, Python) are flagged first: then a ratio
+compares machines, not servers.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import pandas as pd
+
+from analysis import fmt
+from analysis.document import Document, Heading, Para, Table, to_markdown
+from analysis.load import Run, ok_cells
+from analysis.stats import summarise
+
+ENV_KEYS = ("cpu_model", "cpu_count_logical", "kernel", "python", "python_implementation")
+_KEY = ["scenario", "server", "placement", "param_key"]
+
+
+@dataclass(frozen=True)
+class Ratio:
+    ratio: float
+    lo: float
+    hi: float
+    single: bool  # a side had one trial: no spread to judge noise by
+
+    @property
+    def in_noise(self) -> bool:
+        return not self.single and self.lo <= 1.0 <= self.hi
+
+    def text(self) -> str:
+        if self.single:
+            return fmt.ratio(self.ratio)
+        return f"{fmt.ratio(self.ratio)} [{fmt.ratio(self.lo)}-{fmt.ratio(self.hi)}]"
+
+
+def ratio_of(a: pd.Series, b: pd.Series) -> Ratio:
+    def div(x: float, y: float) -> float:
+        return x / y if y else math.nan
+
+    single = int(a["n"]) < 2 or int(b["n"]) < 2
+    return Ratio(
+        div(b["median"], a["median"]), div(b["lo"], a["hi"]), div(b["hi"], a["lo"]), single
+    )
+
+
+def environment_differences(a: Run, b: Run) -> list[str]:
+    if a.manifest is None or b.manifest is None:
+        return ["a run has no readable manifest: environments cannot be compared"]
+    ea, eb = a.manifest.environment, b.manifest.environment
+    return [f"{k}: {ea.get(k)!r} vs {eb.get(k)!r}" for k in ENV_KEYS if ea.get(k) != eb.get(k)]
+
+
+def compare_pair(a: Run, b: Run) -> list[Heading | Para | Table]:
+    blocks: list[Heading | Para | Table] = [Heading(f"{b.run_id} / {a.run_id}")]
+    diffs = environment_differences(a, b)
+    if diffs:
+        blocks.append(Para("ENVIRONMENTS DIFFER (ratios compare machines): " + "; ".join(diffs)))
+    else:
+        blocks.append(Para("Same CPU model, core count, kernel and Python."))
+    ra = summarise(ok_cells(a), "requests_per_s").set_index(_KEY)
+    rb = summarise(ok_cells(b), "requests_per_s").set_index(_KEY)
+    pa = summarise(ok_cells(a), "p99_us").set_index(_KEY)
+    pb = summarise(ok_cells(b), "p99_us").set_index(_KEY)
+    rows = []
+    for key in [k for k in ra.index if k in rb.index]:
+        x, y = ra.loc[key], rb.loc[key]
+        r = ratio_of(x, y)
+        p99 = ratio_of(pa.loc[key], pb.loc[key]) if key in pa.index and key in pb.index else None
+        notes = []
+        if r.in_noise:
+            notes.append("inside the noise")
+        elif r.single:
+            notes.append("one trial: noise unknown")
+        if bool(x["saturated"]) or bool(y["saturated"]):
+            notes.append("client-saturated")
+        rows.append(
+            [
+                key[0],
+                str(x["label"]),
+                key[2],
+                fmt.params_text(x),
+                fmt.num(x["median"]),
+                fmt.num(y["median"]),
+                r.text(),
+                p99.text() if p99 else "n/a",
+                "; ".join(notes),
+            ]
+        )
+    headers = [
+        "scenario",
+        "server",
+        "placement",
+        "parameters",
+        "A req/s",
+        "B req/s",
+        "req/s B/A [range]",
+        "p99 B/A [range]",
+        "note",
+    ]
+    blocks.append(Table(headers, rows))
+    only_a = len([k for k in ra.index if k not in rb.index])
+    only_b = len([k for k in rb.index if k not in ra.index])
+    if only_a or only_b:
+        blocks.append(Para(f"Cells only in A: {only_a}; only in B: {only_b}."))
+    return blocks
+
+
+def compare(runs: list[Run]) -> str:
+    doc = Document("echobench comparison")
+    doc.add(Para("A = " + runs[0].run_id + "; each other run is B. Ratios are B/A of medians."))
+    for b in runs[1:]:
+        doc.add(*compare_pair(runs[0], b))
+    return to_markdown(doc)

@@ -1,0 +1,82 @@
+"""How the report writes numbers, in one place.
+
+Every number in report.md and report.html goes through these functions, so the tests can
+recompute a figure from the raw histograms, format it here, and find exactly that string in
+the report (no number in the report is typed by hand).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+NOT_MEASURED = "not measured in this run"
+
+
+def num(x: float | None) -> str:
+    """A measured value with as many digits as loopback benchmarks can honestly claim."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "n/a"
+    ax = abs(x)
+    if ax >= 100:
+        return f"{x:,.0f}"
+    if ax >= 10:
+        return f"{x:.1f}"
+    return f"{x:.2f}"
+
+
+def param(x: object) -> str:
+    """A parameter value as a person would write it: 10, not 10.00; 0.5 stays 0.5."""
+    if isinstance(x, float) and x.is_integer():
+        return str(int(x))
+    if isinstance(x, float) and math.isnan(x):
+        return ""
+    return f"{x:g}" if isinstance(x, float) else str(x)
+
+
+def spread(median: float | None, lo: float | None, hi: float | None, n: int) -> str:
+    """Median over trials with its min-max range; one trial shows no range (nothing to show)."""
+    if median is None or (isinstance(median, float) and math.isnan(median)):
+        return "n/a"
+    if n <= 1 or lo is None or hi is None:
+        return num(median)
+    return f"{num(median)} [{num(lo)}-{num(hi)}]"
+
+
+def ratio(x: float | None) -> str:
+    if x is None or (isinstance(x, float) and (math.isnan(x) or math.isinf(x))):
+        return "n/a"
+    return f"{x:.2f}x"
+
+
+def pct(x: float | None) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "n/a"
+    return f"{100 * x:.1f}%"
+
+
+def mib(x: float | None) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "n/a"
+    return f"{num(x / 2**20)} MiB"
+
+
+def kib(x: float | None) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "n/a"
+    return f"{num(x / 2**10)} KiB"
+
+
+PARAM_NAMES = ("mode", "load", "connections", "size", "rate_fraction", "shared_counter")
+
+
+def params_text(row: Mapping[str, Any]) -> str:
+    """A cell's parameters in one line, e.g. `mode=persistent load=closed connections=10`."""
+    bits = []
+    for k in PARAM_NAMES:
+        v = row.get(k)
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            continue
+        bits.append(f"{k}={param(v)}")
+    return " ".join(bits)

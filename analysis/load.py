@@ -1,0 +1,302 @@
+"""Load one run directory into pandas: the only place the analysis touches result files.
+
+A run directory (see results/README.md) holds `manifest.json` and `cells/<cell_id>.json`
+(searched at any depth, in case a cell id holds "/"), read here through
+`loadgen.schema.load_manifest` / `load_cell` (the one versioned loader), never by
+parsing JSON ourselves. The result is a `Run`: the manifest, the cell documents by id, and one
+tidy DataFrame row per cell and trial with the registry's labels and the figures every chart
+and table needs:
+
+* latency percentiles recomputed from each trial's encoded HdrHistogram (so the report's p99 is
+  the histogram's p99, not a rounded copy of it);
+* server CPU per request, from the monitor's samples of the server's process tree (parent,
+  children, reaped children: a forked child's CPU is the server's CPU, CS:APP 12.1.2). The
+  monitor runs longer than the measured phase, so we take the CPU *rate* over the intervals
+  where the server was busy (at least half its typical busy rate, first busy interval dropped as
+  start-up) and divide it by the measured requests/s;
+* memory growth: peak minus the first sample, of RSS (shared pages counted in every process) and
+  PSS (shared pages split fairly between the processes sharing them).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from hdrh.histogram import HdrHistogram
+
+from loadgen import schema
+from servers.registry import SERVERS
+
+# Parameters that vary between trials of one cell without making it another cell: the open-loop
+# rate is derived from a measured closed-loop figure, so the key uses rate_fraction instead.
+_NOT_KEY_PARAMS = frozenset({"rate", "trial"})
+
+PARAM_COLUMNS = ("mode", "load", "connections", "size", "rate", "rate_fraction", "shared_counter")
+
+
+class RunError(Exception):
+    """A directory that is not a readable run (one clear line for the CLI)."""
+
+
+@dataclass
+class Run:
+    path: Path
+    manifest: schema.Manifest | None
+    cells: dict[str, schema.CellResult]
+    df: pd.DataFrame  # one row per cell and trial, see `tidy_row`
+    unreadable: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
+
+    @property
+    def run_id(self) -> str:
+        return self.manifest.run_id if self.manifest else self.path.name
+
+
+def param_key(params: dict[str, Any]) -> str:
+    """A stable text key for a cell's parameters, the same across its trials."""
+    kept = {k: v for k, v in params.items() if k not in _NOT_KEY_PARAMS}
+    return json.dumps(kept, sort_keys=True, default=str)
+
+
+def decode(encoded: str) -> HdrHistogram:
+    return HdrHistogram.decode(encoded)
+
+
+def percentile_us(hist: HdrHistogram, pct: float) -> float:
+    """Value at `pct` percent of an HdrHistogram recorded in nanoseconds, in microseconds."""
+    return float(hist.get_value_at_percentile(pct)) / 1000.0
+
+
+def merged_histogram(cells: list[schema.CellResult], name: str = "latency") -> HdrHistogram | None:
+    """All trials of a cell in one histogram (lossless: every writer uses the same bounds)."""
+    merged: HdrHistogram | None = None
+    for cell in cells:
+        if cell.load is None or name not in cell.load.histograms:
+            continue
+        h = decode(cell.load.histograms[name].encoded)
+        if merged is None:
+            merged = HdrHistogram(
+                schema.HIST_LOWEST_NS, schema.HIST_HIGHEST_NS, schema.HIST_SIGNIFICANT_DIGITS
+            )
+        merged.add(h)
+    return merged
+
+
+def percentiles_us(hist: HdrHistogram, pcts: list[float]) -> dict[float, float]:
+    """Several percentiles in one pass over the counts (the per-call API walks them each time)."""
+    values = hist.get_percentile_to_value_dict(pcts)
+    return {p: float(values[p]) / 1000.0 for p in pcts}
+
+
+def _latency_figures(load: schema.LoadResult) -> dict[str, float]:
+    hist = load.histograms.get("latency")
+    if hist is None:
+        return {}
+    h = decode(hist.encoded)
+    if h.get_total_count() == 0:
+        return {}
+    v = percentiles_us(h, [50.0, 90.0, 99.0, 99.9])
+    return {
+        "p50_us": v[50.0],
+        "p90_us": v[90.0],
+        "p99_us": v[99.0],
+        "p999_us": v[99.9],
+        "max_us": float(h.get_max_value()) / 1000.0,
+        # the writer's exact mean (hdrh's own mean walks every bucket: too slow for a report)
+        "mean_us": hist.summary.mean_us,
+    }
+
+
+def cpu_rates(monitor: schema.MonitorData) -> tuple[float, float] | None:
+    """Server (user, sys) CPU seconds per second while it was busy, or None if never busy."""
+    s = monitor.samples
+    if len(s) < 3:
+        return None
+    dt = np.diff([x.t_s for x in s])
+    du = np.diff([x.cpu_user_s for x in s])
+    ds = np.diff([x.cpu_sys_s for x in s])
+    ok = dt > 0
+    if not ok.any():
+        return None
+    rate = np.where(ok, (du + ds) / np.where(ok, dt, 1.0), 0.0)
+    typical = float(np.percentile(rate[ok], 90))
+    if typical <= 0:
+        return None
+    busy = np.flatnonzero(ok & (rate >= 0.5 * typical))
+    if len(busy) > 2:  # the first busy interval straddles start-up or the load's ramp
+        busy = busy[1:]
+    span = float(dt[busy].sum())
+    if span <= 0:
+        return None
+    return float(du[busy].sum()) / span, float(ds[busy].sum()) / span
+
+
+def tidy_row(run_id: str, cell: schema.CellResult) -> dict[str, Any]:
+    """The flat figures of one cell and trial: one row of cells.csv."""
+    spec = SERVERS.get(cell.server)
+    p = cell.params
+    row: dict[str, Any] = {
+        "run_id": run_id,
+        "cell_id": cell.cell_id,
+        "scenario": cell.scenario,
+        "server": cell.server,
+        "label": spec.label if spec else cell.server,
+        "model": str(spec.model) if spec else "unknown",
+        "trial": cell.trial,
+        "placement": cell.placement,
+        "status": cell.status,
+        "reason": cell.reason or "",
+        "param_key": param_key(p),
+    }
+    for col in PARAM_COLUMNS:
+        row[col] = p.get(col)
+    load = cell.load
+    if load is not None:
+        cfg = load.config
+        row["mode"] = row["mode"] or cfg.mode
+        row["load"] = row["load"] or cfg.load
+        row["connections"] = (
+            row["connections"] if row["connections"] is not None else cfg.connections
+        )
+        row["size"] = row["size"] if row["size"] is not None else cfg.size
+        errors = sum(load.errors.values())
+        row.update(
+            {
+                "elapsed_s": load.elapsed_s,
+                "complete": load.complete,
+                "requests": load.requests,
+                "requests_per_s": load.requests_per_s,
+                "errors": errors,
+                "connections_opened": load.connections_opened,
+                "client_saturated": load.client_saturated,
+                "client_port_bound": load.client_port_bound,
+                "client_cpu_util": max((c.utilisation for c in load.client_cpu), default=math.nan),
+            }
+        )
+        row.update(_latency_figures(load))
+        if load.config.mode == "persistent" and load.config.size > 0:
+            # every echoed message, warm-up included: what the server's STATS counter saw
+            row["bytes_received_total"] = load.bytes_received_total
+    mon = cell.monitor
+    if mon is not None and mon.samples:
+        first = mon.samples[0]
+        row.update(
+            {
+                "monitor_samples": len(mon.samples),
+                "monitor_dropped": mon.dropped_samples,
+                "rss_base_bytes": first.rss_bytes,
+                "rss_peak_bytes": max(x.rss_bytes for x in mon.samples),
+                "pss_base_bytes": first.pss_bytes,
+                "pss_peak_bytes": max(x.pss_bytes for x in mon.samples),
+                "fds_base": first.fds,
+                "fds_peak": max(x.fds for x in mon.samples),
+                "zombies_peak": max(x.zombies for x in mon.samples),
+                "processes_peak": max(x.processes for x in mon.samples),
+                "threads_peak": max(x.threads for x in mon.samples),
+            }
+        )
+        conns = row.get("connections") or 0
+        if conns > 0:
+            row["rss_per_conn_bytes"] = (row["rss_peak_bytes"] - first.rss_bytes) / conns
+            row["pss_per_conn_bytes"] = (row["pss_peak_bytes"] - first.pss_bytes) / conns
+        rates = cpu_rates(mon)
+        rps = row.get("requests_per_s") or 0.0
+        if rates is not None and rps > 0:
+            row["cpu_user_us_per_req"] = rates[0] / rps * 1e6
+            row["cpu_sys_us_per_req"] = rates[1] / rps * 1e6
+            row["cpu_us_per_req"] = (rates[0] + rates[1]) / rps * 1e6
+            row["server_cpu_util"] = rates[0] + rates[1]
+    if cell.server_run is not None:
+        row["server_clean_exit"] = cell.server_run.clean_exit
+        row["server_leftovers"] = len(cell.server_run.leftovers)
+        for key, value in (cell.server_run.stats or {}).items():
+            row[f"stats_{key}"] = value
+    row["notes"] = "; ".join(cell.notes)
+    return row
+
+
+_NUMERIC = [
+    "elapsed_s",
+    "requests",
+    "requests_per_s",
+    "errors",
+    "connections_opened",
+    "client_cpu_util",
+    "p50_us",
+    "p90_us",
+    "p99_us",
+    "p999_us",
+    "max_us",
+    "mean_us",
+    "monitor_samples",
+    "monitor_dropped",
+    "rss_base_bytes",
+    "rss_peak_bytes",
+    "pss_base_bytes",
+    "pss_peak_bytes",
+    "fds_base",
+    "fds_peak",
+    "zombies_peak",
+    "processes_peak",
+    "threads_peak",
+    "cpu_user_us_per_req",
+    "cpu_sys_us_per_req",
+    "cpu_us_per_req",
+    "server_cpu_util",
+    "server_leftovers",
+    "rss_per_conn_bytes",
+    "pss_per_conn_bytes",
+    "bytes_received_total",
+]
+
+
+def load_run(path: str | Path) -> Run:
+    """Read a run directory. Unreadable cell files are listed, not fatal; a missing dir is."""
+    root = Path(path)
+    if not root.is_dir():
+        raise RunError(f"{root}: not a directory")
+    cell_dir = root / "cells"
+    manifest_path = root / "manifest.json"
+    if not cell_dir.is_dir() and not manifest_path.exists():
+        raise RunError(f"{root}: not a run directory (no manifest.json and no cells/)")
+    manifest = None
+    unreadable: list[tuple[str, str]] = []
+    if manifest_path.exists():
+        try:
+            manifest = schema.load_manifest(manifest_path)
+        except schema.SchemaError as exc:
+            unreadable.append((manifest_path.name, str(exc)))
+    run_id = manifest.run_id if manifest else root.name
+    cells: dict[str, schema.CellResult] = {}
+    rows = []
+    for f in sorted(cell_dir.rglob("*.json")) if cell_dir.is_dir() else []:
+        try:
+            cell = schema.load_cell(f)
+        except schema.SchemaError as exc:
+            unreadable.append((f.name, str(exc)))
+            continue
+        cells[cell.cell_id] = cell
+        rows.append(tidy_row(run_id, cell))
+    df = pd.DataFrame(rows)
+    if df.empty:
+        df = pd.DataFrame(columns=["run_id", "cell_id", "scenario", "server", "status"])
+    for col in _NUMERIC:
+        if col not in df.columns:
+            df[col] = np.nan
+        df[col] = pd.to_numeric(df[col], errors="coerce")
+    for col in ("client_saturated", "client_port_bound"):
+        if col not in df.columns:
+            df[col] = False
+        df[col] = df[col].fillna(False).astype(bool)
+    return Run(root, manifest, cells, df, unreadable)
+
+
+def ok_cells(run: Run) -> pd.DataFrame:
+    if run.df.empty:
+        return run.df
+    return run.df[run.df["status"] == "ok"]

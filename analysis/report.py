@@ -1,0 +1,251 @@
+"""`python -m analysis report RUN_DIR`: the report a design review (or a student) reads.
+
+Writes into RUN_DIR: `report.md`, `report.html` (self-contained: charts inlined as base64 PNG),
+`charts/*.png` + `charts/*.svg`, and `cells.csv` (one tidy row per cell and trial). The report
+opens with the CS:APP 12.1.2 scorecard and the two reader questions, then the charts each with
+the numbers behind it, then what went wrong (flagged and failed cells), every cell, and the
+manifest in full. Every number comes from the run through `analysis.fmt`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from analysis import charts, fmt, questions
+from analysis.document import (
+    Bullets,
+    Code,
+    Document,
+    Heading,
+    Image,
+    Para,
+    Table,
+    to_html,
+    to_markdown,
+)
+from analysis.load import Run, load_run, ok_cells
+from analysis.scorecard import scorecard
+from analysis.stats import CV_LIMIT, placement_summary, summarise
+from loadgen import schema
+
+HOW_TO_READ = [
+    "Each point is the median over trials; error bars and the [min-max] in tables are the "
+    "spread of the trials. One trial shows no spread: treat it as a single sample.",
+    f"CV is the trials' standard deviation over their mean; above {fmt.pct(CV_LIMIT)} a cell "
+    "is flagged as noisy and its figure deserves a rerun before it is believed.",
+    "Hollow markers and 'client-saturated' flags mark cells where the load generator, not the "
+    "server, was the limit: those figures are lower bounds, never the server's capacity. "
+    "'port-bound' marks connection-per-request cells limited by the kernel's ephemeral ports.",
+    "Placement 'split' pins the server to one CPU and the load generator to another; 'shared' "
+    "puts both on one CPU; 'unpinned' lets the scheduler choose (noisy).",
+    "To compare with another machine or run: `make compare A=<run> B=<run>` prints every "
+    "common cell as a ratio B/A with its spread and flags environment differences.",
+]
+
+
+def _overview(run: Run) -> list[str]:
+    d = run.df
+    m = run.manifest
+    n_ok = int((d["status"] == "ok").sum()) if not d.empty else 0
+    n_failed = int((d["status"] == "failed").sum()) if not d.empty else 0
+    trials = int(d["trial"].nunique()) if not d.empty else 0
+    lines = [
+        f"Run `{run.run_id}`"
+        + (
+            f", profile `{m.profile_name}`, host `{m.hostname}`, started {m.created_at}"
+            if m
+            else ""
+        )
+        + (f", ended {m.ended_at}" if m and m.ended_at else "")
+        + ".",
+        f"{n_ok} cell results ok, {n_failed} failed, over {trials} trial(s).",
+    ]
+    return lines
+
+
+def _warnings(run: Run) -> list[str]:
+    w = []
+    m = run.manifest
+    if m is None:
+        w.append("No readable manifest: the environment of this run is unknown.")
+    else:
+        if not m.finished:
+            w.append("The run did not finish (interrupted or still running): cells are missing.")
+        w += [f"Machine busy before the run: {b}" for b in m.busy_warnings]
+    w += [f"Unreadable file {name}: {why}" for name, why in run.unreadable]
+    d = ok_cells(run)
+    if not d.empty:
+        unpinned = int((d["placement"] == "unpinned").sum())
+        if unpinned:
+            w.append(f"{unpinned} cell result(s) ran unpinned: expect noise.")
+        s = summarise(d, "requests_per_s")
+        noisy = int((s["cv"] > CV_LIMIT).sum())
+        if noisy:
+            w.append(f"{noisy} cell(s) have a requests/s CV over {fmt.pct(CV_LIMIT)} (see below).")
+        sat = int(s["saturated"].sum())
+        if sat:
+            w.append(f"{sat} cell(s) were client-saturated: their figures are lower bounds.")
+    return w
+
+
+def _flagged_table(run: Run) -> Table:
+    d = run.df
+    rows = []
+    if not d.empty:
+        ok = ok_cells(run)
+        s = summarise(ok, "requests_per_s")
+        for _, r in s[s["cv"] > CV_LIMIT].iterrows():
+            rows.append(
+                [
+                    r["scenario"],
+                    r["label"],
+                    r["placement"],
+                    fmt.params_text(r),
+                    f"requests/s CV {fmt.pct(r['cv'])} over {int(r['n'])} trials",
+                ]
+            )
+        for _, r in ok.iterrows():
+            why = []
+            if r["client_saturated"]:
+                why.append("client-saturated")
+            if r["client_port_bound"]:
+                why.append("port-bound")
+            if (r["errors"] or 0) > 0:
+                why.append(f"{int(r['errors'])} errors")
+            if r.get("server_clean_exit") is False:
+                why.append("server did not exit cleanly")
+            if (r["monitor_dropped"] or 0) > 0:
+                why.append(f"{int(r['monitor_dropped'])} monitor samples dropped")
+            if r.get("notes"):
+                why.append(str(r["notes"]))
+            if why:
+                rows.append(
+                    [r["scenario"], r["label"], r["placement"], str(r["cell_id"]), "; ".join(why)]
+                )
+    return Table(["scenario", "server", "placement", "cell", "flag"], rows)
+
+
+def failed_table(run: Run) -> Table:
+    d = run.df
+    f = d[d["status"] == "failed"] if not d.empty else d
+    rows = [[str(r["cell_id"]), r["label"], str(r["reason"])] for _, r in f.iterrows()]
+    return Table(["cell", "server", "reason"], rows)
+
+
+def _all_cells_table(run: Run) -> Table:
+    ok = ok_cells(run)
+    rps = summarise(ok, "requests_per_s")
+    p99 = summarise(ok, "p99_us").set_index(["scenario", "server", "placement", "param_key"])
+    rows = []
+    for _, r in rps.iterrows():
+        key = (r["scenario"], r["server"], r["placement"], r["param_key"])
+        p = p99.loc[key] if key in p99.index else None
+        n = int(r["n"])
+        rows.append(
+            [
+                r["scenario"],
+                r["label"],
+                r["placement"],
+                fmt.params_text(r),
+                fmt.spread(r["median"], r["lo"], r["hi"], n),
+                fmt.spread(p["median"], p["lo"], p["hi"], n) if p is not None else "n/a",
+                str(n),
+                "" if math.isnan(r["cv"]) else fmt.pct(r["cv"]),
+                charts._flags(r),
+            ]
+        )
+    headers = [
+        "scenario",
+        "server",
+        "placement",
+        "parameters",
+        "requests/s",
+        "p99 us",
+        "trials",
+        "CV",
+        "flags",
+    ]
+    return Table(headers, rows)
+
+
+def _placement_table(run: Run) -> Table:
+    s = placement_summary(run.df)
+    return charts.summary_table(s, "placement", "placement", "requests/s", "")
+
+
+def build(run: Run) -> Document:
+    out = run.path / "charts"
+    drawn = charts.draw_all(run, out)
+    doc = Document(f"echobench report: {run.run_id}")
+    doc.add(Para(" ".join(_overview(run))))
+    warnings = _warnings(run)
+    if warnings:
+        doc.add(Heading("Warnings"), Bullets(warnings))
+    doc.add(
+        Heading("The CS:APP 12.1.2 scorecard"),
+        Para(
+            "Each claim of section 12.1 / 12.1.2, the figure from this run that tests it, and a "
+            "verdict computed from the data."
+        ),
+        Table(
+            ["claim", "figure from this run", "verdict"],
+            [[c.claim, c.figure, c.verdict] for c in scorecard(run)],
+        ),
+        Heading("Fork, exec, waitpid?"),
+        *[Para(p) for p in questions.fork_exec_waitpid(run)],
+        Heading("Why is IPC a disadvantage?"),
+        *[Para(p) for p in questions.why_ipc_hurts(run)],
+        Heading("How to read this report"),
+        Bullets(HOW_TO_READ),
+    )
+    for i, ch in enumerate(drawn, start=1):
+        doc.add(Heading(f"{i}. {ch.title}"), Para(ch.caption))
+        doc.add(Image(ch.png, ch.title, f"charts/{ch.png.name}"))
+        if not ch.measured:
+            doc.add(Para(f"{fmt.NOT_MEASURED.capitalize()}."))
+        for t in ch.tables:
+            doc.add(t)
+    failed = failed_table(run)
+    doc.add(
+        Heading("Placement: one CPU or two"),
+        Para(
+            "1 connection, 64 B: the same server with the load generator on another CPU "
+            "('split') and on the same CPU ('shared')."
+        ),
+        _placement_table(run),
+        Heading("Flagged cells"),
+        _flagged_table(run),
+        Heading("Failed cells"),
+        failed if failed.rows else Para("None: every cell ran."),
+        Heading("Every cell"),
+        _all_cells_table(run),
+        Heading("Environment (manifest, in full)"),
+        Code(
+            json.dumps(schema.to_dict(run.manifest), indent=1)
+            if run.manifest
+            else "no readable manifest.json",
+            "json",
+        ),
+    )
+    return doc
+
+
+def write_report(run_dir: str | Path) -> Path:
+    """Render the report of a run into the run directory; returns the markdown path."""
+    run = load_run(run_dir)
+    doc = build(run)
+    md, html_path = run.path / "report.md", run.path / "report.html"
+    schema_text = to_markdown(doc)
+    _write_text(md, schema_text)
+    _write_text(html_path, to_html(doc))
+    _write_text(run.path / "cells.csv", run.df.to_csv(index=False))
+    return md
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Atomic like the schema's writer: a reader never sees half a report."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
