@@ -143,9 +143,15 @@ def test_counter_check_verdicts() -> None:
     assert counter_check(None, None, 10) == (None, None)
     why, note = counter_check("naive", {"bytes": 0}, 640)
     assert why is None and note is not None and "0 bytes" in note and "640 bytes" in note
-    why, note = counter_check("shm", {"bytes": 600}, 640)
-    assert why is not None and "600" in why and "640" in why
-    assert counter_check("pipe", {"bytes": 640, "updates": 10}, 640)[0] is None
+    why, note = counter_check("shm", {"bytes": 600}, 640, abandoned_max=128)
+    assert why is not None and "600" in why and "640" in why and "lost" in why
+    why, note = counter_check("pipe", {"bytes": 640, "updates": 10}, 640)
+    assert why is None and note is not None and "counted 640 bytes" in note
+    # A pool server echoing to connections the client already closed: counted, not lost.
+    why, note = counter_check("lock", {"bytes": 768}, 640, abandoned_max=128)
+    assert why is None and note is not None and "abandoned" in note
+    why, _ = counter_check("lock", {"bytes": 769}, 640, abandoned_max=128)
+    assert why is not None and "over" in why
     assert "STATS" in (counter_check("lock", None, 640)[0] or "")
 
 
