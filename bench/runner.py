@@ -32,7 +32,7 @@ from typing import Any
 
 from bench import environment
 from bench.cell import CellRun, CpuPlan, Interrupted, end_group, failed_cell, utc_now
-from bench.profile import CellSpec, Profile, ProfileError, build, closed_ref_key
+from bench.profile import CELL_OVERHEAD_S, CellSpec, Profile, ProfileError, build, closed_ref_key
 from bench.profile import load as load_profile
 from bench.progress import Progress, fmt_duration
 from loadgen import schema
@@ -244,7 +244,7 @@ class Runner:
             key = closed_ref_key(spec)
             if key is not None:
                 by_ref.setdefault(key, []).append(spec.cell_id)
-        est = sum(c.params["duration_s"] + c.params["warmup_s"] + 1.3 for c in todo)
+        est = sum(c.params["duration_s"] + c.params["warmup_s"] + CELL_OVERHEAD_S for c in todo)
         progress = Progress(len(todo), est, self.log)
         current = run_dir / "current.json"
         for i, spec in enumerate(todo, 1):
