@@ -298,8 +298,10 @@ class CellRun:
                 died_during = server.popen.returncode
         finally:
             # Monitor first (it needs the leader alive), then the server; both even on Ctrl-C.
-            monitor_data = monitor.stop()
-            report = server.stop()
+            try:
+                monitor_data = monitor.stop()
+            finally:
+                report = server.stop()
 
         if died_during is not None:
             reasons.insert(

@@ -234,7 +234,13 @@ class Monitor:
     def sample_now(self) -> None:
         """Take one sample (the thread does this on its own; tests call it directly too)."""
         t = (time.monotonic_ns() - self._t0) / 1e9
-        totals, dropped = sample_tree(self.pgid, self.pss)
+        try:
+            totals, dropped = sample_tree(self.pgid, self.pss)
+        except (OSError, ValueError, IndexError):
+            # /proc read mid-change (a file vanished under us, a torn stat line): one sample
+            # lost and counted; the thread keeps sampling.
+            self._dropped += 1
+            return
         self._dropped += dropped
         if totals is None:
             self._dropped += 1
