@@ -83,7 +83,7 @@ def test_monitor_thread_keeps_reaped_childrens_cpu(
 def test_monitor_counts_a_vanished_leader_as_dropped() -> None:
     server = ServerProcess.start("thread")
     pgid = server.pgid
-    assert server.stop().clean_exit
+    server.stop()  # how it exits is the servers' tests' business; here only that it is gone
     totals, dropped = sample_tree(pgid)
     assert totals is None and dropped == 0
     monitor = Monitor(pgid)
