@@ -7,6 +7,7 @@ a table, so the report shows each figure twice: as a picture and as text with it
 Conventions, the same on every chart (they are the report's honesty rules):
 
 * a point is the median over trials; its error bar spans the trials' min..max;
+* a red star marks a point whose trials disagree (coefficient of variation over 10%);
 * a hollow marker is a client-saturated (or port-bound) cell: the load generator, not the
   server, was the limit, so the figure is a lower bound and never the server's capacity;
 * a chart whose cells are absent from the run is still written, saying "not measured in this
@@ -131,10 +132,15 @@ def _line(ax: Axes, s: pd.DataFrame, server: str, x: str, scale: float = 1.0) ->
     limited = (d["saturated"] | d["port_bound"]).to_numpy()
     ax.scatter(xs[~limited], med[~limited], color=c, marker="o", zorder=3)
     ax.scatter(xs[limited], med[limited], facecolors="none", edgecolors=c, marker="o", zorder=3)
+    noisy = (d["cv"].fillna(0) > CV_LIMIT).to_numpy()
+    for px, py in zip(xs[noisy], med[noisy], strict=True):
+        ax.annotate("*", (px, py), xytext=(4, 4), textcoords="offset points", color="red")
 
 
 def _legend(ax: Axes, hollow: bool) -> None:
     handles, labels = ax.get_legend_handles_labels()
+    handles.append(Line2D([], [], marker="$*$", color="red", linestyle="none"))
+    labels.append(f"* trials' CV > {fmt.pct(CV_LIMIT)}: noisy")
     if hollow:
         handles.append(
             Line2D([], [], marker="o", color="grey", markerfacecolor="none", linestyle="none")
@@ -251,7 +257,7 @@ def latency_distribution(run: Run, out: Path) -> Chart:
         ax.plot(xs, [values[p] for p in DIST_PERCENTILES], color=colour(server), marker=".")
         ax.lines[-1].set_label(label(server))
         rows.append(
-            [label(server), str(h.get_total_count())]
+            [label(server), f"{h.get_total_count():,}"]
             + [fmt.num(values[p]) for p in (50.0, 99.0, 99.9, 99.99)]
         )
     ticks = [0.0, 90.0, 99.0, 99.9, 99.99]
@@ -324,7 +330,7 @@ def memory_per_connection(run: Run, out: Path) -> Chart:
         ax.set_ylabel("KiB per connection")
         ax.set_title("PSS" if m.startswith("pss") else "RSS")
         ax.grid(True, alpha=0.3)
-    axes[0].legend(fontsize=8)
+    _legend(axes[0], hollow=False)
     fig.suptitle(title)
     png, svg = _save(fig, out, name)
     tables = []
@@ -411,12 +417,17 @@ def creation_and_ipc_costs(run: Run, out: Path) -> Chart:
     m = micro.load(run.path)
     if m.empty:
         return _not_measured(out, name, title, caption, micro.absent_reason(run.path))
-    py = m[m["impl"] == "python"].reset_index(drop=True)
+    py = m[m["impl"] == "python"].sort_values(["group", "median_us"]).reset_index(drop=True)
     c = m[m["impl"] == "c"]
     fig, ax = plt.subplots(figsize=(10, max(4.0, 0.4 * len(py) + 1.5)))
     ys = np.arange(len(py))
     err = np.vstack([py["median_us"] - py["min_us"], py["max_us"] - py["median_us"]])
-    ax.barh(ys, py["median_us"], xerr=err, color="#4c72b0", capsize=3, label="Python")
+    groups = {"process-control": "#4c72b0", "ipc": "#dd8452", "shared-counter": "#55a868"}
+    for group, col in groups.items():
+        sel = (py["group"] == group).to_numpy()
+        if sel.any():
+            ax.barh(ys[sel], py["median_us"][sel], xerr=err[:, sel], color=col, capsize=3,
+                    label=f"Python: {group}")  # fmt: skip
     for i, op in enumerate(py["name"]):
         floor = c[c["name"] == op]
         if not floor.empty:

@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +46,20 @@ def find_browser() -> str | None:
     return None
 
 
+def _end_group(pgid: int) -> None:
+    """End every process left in chromium's group (zygote, GPU and renderer helpers) and wait,
+    bounded, until the group is gone; orphaned helpers are reaped by init."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
+    deadline = time.monotonic_ns() + 5_000_000_000
+    while time.monotonic_ns() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+
+
 def _run(argv: list[str]) -> str:
     proc = subprocess.Popen(
         argv,
@@ -60,15 +75,13 @@ def _run(argv: list[str]) -> str:
         proc.communicate()
         raise CheckError(f"chromium did not finish within {TIMEOUT_S:.0f} s") from None
     finally:
-        # helpers (zygote, crashpad) can outlive the browser: end the whole group
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
+        _end_group(proc.pid)
     if proc.returncode != 0:
         raise CheckError(f"chromium exited with status {proc.returncode}")
     return out
 
 
-def check_report(run_dir: Path, browser: str | None = None) -> CheckResult:
+def check_report(run_dir: Path, browser: str | None = None, screenshot: bool = True) -> CheckResult:
     html = run_dir / "report.html"
     if not html.exists():
         raise CheckError(f"{html}: no report (run `python -m analysis report {run_dir}` first)")
@@ -91,9 +104,10 @@ def check_report(run_dir: Path, browser: str | None = None) -> CheckResult:
             "--disable-sync",
             f"--user-data-dir={profile}",
         ]
-        _run([*common, f"--screenshot={shot}", "--window-size=1400,4000", url])
+        if screenshot:
+            _run([*common, f"--screenshot={shot}", "--window-size=1400,4000", url])
         dom = _run([*common, "--virtual-time-budget=5000", "--dump-dom", url])
-    if not shot.exists() or shot.read_bytes()[:8] != b"\x89PNG\r\n\x1a\n":
+    if screenshot and (not shot.exists() or shot.read_bytes()[:8] != b"\x89PNG\r\n\x1a\n"):
         raise CheckError("chromium wrote no screenshot")
     m = re.search(r'data-images="(\d+)/(\d+)"', dom)
     if m is None:

@@ -25,6 +25,7 @@ import pytest
 from hdrh.histogram import HdrHistogram
 
 from analysis import charts, fmt
+from analysis.check import check_report, find_browser
 from analysis.compare import compare
 from analysis.load import load_run
 from analysis.report import failed_table
@@ -142,7 +143,7 @@ def test_merged_distribution_matches_raw_histograms(rendered: Path) -> None:
     for c in raw_group("concurrency", "thread", 10):
         merged.add(HdrHistogram.decode(c["load"]["histograms"]["latency"]["encoded"]))
     p999 = fmt.num(merged.get_value_at_percentile(99.9) / 1000.0)
-    row = [r for r in table_rows(md, SERVERS["thread"].label) if r[1] == str(merged.total_count)]
+    row = [r for r in table_rows(md, SERVERS["thread"].label) if r[1] == f"{merged.total_count:,}"]
     assert row and row[0][4] == p999
 
 
@@ -235,3 +236,29 @@ def test_bad_input_is_one_line_and_status_2(args: list[str]) -> None:
     assert done.returncode == 2
     assert done.stdout == ""
     assert len(done.stderr.strip().splitlines()) >= 1
+
+
+@pytest.mark.chromium
+def test_html_report_opens_in_headless_chromium_with_every_image(rendered: Path) -> None:
+    if find_browser() is None:
+        pytest.skip("chromium is not installed (Debian: apt-get install -y chromium)")
+    done = run_cli("check-report", str(rendered))
+    assert done.returncode == 0, done.stderr
+    n = len(charts.ALL)
+    assert f"{n}/{n} images loaded" in done.stdout
+    shot = rendered / "report-screenshot.png"
+    assert shot.read_bytes()[:8] == PNG_MAGIC
+
+
+def test_check_report_fails_clearly_on_a_broken_image(rendered: Path, tmp_path: Path) -> None:
+    if find_browser() is None:
+        pytest.skip("chromium is not installed (Debian: apt-get install -y chromium)")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    html = (rendered / "report.html").read_text()
+    # Corrupt one inlined chart: the check must notice rather than pass a blank picture.
+    head, tail = html.split("data:image/png;base64,", 1)
+    (broken / "report.html").write_text(head + "data:image/png;base64,AAAA" + tail[64:])
+    result = check_report(broken, screenshot=False)
+    assert result.images_total == len(charts.ALL)
+    assert result.images_loaded == len(charts.ALL) - 1 and not result.ok
