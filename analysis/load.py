@@ -220,6 +220,21 @@ def tidy_row(run_id: str, cell: schema.CellResult) -> dict[str, Any]:
     return row
 
 
+_TEXT = [
+    "run_id",
+    "cell_id",
+    "scenario",
+    "server",
+    "label",
+    "model",
+    "trial",
+    "placement",
+    "status",
+    "reason",
+    "param_key",
+    "notes",
+]
+
 _NUMERIC = [
     "elapsed_s",
     "requests",
@@ -283,8 +298,9 @@ def load_run(path: str | Path) -> Run:
         cells[cell.cell_id] = cell
         rows.append(tidy_row(run_id, cell))
     df = pd.DataFrame(rows)
-    if df.empty:
-        df = pd.DataFrame(columns=["run_id", "cell_id", "scenario", "server", "status"])
+    for col in (*_TEXT, *PARAM_COLUMNS):  # an empty or partial run still has every column
+        if col not in df.columns:
+            df[col] = pd.Series(dtype=object)
     for col in _NUMERIC:
         if col not in df.columns:
             df[col] = np.nan

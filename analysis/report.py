@@ -118,13 +118,21 @@ def _flagged_table(run: Run) -> Table:
                 why.append("server did not exit cleanly")
             if (r["monitor_dropped"] or 0) > 0:
                 why.append(f"{int(r['monitor_dropped'])} monitor samples dropped")
-            if r.get("notes"):
-                why.append(str(r["notes"]))
             if why:
                 rows.append(
                     [r["scenario"], r["label"], r["placement"], str(r["cell_id"]), "; ".join(why)]
                 )
     return Table(["scenario", "server", "placement", "cell", "flag"], rows)
+
+
+def notes_table(run: Run) -> Table:
+    """What the runner noticed about each cell (counter checks, monitor rate, ...)."""
+    d = run.df
+    rows = []
+    if not d.empty and "notes" in d.columns:
+        for _, r in d[d["notes"].fillna("") != ""].iterrows():
+            rows.append([str(r["cell_id"]), str(r["notes"])])
+    return Table(["cell", "runner's notes"], rows)
 
 
 def failed_table(run: Run) -> Table:
@@ -137,6 +145,9 @@ def failed_table(run: Run) -> Table:
 def _all_cells_table(run: Run) -> Table:
     ok = ok_cells(run)
     rps = summarise(ok, "requests_per_s")
+    if not rps.empty:
+        order = ["scenario", "server", "placement", "connections", "size", "rate_fraction"]
+        rps = rps.sort_values(order, na_position="first", kind="stable")
     p99 = summarise(ok, "p99_us").set_index(["scenario", "server", "placement", "param_key"])
     rows = []
     for _, r in rps.iterrows():
@@ -217,6 +228,8 @@ def build(run: Run) -> Document:
         _placement_table(run),
         Heading("Flagged cells"),
         _flagged_table(run),
+        Heading("Runner's notes"),
+        notes_table(run),
         Heading("Failed cells"),
         failed if failed.rows else Para("None: every cell ran."),
         Heading("Every cell"),

@@ -28,7 +28,7 @@ from analysis import charts, fmt
 from analysis.check import check_report, find_browser
 from analysis.compare import compare
 from analysis.load import load_run
-from analysis.report import failed_table
+from analysis.report import failed_table, write_report
 from analysis.stats import summarise
 from loadgen import schema
 from servers.registry import SERVERS
@@ -185,6 +185,15 @@ def test_missing_scenario_says_not_measured(tmp_path: Path) -> None:
         p.unlink()
     chart = charts.connections_per_second(load_run(run), tmp_path / "charts")
     assert not chart.measured and chart.png.read_bytes()[:8] == PNG_MAGIC
+
+
+def test_run_without_cells_still_renders_and_says_so(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    (run / "cells").mkdir(parents=True)
+    shutil.copy(DATA / "manifest.json", run / "manifest.json")
+    md = write_report(run).read_text()
+    assert md.count(fmt.NOT_MEASURED) >= len(charts.ALL) + 7  # every chart and every claim
+    assert len(list((run / "charts").glob("*.png"))) == len(charts.ALL)
 
 
 def test_failed_cell_is_listed_with_reason(tmp_path: Path) -> None:
