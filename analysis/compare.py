@@ -21,7 +21,7 @@ from analysis.load import Run, ok_cells
 from analysis.stats import summarise
 
 ENV_KEYS = ("cpu_model", "cpu_count_logical", "kernel", "python", "python_implementation")
-_KEY = ["scenario", "server", "placement", "param_key"]
+_KEY = ["scenario", "server", "server_args", "placement", "param_key"]
 
 
 @dataclass(frozen=True)
@@ -65,10 +65,10 @@ def compare_pair(a: Run, b: Run) -> list[Heading | Para | Table]:
         blocks.append(Para("ENVIRONMENTS DIFFER (ratios compare machines): " + "; ".join(diffs)))
     else:
         blocks.append(Para("Same CPU model, core count, kernel and Python."))
-    ra = summarise(ok_cells(a), "requests_per_s").set_index(_KEY)
-    rb = summarise(ok_cells(b), "requests_per_s").set_index(_KEY)
-    pa = summarise(ok_cells(a), "p99_us").set_index(_KEY)
-    pb = summarise(ok_cells(b), "p99_us").set_index(_KEY)
+    ra = summarise(ok_cells(a, faults=True), "requests_per_s").set_index(_KEY)
+    rb = summarise(ok_cells(b, faults=True), "requests_per_s").set_index(_KEY)
+    pa = summarise(ok_cells(a, faults=True), "p99_us").set_index(_KEY)
+    pb = summarise(ok_cells(b, faults=True), "p99_us").set_index(_KEY)
     rows = []
     for key in [k for k in ra.index if k in rb.index]:
         x, y = ra.loc[key], rb.loc[key]
@@ -85,7 +85,7 @@ def compare_pair(a: Run, b: Run) -> list[Heading | Para | Table]:
             [
                 key[0],
                 str(x["label"]),
-                key[2],
+                key[3],
                 fmt.params_text(x),
                 fmt.num(x["median"]),
                 fmt.num(y["median"]),

@@ -136,16 +136,46 @@ def cpu_rates(monitor: schema.MonitorData) -> tuple[float, float] | None:
     return float(du[busy].sum()) / span, float(ds[busy].sum()) / span
 
 
+# Issue 7's fault switches of the forking server: cells run with one are experiments on the
+# book's rules (close connfd, reap in a loop), never figures of the server's performance.
+FAULTS = ("leak-connfd", "naive-reaper")
+
+
+# Options every cell has (the launcher's address) or that its params already say (the counter).
+_IMPLIED_OPTIONS = frozenset({"--host", "--port", "--shared-counter"})
+
+
+def server_args(cell: schema.CellResult) -> list[str]:
+    """What makes this server run different from its registry default: the arguments after its
+    name in `python -m servers NAME ...`, minus the options every cell has or its params name."""
+    argv = cell.server_run.argv if cell.server_run else []
+    if cell.server not in argv:
+        return []
+    rest = list(argv[argv.index(cell.server) + 1 :])
+    out: list[str] = []
+    i = 0
+    while i < len(rest):
+        if rest[i] in _IMPLIED_OPTIONS:
+            i += 2  # the option and its value
+            continue
+        out.append(rest[i])
+        i += 1
+    return out
+
+
 def tidy_row(run_id: str, cell: schema.CellResult) -> dict[str, Any]:
     """The flat figures of one cell and trial: one row of cells.csv."""
     spec = SERVERS.get(cell.server)
     p = cell.params
+    args = server_args(cell)
     row: dict[str, Any] = {
         "run_id": run_id,
         "cell_id": cell.cell_id,
         "scenario": cell.scenario,
         "server": cell.server,
-        "label": spec.label if spec else cell.server,
+        "label": " ".join([spec.label if spec else cell.server, *args]),
+        "server_args": " ".join(args),
+        "fault": next((f for f in FAULTS if f"--{f}" in args), ""),
         "model": str(spec.model) if spec else "unknown",
         "trial": cell.trial,
         "placement": cell.placement,
@@ -226,6 +256,8 @@ _TEXT = [
     "scenario",
     "server",
     "label",
+    "server_args",
+    "fault",
     "model",
     "trial",
     "placement",
@@ -312,7 +344,7 @@ def load_run(path: str | Path) -> Run:
     return Run(root, manifest, cells, df, unreadable)
 
 
-def ok_cells(run: Run) -> pd.DataFrame:
-    if run.df.empty:
-        return run.df
-    return run.df[run.df["status"] == "ok"]
+def ok_cells(run: Run, faults: bool = False) -> pd.DataFrame:
+    """The cells that measured something; fault experiments only when asked for."""
+    d = run.df[run.df["status"] == "ok"]
+    return d if faults else d[d["fault"].fillna("") == ""]

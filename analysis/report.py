@@ -75,7 +75,7 @@ def _warnings(run: Run) -> list[str]:
             w.append("The run did not finish (interrupted or still running): cells are missing.")
         w += [f"Machine busy before the run: {b}" for b in m.busy_warnings]
     w += [f"Unreadable file {name}: {why}" for name, why in run.unreadable]
-    d = ok_cells(run)
+    d = ok_cells(run, faults=True)
     if not d.empty:
         unpinned = int((d["placement"] == "unpinned").sum())
         if unpinned:
@@ -94,7 +94,7 @@ def _flagged_table(run: Run) -> Table:
     d = run.df
     rows = []
     if not d.empty:
-        ok = ok_cells(run)
+        ok = ok_cells(run, faults=True)
         s = summarise(ok, "requests_per_s")
         for _, r in s[s["cv"] > CV_LIMIT].iterrows():
             rows.append(
@@ -143,15 +143,16 @@ def failed_table(run: Run) -> Table:
 
 
 def _all_cells_table(run: Run) -> Table:
-    ok = ok_cells(run)
+    ok = ok_cells(run, faults=True)
     rps = summarise(ok, "requests_per_s")
     if not rps.empty:
         order = ["scenario", "server", "placement", "connections", "size", "rate_fraction"]
         rps = rps.sort_values(order, na_position="first", kind="stable")
-    p99 = summarise(ok, "p99_us").set_index(["scenario", "server", "placement", "param_key"])
+    key_cols = ["scenario", "server", "server_args", "placement", "param_key"]
+    p99 = summarise(ok, "p99_us").set_index(key_cols)
     rows = []
     for _, r in rps.iterrows():
-        key = (r["scenario"], r["server"], r["placement"], r["param_key"])
+        key = tuple(r[k] for k in key_cols)
         p = p99.loc[key] if key in p99.index else None
         n = int(r["n"])
         rows.append(

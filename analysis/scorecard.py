@@ -40,6 +40,12 @@ def _scen(run: Run, scenario: str) -> pd.DataFrame:
     return d if d.empty else d[d["scenario"] == scenario]
 
 
+def _fault(run: Run, fault: str) -> pd.DataFrame:
+    """Cells of a fault experiment: its own scenario, or any scenario run with the switch."""
+    d = ok_cells(run, faults=True)
+    return d[(d["scenario"] == fault) | (d["fault"] == fault)]
+
+
 def _caveats(*figs: Figure) -> str:
     notes = []
     if any(f.saturated for f in figs):
@@ -260,7 +266,7 @@ def _process_control(run: Run) -> pd.DataFrame:
 
 def parent_must_close_connfd(run: Run) -> Claim:
     claim = "The parent must close its copy of connfd (12.1.1, Fig. 12.5)"
-    leak = _scen(run, "leak-connfd")
+    leak = _fault(run, "leak-connfd")
     leak = leak if leak.empty else leak[leak["fds_peak"].notna()]
     control = _process_control(run)
     parts, verdicts = [], []
@@ -296,7 +302,7 @@ def parent_must_close_connfd(run: Run) -> Claim:
 
 def zombies_reaped_in_loop(run: Run) -> Claim:
     claim = "Zombies must be reaped, in a loop, by the SIGCHLD handler (12.1.1, Fig. 12.5)"
-    naive = _scen(run, "naive-reaper")
+    naive = _fault(run, "naive-reaper")
     naive = naive if naive.empty else naive[naive["zombies_peak"].notna()]
     control = _process_control(run)
     parts, verdicts = [], []

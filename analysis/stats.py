@@ -15,7 +15,7 @@ import pandas as pd
 
 CV_LIMIT = 0.10  # above this the trials disagree too much to quote one figure without a flag
 
-KEY = ["scenario", "server", "label", "placement", "param_key"]
+KEY = ["scenario", "server", "label", "server_args", "placement", "param_key"]
 PARAMS = ["mode", "load", "connections", "size", "rate_fraction", "shared_counter"]
 
 
@@ -98,7 +98,7 @@ def placement_summary(df: pd.DataFrame) -> pd.DataFrame:
     """
     if df.empty:
         return summarise(df, "requests_per_s")
-    d = df[df["status"] == "ok"]
+    d = df[(df["status"] == "ok") & (df["fault"].fillna("") == "")]
     own = d[d["scenario"] == "placement"]
     conc = d[(d["scenario"] == "concurrency") & (d["connections"] == 1) & (d["size"] == 64)]
     have = set(zip(own["server"], own["placement"], strict=True))

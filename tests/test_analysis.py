@@ -29,6 +29,7 @@ from analysis.check import check_report, find_browser
 from analysis.compare import compare
 from analysis.load import load_run
 from analysis.report import failed_table, write_report
+from analysis.scorecard import parent_must_close_connfd
 from analysis.stats import summarise
 from loadgen import schema
 from servers.registry import SERVERS
@@ -194,6 +195,23 @@ def test_run_without_cells_still_renders_and_says_so(tmp_path: Path) -> None:
     md = write_report(run).read_text()
     assert md.count(fmt.NOT_MEASURED) >= len(charts.ALL) + 7  # every chart and every claim
     assert len(list((run / "charts").glob("*.png"))) == len(charts.ALL)
+
+
+def test_fault_experiment_cells_feed_the_scorecard_not_the_charts(tmp_path: Path) -> None:
+    run = copy_run(tmp_path / "run")
+    path = sorted((run / "cells").glob("per-request_process_*.json"))[0]
+    cell = schema.load_cell(path)
+    assert cell.server_run is not None
+    # The same measured cell, relabelled as run with issue 7's --leak-connfd switch.
+    sr = dataclasses.replace(cell.server_run, argv=[*cell.server_run.argv, "--leak-connfd"])
+    schema.write_atomic(path, dataclasses.replace(cell, server_run=sr))
+    loaded = load_run(run)
+    chart = charts.connections_per_second(loaded, tmp_path / "charts")
+    rows = [r for t in chart.tables for r in t.rows if r[0] == SERVERS["process"].label]
+    assert rows and all(r[3] == "1" for r in rows)  # one trial left: the other is the fault
+    claim = parent_must_close_connfd(loaded)
+    assert claim.figure.startswith("--leak-connfd:")
+    assert fmt.NOT_MEASURED not in claim.verdict.split(";")[0]
 
 
 def test_failed_cell_is_listed_with_reason(tmp_path: Path) -> None:
