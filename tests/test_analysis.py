@@ -232,16 +232,17 @@ def test_failed_cell_is_listed_with_reason(tmp_path: Path) -> None:
     assert point["n"].tolist() == [1]
 
 
-def test_compare_with_itself_is_all_ones(rendered: Path) -> None:
-    done = run_cli("compare", str(rendered), str(rendered))
-    assert done.returncode == 0, done.stderr
-    rows = [r for r in (table_rows(done.stdout, s) for s in ("concurrency", "shared-counter"))]
-    flat = [r for group in rows for r in group]
+def test_compare_with_itself_is_all_ones() -> None:
+    run = load_run(DATA)
+    text = compare([run, run])
+    flat = [
+        r for s in ("concurrency", "shared-counter", "per-request") for r in table_rows(text, s)
+    ]
     assert len(flat) >= 10
     for r in flat:
         assert r[6].startswith("1.00x"), r
         assert r[7].startswith("1.00x") or r[7] == "n/a", r
-    assert "ENVIRONMENTS DIFFER" not in done.stdout
+    assert "ENVIRONMENTS DIFFER" not in text
 
 
 def test_compare_flags_a_different_environment(tmp_path: Path) -> None:
