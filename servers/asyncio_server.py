@@ -2,26 +2,49 @@
 
 The event-driven model of CS:APP 12.2 in library form: one thread, one loop multiplexing every
 connection; the loop calls `data_received` for each chunk and the protocol writes it back. The
-same `EchoProtocol` runs on uvloop (servers.uvloop_server), so the two differ only in the loop.
+same `EchoProtocol` and `Acceptor` run on uvloop (servers.uvloop_server), so the two differ only in
+the loop.
 
 Flow control: a client that sends faster than it reads would make `transport.write` buffer
 without bound. When the transport's write buffer passes its high-water mark it calls
 `pause_writing`; we stop reading from that client until `resume_writing`, so memory stays at about
 one high-water mark per connection even with multi-MiB messages from many clients.
 
-EMFILE/ENFILE on accept is the loop's business: asyncio logs it and stops accepting for a second
-(`ACCEPT_RETRY_DELAY`); uvloop's libuv has its own reserve-descriptor trick.
+Why we accept ourselves instead of `loop.create_server`: neither loop follows the project's rule
+for EMFILE/ENFILE (back off and retry, one log line per episode, no busy spin). Python 3.11's
+selector loop stays in its accept loop after EMFILE (cpython gh-151615): a traceback and a retry
+per attempt, most of a core and megabytes of stderr, and a SIGTERM in the episode could fail
+("Invalid file descriptor: -1"). uvloop's libuv sheds waiting clients instead (its reserve-fd
+trick). So `Acceptor` watches the listening socket with `add_reader`, accepts a bounded burst and
+hands each socket to `connect_accepted_socket`; out of descriptors, it stops watching for a
+growing pause (common.Backoff), as servers.multiplex does. Accepting is not on the echo path.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import signal
+import socket
 from collections.abc import Callable
 from typing import cast
 
-from servers.common import Counter, ServerConfig, announce_ready, open_listenfd, print_stats
+from servers.common import (
+    Backoff,
+    Counter,
+    ServerConfig,
+    announce_ready,
+    log,
+    open_listenfd,
+    print_stats,
+)
 from servers.counter import make
+
+# Accept a burst, then let established clients have their turn; readiness is level-triggered,
+# so connections left in the queue wake us again on the next iteration.
+ACCEPTS_PER_WAKE = 100
+
+Started = asyncio.Task[tuple[asyncio.BaseTransport, asyncio.BaseProtocol]]
 
 
 class EchoProtocol(asyncio.Protocol):
@@ -58,6 +81,72 @@ class EchoProtocol(asyncio.Protocol):
             self.live.discard(self.transport)
 
 
+class Acceptor:
+    """Accept on `sock` for the running loop; pause accepting while out of descriptors."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        sock: socket.socket,
+        factory: Callable[[], asyncio.Protocol],
+    ) -> None:
+        self.loop = loop
+        self.sock = sock
+        self.factory = factory
+        self.backoff = Backoff("accept")
+        self.retry: asyncio.TimerHandle | None = None
+        self.starting: set[Started] = set()
+        self.failed = 0  # accepted sockets the loop could not make a transport of
+        sock.setblocking(False)
+        loop.add_reader(sock.fileno(), self.accept_ready)
+
+    def accept_ready(self) -> None:
+        for _ in range(ACCEPTS_PER_WAKE):
+            try:
+                conn, _ = self.sock.accept()
+            except BlockingIOError:
+                return  # the queue is empty
+            except ConnectionAbortedError:
+                continue  # the client gave up while queued
+            except OSError as err:
+                # Out of descriptors or memory (RESOURCE_ERRNOS), or anything else: a raise
+                # would leave the reader armed and the loop spinning. Stop watching a while.
+                self.loop.remove_reader(self.sock.fileno())
+                self.retry = self.loop.call_later(self.backoff.note(err), self.resume)
+                return
+            self.backoff.ok()
+            task: Started = self.loop.create_task(
+                self.loop.connect_accepted_socket(self.factory, conn)
+            )
+            self.starting.add(task)  # a reference, so the task is not collected mid-way
+            task.add_done_callback(functools.partial(self.started, conn))
+
+    def resume(self) -> None:
+        self.retry = None
+        self.loop.add_reader(self.sock.fileno(), self.accept_ready)
+
+    def started(self, conn: socket.socket, task: Started) -> None:
+        self.starting.discard(task)
+        if task.cancelled() or task.exception() is not None:
+            if not task.cancelled():  # cancelled: only by close(), at stop
+                self.failed += 1
+                if self.failed == 1:  # the first says why; close() reports the count
+                    log(f"accept: connection not started: {task.exception()!r}")
+            conn.close()  # a no-op if the transport already closed it
+
+    async def close(self) -> None:
+        """Stop accepting; abandon connections still being set up."""
+        if self.retry is not None:
+            self.retry.cancel()
+        self.loop.remove_reader(self.sock.fileno())
+        self.sock.close()
+        for task in self.starting:
+            task.cancel()
+        await asyncio.gather(*self.starting, return_exceptions=True)
+        if self.failed:
+            log(f"accept: {self.failed} accepted connections not started")
+
+
 async def serve(cfg: ServerConfig, counter: Counter | None) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -65,15 +154,12 @@ async def serve(cfg: ServerConfig, counter: Counter | None) -> None:
         loop.add_signal_handler(sig, stop.set)
     live: set[asyncio.Transport] = set()
     sock = open_listenfd(cfg.host, cfg.port, cfg.backlog)
-    server = await loop.create_server(
-        lambda: EchoProtocol(live, counter), sock=sock, backlog=cfg.backlog
-    )
+    acceptor = Acceptor(loop, sock, lambda: EchoProtocol(live, counter))
     announce_ready(sock)
     await stop.wait()
-    server.close()  # stop accepting
+    await acceptor.close()
     for transport in list(live):
         transport.abort()  # end every connection; connection_lost runs on the next iterations
-    await server.wait_closed()
     for _ in range(1000):  # bounded: connection_lost is scheduled by abort(), a few hops away
         if not live:
             break
