@@ -21,7 +21,7 @@ from analysis.load import Run, ok_cells
 from analysis.stats import summarise
 
 ENV_KEYS = ("cpu_model", "cpu_count_logical", "kernel", "python", "python_implementation")
-_KEY = ["scenario", "server", "server_args", "placement", "param_key"]
+_KEY = ["scenario", "server", "server_args", "placement", "match_key"]
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,12 @@ def environment_differences(a: Run, b: Run) -> list[str]:
     return [f"{k}: {ea.get(k)!r} vs {eb.get(k)!r}" for k in ENV_KEYS if ea.get(k) != eb.get(k)]
 
 
+def _by_key(run: Run, metric: str) -> pd.DataFrame:
+    """Summarised cells indexed by what they measured (their length left out: see match_key)."""
+    s = summarise(ok_cells(run, faults=True), metric)
+    return s.drop_duplicates(subset=_KEY).set_index(_KEY)
+
+
 def compare_pair(a: Run, b: Run) -> list[Heading | Para | Table]:
     blocks: list[Heading | Para | Table] = [Heading(f"{b.run_id} / {a.run_id}")]
     diffs = environment_differences(a, b)
@@ -65,10 +71,8 @@ def compare_pair(a: Run, b: Run) -> list[Heading | Para | Table]:
         blocks.append(Para("ENVIRONMENTS DIFFER (ratios compare machines): " + "; ".join(diffs)))
     else:
         blocks.append(Para("Same CPU model, core count, kernel and Python."))
-    ra = summarise(ok_cells(a, faults=True), "requests_per_s").set_index(_KEY)
-    rb = summarise(ok_cells(b, faults=True), "requests_per_s").set_index(_KEY)
-    pa = summarise(ok_cells(a, faults=True), "p99_us").set_index(_KEY)
-    pb = summarise(ok_cells(b, faults=True), "p99_us").set_index(_KEY)
+    ra, rb = _by_key(a, "requests_per_s"), _by_key(b, "requests_per_s")
+    pa, pb = _by_key(a, "p99_us"), _by_key(b, "p99_us")
     rows = []
     for key in [k for k in ra.index if k in rb.index]:
         x, y = ra.loc[key], rb.loc[key]
@@ -79,6 +83,8 @@ def compare_pair(a: Run, b: Run) -> list[Heading | Para | Table]:
             notes.append("inside the noise")
         elif r.single:
             notes.append("one trial: noise unknown")
+        if x["param_key"] != y["param_key"]:
+            notes.append("cells of different length (duration/warm-up)")
         if bool(x["saturated"]) or bool(y["saturated"]):
             notes.append("client-saturated")
         rows.append(

@@ -57,6 +57,17 @@ class Run:
         return self.manifest.run_id if self.manifest else self.path.name
 
 
+# How long a cell ran is not what it measured: runs of different profiles (quick vs standard)
+# still compare cell by cell on the remaining parameters.
+_NOT_MATCH_PARAMS = frozenset({"duration_s", "warmup_s"})
+
+
+def match_key(params: dict[str, Any]) -> str:
+    """`param_key` without the cell's length: the key `compare` matches runs on."""
+    kept = {k: v for k, v in params.items() if k not in _NOT_KEY_PARAMS | _NOT_MATCH_PARAMS}
+    return json.dumps(kept, sort_keys=True, default=str)
+
+
 def param_key(params: dict[str, Any]) -> str:
     """A stable text key for a cell's parameters, the same across its trials."""
     kept = {k: v for k, v in params.items() if k not in _NOT_KEY_PARAMS}
@@ -182,6 +193,7 @@ def tidy_row(run_id: str, cell: schema.CellResult) -> dict[str, Any]:
         "status": cell.status,
         "reason": cell.reason or "",
         "param_key": param_key(p),
+        "match_key": match_key(p),
     }
     for col in PARAM_COLUMNS:
         row[col] = p.get(col)
@@ -264,6 +276,7 @@ _TEXT = [
     "status",
     "reason",
     "param_key",
+    "match_key",
     "notes",
 ]
 

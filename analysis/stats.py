@@ -35,7 +35,7 @@ class Figure:
 
 def summarise(df: pd.DataFrame, metric: str) -> pd.DataFrame:
     """One row per cell: median/min/max/n/cv of `metric` over trials, plus the cell's params."""
-    cols = [*KEY, *PARAMS, "median", "lo", "hi", "n", "cv", "saturated", "port_bound"]
+    cols = [*KEY, *PARAMS, "match_key", "median", "lo", "hi", "n", "cv", "saturated", "port_bound"]
     if df.empty or metric not in df.columns:
         return pd.DataFrame(columns=cols)
     d = df[df["status"] == "ok"].dropna(subset=[metric])
@@ -51,6 +51,7 @@ def summarise(df: pd.DataFrame, metric: str) -> pd.DataFrame:
             {
                 **{k: first[k] for k in KEY},
                 **{k: first.get(k) for k in PARAMS},
+                "match_key": first.get("match_key"),
                 "median": float(vals.median()),
                 "lo": float(vals.min()),
                 "hi": float(vals.max()),
