@@ -33,11 +33,13 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
 
 from analysis import fmt, micro
 from analysis.document import Table
 from analysis.load import Run, merged_histogram, ok_cells, percentiles_us
 from analysis.stats import CV_LIMIT, summarise
+from loadgen.schema import LoadResult
 from servers.registry import SERVERS
 
 _PALETTE = plt.get_cmap("tab10")
@@ -552,12 +554,25 @@ def open_loop_tail(run: Run, out: Path) -> Chart:
 # --------------------------------------------------------------------------- 10
 
 
+def per_second_rates(load: LoadResult) -> tuple[list[int], list[float]]:
+    """Requests/s in each second of the measured phase. The last second is usually partial:
+    its count is divided by the part of it that was measured, so it does not look like a dip."""
+    secs, rates = [], []
+    for t in load.timeline:
+        length = min(1.0, load.elapsed_s - t.second)
+        if length > 0.05:  # a sliver of a second says nothing about a rate
+            secs.append(t.second)
+            rates.append(t.completed / length)
+    return secs, rates
+
+
 def steadiness(run: Run, out: Path) -> Chart:
     name, title = "10-requests-over-time", "Requests/s over time, longest cell of each server"
     caption = (
-        "Completed requests in each whole second of the measured phase, for each server's "
-        "longest cell. A steady server draws a flat line; a trend or a dip means the average "
-        "hides something (warm-up, a leak, a stall)."
+        "Requests/s in each second of the measured phase (the partial last second scaled to its "
+        "length), for each server's longest cell. A steady server draws a flat line; a trend or "
+        "a dip means the average hides something (warm-up, a leak, a stall). Cells shorter than "
+        "two seconds show a single point: no trend can be seen in them."
     )
     d = ok_cells(run)
     if d.empty or d["elapsed_s"].isna().all():
@@ -567,30 +582,32 @@ def steadiness(run: Run, out: Path) -> Chart:
     for server in _server_sort(list(d["server"].unique())):
         ds = d[d["server"] == server].sort_values(["elapsed_s", "requests"], ascending=False)
         cell = run.cells[ds["cell_id"].iloc[0]]
-        if cell.load is None or not cell.load.timeline:
+        if cell.load is None:
             continue
-        secs = [t.second for t in cell.load.timeline]
-        done = [t.completed for t in cell.load.timeline]
-        ax.plot(secs, done, color=colour(server), marker="o", label=label(server))
-        mean = float(np.mean(done))
-        cv = float(np.std(done, ddof=1)) / mean if len(done) > 1 and mean > 0 else math.nan
+        secs, rates = per_second_rates(cell.load)
+        if not rates:
+            continue
+        ax.plot(secs, rates, color=colour(server), marker="o", label=label(server))
+        mean = float(np.mean(rates))
+        cv = float(np.std(rates, ddof=1)) / mean if len(rates) > 1 and mean > 0 else math.nan
         rows.append(
             [
                 label(server),
                 cell.cell_id,
-                str(len(done)),
-                fmt.num(min(done)),
-                fmt.num(max(done)),
+                fmt.num(cell.load.elapsed_s),
+                fmt.num(min(rates)),
+                fmt.num(max(rates)),
                 "" if math.isnan(cv) else fmt.pct(cv),
             ]
         )
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("second of the measured phase")
-    ax.set_ylabel("requests completed in that second")
+    ax.set_ylabel("requests/s in that second")
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     png, svg = _save(fig, out, name)
-    headers = ["server", "cell", "seconds", "min req/s", "max req/s", "CV over seconds"]
+    headers = ["server", "cell", "measured s", "min req/s", "max req/s", "CV over seconds"]
     return Chart(name, title, caption, png, svg, True, [Table(headers, rows, "Timelines")])
 
 
