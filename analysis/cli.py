@@ -35,6 +35,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_check_report(args: argparse.Namespace) -> int:
+    if not Path(args.run_dir).is_dir():
+        print(f"check-report: {args.run_dir}: not a directory", file=sys.stderr)
+        return 2
     try:
         result = check_report(Path(args.run_dir))
     except CheckError as exc:
