@@ -71,6 +71,20 @@ def test_per_request_mode_connects_once_per_request() -> None:
     assert not r.client_port_bound
 
 
+@pytest.mark.parametrize(
+    ("fault", "kind"), [("flip", "mismatch"), ("close", "short_read"), ("drop", "timeout")]
+)
+def test_per_request_faulty_echo_is_caught(fault: str, kind: str) -> None:
+    # per-request mode has its own socket path (one epoll set, send straight after connect):
+    # the same byte-exact checks and error kinds must hold there.
+    with echo_server("--fault", fault, "--at", "50") as (host, port):
+        r = run(host, port, mode="per-request", source_addrs=2, timeout_s=0.3, duration_s=1.2)
+    assert r.complete
+    assert r.errors[kind] == 1, r.errors
+    assert sum(r.errors.values()) == 1, r.errors
+    assert r.requests > 50  # the slot went on with new connections
+
+
 def test_open_loop_correction_shows_the_stall_that_service_time_hides() -> None:
     # One connection at 200/s; the server blocks once for 1 s. ~200 scheduled sends fall in the
     # stall: measured from their intended times they are late (corrected p99 ~ 1 s), but only
