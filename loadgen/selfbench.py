@@ -5,8 +5,9 @@ CPU 1, and for 1, 10 and 100 connections with 64 B and 1 KiB messages prints req
 CPU microseconds per request and server CPU microseconds per request (the server's process
 tree, read with psutil before and after). Beside it, for the same placement: the C epoll client
 in loadgen/native (the CPU floor; the goal is within 1.2x of it), a blocking process-per-
-connection client (the goal is 2x its requests/s), per-request mode over 8 source addresses
-(goal 25,000 connections/s), and the cost of recording one latency sample (goal < 1 us).
+connection client (the goal is 2x its requests/s), per-request mode over 8 source addresses,
+Python and C alternately (goal 25,000 connections/s; medians with their spread), and the cost
+of recording one latency sample (goal < 1 us).
 
 These are figures to read, never asserted: the machine may be shared.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -30,6 +32,8 @@ from loadgen.schema import LoadConfig, LoadResult
 NATIVE = Path(__file__).with_name("native") / "bin" / "epoll_client"
 SERVER_CPUS = (0,)
 CLIENT_CPUS = (1,)
+PER_REQUEST_SLOTS = 32  # connections in flight: enough to keep the server busy between accepts
+PER_REQUEST_SOURCES = 8  # 127.0.0.2..9: the kernel's port allocator is not what is measured
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,20 +73,30 @@ def run_loadgen(host: str, port: int, server_pid: int, **kw: object) -> tuple[Lo
 
 
 def loadgen_row(
-    host: str, port: int, pid: int, conns: int, size: int, duration: float, warmup: float
+    host: str,
+    port: int,
+    pid: int,
+    conns: int,
+    size: int,
+    duration: float,
+    warmup: float,
+    per_request: bool = False,
 ) -> Row:
+    mode = {"mode": "per-request", "source_addrs": PER_REQUEST_SOURCES} if per_request else {}
     r, server_s = run_loadgen(
-        host, port, pid, connections=conns, size=size, duration_s=duration, warmup_s=warmup
+        host, port, pid, connections=conns, size=size, duration_s=duration, warmup_s=warmup, **mode
     )
     client_s = sum(c.user_s + c.sys_s for c in r.client_cpu)
     n = max(1, r.requests)
     note = "CLIENT SATURATED" if r.client_saturated else ""
+    if r.client_port_bound:
+        note += " PORT-BOUND"
     if sum(r.errors.values()):
         note += f" errors={sum(r.errors.values())}"
     # server CPU includes the warm-up's share; scale by the measured fraction of the time
     share = duration / (duration + warmup) if warmup else 1.0
     return Row(
-        "loadgen",
+        "loadgen per-request" if per_request else "loadgen",
         conns,
         size,
         r.requests_per_s,
@@ -102,15 +116,26 @@ def parse_kv(line: str) -> dict[str, float]:
     return {k: float(v) for k, _, v in (item.partition("=") for item in line.split())}
 
 
-def native_row(host: str, port: int, pid: int, conns: int, size: int, duration: float) -> Row:
+def native_row(
+    host: str,
+    port: int,
+    pid: int,
+    conns: int,
+    size: int,
+    duration: float,
+    per_request: bool = False,
+) -> Row:
     before = tree_cpu_s(pid)
-    proc = spawn_pinned([str(NATIVE), host, str(port), str(conns), str(size), str(duration)])
+    argv = [str(NATIVE), host, str(port), str(conns), str(size), str(duration)]
+    if per_request:
+        argv += ["per-request", str(PER_REQUEST_SOURCES)]
+    proc = spawn_pinned(argv)
     out, _ = proc.communicate(timeout=duration + 60)
     server_s = tree_cpu_s(pid) - before
     kv = parse_kv(out.strip().splitlines()[-1]) if out.strip() else {}
     n = max(1.0, kv.get("requests", 0.0))
     return Row(
-        "C epoll",
+        "C epoll per-request" if per_request else "C epoll",
         conns,
         size,
         n / kv.get("wall_s", duration),
@@ -182,24 +207,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 print_rows(rows[-2:] if NATIVE.exists() else rows[-1:])
         rows.append(blocking_row(h, p, pid, 10, 64, args.duration))
         print_rows(rows[-1:])
-        r, _server_s = run_loadgen(
-            h,
-            p,
-            pid,
-            connections=32,
-            size=64,
-            mode="per-request",
-            source_addrs=8,
-            duration_s=args.duration,
-            warmup_s=args.warmup,
-        )
-        client_s = sum(c.user_s + c.sys_s for c in r.client_cpu)
-        print(
-            f"per-request, 32 slots, 8 source addresses: {r.requests_per_s:,.0f} connections/s,"
-            f" client {client_s / max(1, r.requests) * 1e6:.1f} us/conn, errors "
-            f"{sum(r.errors.values())}, port-bound={r.client_port_bound}, "
-            f"saturated={r.client_saturated}"
-        )
+        # per-request (connect, 64 B echo, close): requests/s here is connections/s and
+        # us/req is CPU per connection. Python and C alternate, so both see the same machine.
+        for _ in range(args.per_request_rounds):
+            rows.append(
+                loadgen_row(
+                    h, p, pid, PER_REQUEST_SLOTS, 64, args.duration, args.warmup, per_request=True
+                )
+            )
+            if NATIVE.exists():
+                rows.append(
+                    native_row(h, p, pid, PER_REQUEST_SLOTS, 64, args.duration, per_request=True)
+                )
+            print_rows(rows[-2:] if NATIVE.exists() else rows[-1:])
     print("\nsummary (64 B, 10 connections):")
     by = {(r.client, r.connections, r.size): r for r in rows}
     py, c, blk = (by.get((k, 10, 64)) for k in ("loadgen", "C epoll", "blocking/process"))
@@ -210,7 +230,34 @@ def cmd_bench(args: argparse.Namespace) -> int:
             f"  requests/s vs blocking process-per-connection: "
             f"{py.requests_per_s / blk.requests_per_s:.2f}x (goal >= 2x)"
         )
+    print_per_request_summary(rows)
     return 0
+
+
+def print_per_request_summary(rows: list[Row]) -> None:
+    """Medians over the alternating rounds, with their spread (the machine may be shared)."""
+    py = [r for r in rows if r.client == "loadgen per-request"]
+    c = [r for r in rows if r.client == "C epoll per-request"]
+    if not py:
+        return
+    print(f"per-request, {PER_REQUEST_SLOTS} slots, {PER_REQUEST_SOURCES} source addresses:")
+    for name, rs in (("loadgen", py), ("C epoll", c)):
+        if rs:
+            rate = [r.requests_per_s for r in rs]
+            cpu = [r.client_us or 0.0 for r in rs]
+            print(
+                f"  {name}: {statistics.median(rate):,.0f} connections/s "
+                f"({min(rate):,.0f}..{max(rate):,.0f}; goal >= 25,000), client "
+                f"{statistics.median(cpu):.1f} us/conn ({min(cpu):.1f}..{max(cpu):.1f})"
+            )
+    if c:
+        pairs = zip(py, c, strict=False)
+        ratios = [a.client_us / b.client_us for a, b in pairs if a.client_us and b.client_us]
+        if ratios:
+            print(
+                f"  client CPU/connection vs C, round by round: median "
+                f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}..{max(ratios):.2f})"
+            )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -218,6 +265,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--server", default="uvloop", help="registered server to measure against")
     p.add_argument("--duration", type=float, default=3.0)
     p.add_argument("--warmup", type=float, default=1.0)
+    p.add_argument(
+        "--per-request-rounds",
+        type=int,
+        default=3,
+        help="per-request Python/C pairs, run alternately (0 skips them)",
+    )
     p.set_defaults(func=cmd_bench)
     args = p.parse_args(argv)
     code: int = args.func(args)
