@@ -201,6 +201,13 @@ def make_socket(src: str | None) -> socket.socket:
     return sock
 
 
+_now = time.monotonic_ns  # a module global: one lookup on the hot path instead of two
+
+
+def _not_connected(data: bytes) -> object:
+    raise RuntimeError("send before connection_made")
+
+
 class _Conn(asyncio.Protocol):
     """One persistent connection with one message in flight."""
 
@@ -219,31 +226,43 @@ class _Conn(asyncio.Protocol):
         self.active = False  # counted in run.inflight (has work until stopped)
         self.closing = False
         self.timer: asyncio.TimerHandle | None = None
+        self.stamp = uid << SEQ_BITS
+        self.write: Callable[[bytes], object] = _not_connected
 
     # -------------------------------------------------------------- asyncio callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self.write = self.transport.write  # type: ignore[union-attr]  # bound once, not per send
 
     def data_received(self, data: bytes) -> None:
-        n = len(data)
         run = self.run
-        off = self.off
-        end = off + n
         size = run.size
-        if not self.busy or end > size:
-            run.error("mismatch", "mismatch:unexpected_bytes")
-            self.fail_restart()
-            return
-        if (data != self.msg) if (off == 0 and n == size) else (self.mv[off:end] != data):
-            run.error("mismatch")
-            self.fail_restart()
-            return
-        run.rx_total += n
-        if end < size:
-            self.off = end
-            return
-        now = time.monotonic_ns()
-        self.off = 0
+        off = self.off
+        # The common case first, with as few steps as possible: this is the per-request cost
+        # the issue asks to keep within 1.2x of a C client (one echo arriving in one read).
+        if off == 0 and self.busy and len(data) == size:
+            if data != self.msg:
+                run.error("mismatch")
+                self.fail_restart()
+                return
+            run.rx_total += size
+        else:
+            n = len(data)
+            end = off + n
+            if not self.busy or end > size:
+                run.error("mismatch", "mismatch:unexpected_bytes")
+                self.fail_restart()
+                return
+            if self.mv[off:end] != data:
+                run.error("mismatch")
+                self.fail_restart()
+                return
+            run.rx_total += n
+            if end < size:
+                self.off = end
+                return
+            self.off = 0
+        now = _now()
         self.busy = False
         if run.recording:
             c = run.c
@@ -301,19 +320,21 @@ class _Conn(asyncio.Protocol):
 
     def send(self, now: int) -> None:
         run = self.run
-        self.seq += 1
-        msg = run.message(self.uid, self.seq)
+        seq = self.seq + 1
+        self.seq = seq
+        stamp = (self.stamp | (seq & SEQ_MASK)).to_bytes(8, "little")  # as Run.message, inlined
+        size = run.size
+        msg = stamp + run.tail if size > 8 else stamp[:size]
         self.msg = msg
-        if run.size > 4096:
+        if size > 4096:
             self.mv = memoryview(msg)  # partial reads compare slices without copying
         else:
             self.mv = msg  # type: ignore[assignment]  # small: bytes slices are cheaper
         self.busy = True
         self.sent_at = now
         if run.recording:
-            run.c.bytes_sent += run.size
-        assert self.transport is not None
-        self.transport.write(msg)
+            run.c.bytes_sent += size
+        self.write(msg)
 
     # -------------------------------------------------------------- ending
     def on_stop(self) -> None:
