@@ -63,6 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"spread connections over 127.0.0.2..N+1 (default {DEFAULT_LOOPBACK_SOURCES} "
         "for a 127.x target, else 0)",
     )
+    p.add_argument(
+        "--idle",
+        type=int,
+        default=0,
+        help="extra connections opened first and only held, each echoed once at the end",
+    )
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for an echo")
     p.add_argument("--output", default=None, help="write the LoadResult JSON here")
     p.set_defaults(func=cmd_run)
@@ -88,6 +94,7 @@ def config_from_args(args: argparse.Namespace) -> LoadConfig:
         cpus=args.cpus,
         source_addrs=sources,
         timeout_s=args.timeout,
+        idle_connections=args.idle,
     )
 
 
@@ -111,6 +118,11 @@ def summary(r: LoadResult) -> str:
         f"{r.requests:,} requests in {r.elapsed_s:.2f} s, errors {errors}, "
         f"{c.connections} x {c.mode} {c.load} {c.size} B, {state}"
         + (f" [{', '.join(flags)}]" if flags else "")
+        + (
+            f", idle {r.idle_alive_at_end}/{c.idle_connections} alive at end"
+            if c.idle_connections
+            else ""
+        )
     )
 
 

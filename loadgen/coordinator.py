@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from loadgen import hist
+from loadgen.idle import open_deadline_s
 from loadgen.schema import (
     ERROR_KINDS,
     ClientCpu,
@@ -76,6 +77,10 @@ def validate(config: LoadConfig) -> None:
         raise UsageError(f"port {c.port} is not in 1..65535")
     if not 1 <= c.connections <= MAX_CONNECTIONS:
         raise UsageError(f"--connections must be 1..{MAX_CONNECTIONS}, got {c.connections}")
+    if not 0 <= c.idle_connections <= MAX_CONNECTIONS:
+        raise UsageError(f"--idle must be 0..{MAX_CONNECTIONS}, got {c.idle_connections}")
+    if c.idle_connections and c.mode != "persistent":
+        raise UsageError("--idle only applies to --mode persistent")
     if not 1 <= c.size <= MAX_SIZE:
         raise UsageError(f"--size must be 1..{MAX_SIZE} bytes, got {c.size}")
     if not 0 < c.duration_s <= 3600:
@@ -105,6 +110,7 @@ def validate(config: LoadConfig) -> None:
         if not c.cpus or bad:
             raise UsageError(f"--cpus {list(c.cpus)}: not available here (have {sorted(allowed)})")
     need = -(-c.connections // c.workers) * (2 if c.warmup_s > 0 else 1) + FD_RESERVE
+    need += -(-c.idle_connections // c.workers)
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard != resource.RLIM_INFINITY and need > hard:
         raise UsageError(
@@ -126,6 +132,12 @@ def probe(config: LoadConfig) -> None:
 def split(config: LoadConfig) -> list[list[int]]:
     """Global connection indexes of each worker (round-robin, so each gets every source)."""
     return [list(range(w, config.connections, config.workers)) for w in range(config.workers)]
+
+
+def split_idle(config: LoadConfig) -> list[list[int]]:
+    """Idle connections' indexes per worker, numbered after the active ones (their sources)."""
+    n, k = config.connections, config.workers
+    return [list(range(n + w, n + config.idle_connections, k)) for w in range(k)]
 
 
 def now_iso() -> str:
@@ -185,7 +197,7 @@ class Coordinator:
             "warmup_s": c.warmup_s,
             "timeout_s": c.timeout_s,
         }
-        for uids in split(c):
+        for uids, idle_uids in zip(split(c), split_idle(c), strict=True):
             proc = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
@@ -197,7 +209,13 @@ class Coordinator:
             if c.cpus is not None:
                 # Pinned before it has any work: the worker idles until it reads `init`.
                 os.sched_setaffinity(proc.pid, c.cpus)
-            init = {"parent_pid": os.getpid(), "config": cfg, "uids": uids, "sources": sources}
+            init = {
+                "parent_pid": os.getpid(),
+                "config": cfg,
+                "uids": uids,
+                "sources": sources,
+                "idle_uids": idle_uids,
+            }
             self.tell(proc, init)
 
     async def run(self) -> LoadResult:
@@ -219,7 +237,10 @@ class Coordinator:
                 for proc in self.procs:
                     self.tell(proc, {"cmd": command})
             if failure is None:
-                got = await self.expect("connected", c.connections * c.timeout_s / 64 + 60.0)
+                idle_s = open_deadline_s(c.idle_connections, c.timeout_s)
+                got = await self.expect(
+                    "connected", c.connections * c.timeout_s / 64 + idle_s + 60.0
+                )
                 if any(m is None for m in got) or self.stopping.is_set():
                     failure = self.stop_reason or "a worker failed while connecting"
                 elif c.mode == "persistent" and sum(m["opened"] for m in got if m) == 0:
@@ -237,7 +258,11 @@ class Coordinator:
             if failure is not None:
                 for proc in self.procs:
                     self.tell(proc, {"cmd": "stop"})
-            reports = await self.expect("done", c.duration_s + c.timeout_s + PHASE_GRACE_S)
+            # Idle connections are checked once more after the measured phase: one timeout more.
+            verify_s = c.timeout_s if c.idle_connections else 0.0
+            reports = await self.expect(
+                "done", c.duration_s + c.timeout_s + verify_s + PHASE_GRACE_S
+            )
         finally:
             await self.reap()
         if failure is None and any(r is None for r in reports):
@@ -273,6 +298,8 @@ def build_result(
     timeline: dict[int, list[int]] = {}
     for r in reports:
         for kind, n in r.get("errors", {}).items():
+            errors[kind] = errors.get(kind, 0) + n
+        for kind, n in r.get("idle_errors", {}).items():
             errors[kind] = errors.get(kind, 0) + n
         for key, n in r.get("details", {}).items():
             details[key] = details.get(key, 0) + n
@@ -322,6 +349,8 @@ def build_result(
         client_saturated=saturated,
         client_port_bound=any(r.get("port_bound") for r in reports),
         requests_per_s=round(requests / elapsed, 3) if elapsed > 0 else 0.0,
+        idle_opened=sum(r.get("idle_opened", 0) for r in reports),
+        idle_alive_at_end=sum(r.get("idle_alive", 0) for r in reports),
     )
 
 

@@ -82,6 +82,9 @@ class LoadConfig:
     cpus: tuple[int, ...] | None = None
     source_addrs: int = 0  # 0: kernel's choice of source address
     timeout_s: float = 10.0
+    # issue 7's scale cells: connections opened before the measured phase and only held (no
+    # traffic), each checked with one echo at the end; 0 for every other cell.
+    idle_connections: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +151,11 @@ class LoadResult:
     client_saturated: bool
     client_port_bound: bool
     requests_per_s: float
+    # Idle connections (LoadConfig.idle_connections): how many opened, and how many still echoed
+    # once after the measured phase; their failures are in `errors` too and, by kind, in
+    # `error_details` as "idle:<kind>".
+    idle_opened: int = 0
+    idle_alive_at_end: int = 0
     schema_version: int = SCHEMA_VERSION
     kind: Literal["load"] = "load"
 
@@ -170,6 +178,9 @@ class MonitorSample:
     zombies: int
     ctx_voluntary: int
     ctx_involuntary: int
+    # Server-side TCP sockets on the server's port in CLOSE_WAIT (the client closed, the server
+    # has not): sampled only for the descriptor-leak experiment (issue 7), else None.
+    close_wait: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,6 +34,7 @@ from typing import Any
 import uvloop
 
 from loadgen import client
+from loadgen.idle import IdleSet
 
 PR_SET_PDEATHSIG = 1
 
@@ -68,6 +69,11 @@ class Worker:
         self.stop = asyncio.Event()
         self.commands: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.interval_ns: int | None = None
+        # Scale cells' idle connections (global indexes), held apart from the measured ones.
+        self.idle_uids: list[int] = init.get("idle_uids", [])
+        self.idle = IdleSet(
+            self.cfg["host"], self.cfg["port"], self.cfg["size"], self.cfg["timeout_s"]
+        )
         rate = self.cfg.get("rate")
         if self.cfg["load"] == "open" and rate:
             # Total rate R over N connections: each connection sends every N/R seconds,
@@ -159,6 +165,9 @@ class Worker:
         send(await self.warmup())
         if not await self.next_command("connect"):
             return self.report(None, 0, 0, {}, {})
+        if self.idle_uids:
+            srcs = [self.sources[u % len(self.sources)] for u in self.idle_uids]
+            await self.idle.open(srcs, self.stop)
         run = self.new_run(recording=True)
         placeholder = time.monotonic_ns() + 3_600_000_000_000  # replaced by "go"'s t0
         conns = await self.start(run, self.due_times(placeholder))
@@ -190,6 +199,9 @@ class Worker:
             "cpus_given": len(os.sched_getaffinity(0)),
         }
         extra = {"unfinished_at_end": left} if left else {}
+        if self.idle.socks and not self.stop.is_set():
+            size = int(self.cfg["size"])
+            await self.idle.verify((bytes(range(256)) * (size // 256 + 1))[:size])
         return self.report(run, w0, w1, cpu, extra, timeline)
 
     def report(
@@ -238,6 +250,13 @@ class Worker:
                     "connect": run.connect.encoded(),
                 },
             )
+        if self.idle_uids:
+            out["idle_opened"] = self.idle.opened
+            out["idle_alive"] = self.idle.alive
+            out["idle_errors"] = dict(self.idle.errors)
+            for key, n in self.idle.details.items():
+                details[key] = details.get(key, 0) + n
+        self.idle.close()
         out["details"] = details
         return out
 
