@@ -71,8 +71,8 @@ def run(cfg: ServerConfig) -> int:
     wakeup = SignalWakeup()  # SIGCHLD and SIGTERM both handled: see SignalWakeup
     listenfd.setblocking(False)
     accept_backoff, fork_failures = Backoff("accept"), Backoff("fork")
-    announce_ready(listenfd)
     try:
+        announce_ready(listenfd)  # inside try: a SIGTERM right after READY is a clean stop
         while True:
             connfd = accept(listenfd, accept_backoff, wakeup)
             try:

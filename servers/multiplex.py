@@ -156,8 +156,8 @@ def run(cfg: ServerConfig) -> int:
     old_wakeup = signal.set_wakeup_fd(wake_w.fileno())
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    announce_ready(listenfd)
     try:
+        announce_ready(listenfd)  # inside try: a SIGTERM right after READY is a clean stop
         mux.serve(wake)
     finally:
         signal.set_wakeup_fd(old_wakeup)

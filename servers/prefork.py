@@ -11,6 +11,7 @@ at once, as in the prethreaded server (Fig. 12.28).
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import time
 from functools import partial
@@ -19,6 +20,7 @@ from servers.common import (
     Backoff,
     Counter,
     ServerConfig,
+    SignalWakeup,
     Stop,
     accept,
     announce_ready,
@@ -58,20 +60,26 @@ def run(cfg: ServerConfig) -> int:
     listenfd = open_listenfd(cfg.host, cfg.port, cfg.backlog)
     children = Children()
     stop_on_signals()
+    # A handler (even a no-op) makes SIGCHLD write to the wakeup socket; the parent sleeps in
+    # select() on it rather than in os.wait(), which a SIGTERM can miss (see SignalWakeup).
+    signal.signal(signal.SIGCHLD, lambda signum, frame: None)
+    wakeup = SignalWakeup()
     try:
         for _ in range(cfg.workers):
             spawn(children, listenfd, counter)
         announce_ready(listenfd)
         while True:
-            pid, _ = os.wait()  # a worker died (crashed or was killed): replace it
-            children.live.discard(pid)
-            if isinstance(counter, PipeCounter):
-                counter.collect()
-            spawn(children, listenfd, counter)
+            wakeup.wait_signal()
+            while (pid := os.waitpid(-1, os.WNOHANG)[0]) > 0:  # a worker died: replace it
+                children.live.discard(pid)
+                if isinstance(counter, PipeCounter):
+                    counter.collect()
+                spawn(children, listenfd, counter)
     except Stop:
         pass
     finally:
         listenfd.close()
+        wakeup.close()
         children.end_all()
     print_stats(counter)
     return 0

@@ -42,8 +42,8 @@ def run(cfg: ServerConfig) -> int:
     listenfd.setblocking(False)
     accept_backoff, fork_failures = Backoff("accept"), Backoff("fork")
     leaked: list[socket.socket] = []
-    announce_ready(listenfd)
     try:
+        announce_ready(listenfd)  # inside try: a SIGTERM right after READY is a clean stop
         while True:
             connfd = accept(listenfd, accept_backoff, wakeup)
             try:

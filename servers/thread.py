@@ -9,12 +9,12 @@ counter is a global plus a Lock (`--shared-counter lock`).
 from __future__ import annotations
 
 import socket
-import threading
 
 from servers.common import (
     Backoff,
     Counter,
     ServerConfig,
+    SignalWakeup,
     Stop,
     accept,
     announce_ready,
@@ -24,7 +24,7 @@ from servers.common import (
     stop_on_signals,
 )
 from servers.counter import make
-from servers.tracking import Connections
+from servers.tracking import Connections, start_thread
 
 
 def thread(connfd: socket.socket, conns: Connections, counter: Counter | None) -> None:
@@ -40,16 +40,18 @@ def run(cfg: ServerConfig) -> int:
     listenfd = open_listenfd(cfg.host, cfg.port, cfg.backlog)
     conns = Connections()
     stop_on_signals()
+    wakeup = SignalWakeup()  # a stop must interrupt accept(): see SignalWakeup
+    listenfd.setblocking(False)
     accept_backoff, start_failures = Backoff("accept"), Backoff("thread start")
-    announce_ready(listenfd)
     try:
+        announce_ready(listenfd)  # inside try: a SIGTERM right after READY is a clean stop
         while True:
-            connfd = accept(listenfd, accept_backoff)
+            connfd = accept(listenfd, accept_backoff, wakeup)
             if not conns.add(connfd):
                 connfd.close()
                 continue
             try:
-                threading.Thread(target=thread, args=(connfd, conns, counter), daemon=True).start()
+                start_thread(thread, connfd, conns, counter)
             except RuntimeError as err:  # can't start new thread: drop this client only
                 start_failures.note(OSError(0, str(err)))
                 conns.done(connfd)
@@ -60,6 +62,7 @@ def run(cfg: ServerConfig) -> int:
         pass
     finally:
         listenfd.close()
+        wakeup.close()
         conns.end_all()
     print_stats(counter)
     return 0

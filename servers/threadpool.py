@@ -13,12 +13,12 @@ from __future__ import annotations
 import contextlib
 import queue
 import socket
-import threading
 
 from servers.common import (
     Backoff,
     Counter,
     ServerConfig,
+    SignalWakeup,
     Stop,
     accept,
     announce_ready,
@@ -28,7 +28,7 @@ from servers.common import (
     stop_on_signals,
 )
 from servers.counter import make
-from servers.tracking import Connections
+from servers.tracking import Connections, start_thread
 
 SBUFSIZE = 16  # the book's SBUFSIZE
 
@@ -49,18 +49,15 @@ def run(cfg: ServerConfig) -> int:
     listenfd = open_listenfd(cfg.host, cfg.port, cfg.backlog)
     sbuf: queue.Queue[socket.socket | None] = queue.Queue(maxsize=SBUFSIZE)
     conns = Connections()
-    workers = [
-        threading.Thread(target=worker, args=(sbuf, conns, counter), daemon=True)
-        for _ in range(cfg.workers)
-    ]
-    for t in workers:  # Create worker threads
-        t.start()
+    workers = [start_thread(worker, sbuf, conns, counter) for _ in range(cfg.workers)]
     stop_on_signals()
+    wakeup = SignalWakeup()  # a stop must interrupt accept(): see SignalWakeup
+    listenfd.setblocking(False)
     accept_backoff = Backoff("accept")
-    announce_ready(listenfd)
     try:
+        announce_ready(listenfd)  # inside try: a SIGTERM right after READY is a clean stop
         while True:
-            connfd = accept(listenfd, accept_backoff)
+            connfd = accept(listenfd, accept_backoff, wakeup)
             if conns.add(connfd):
                 sbuf.put(connfd)  # Insert connfd in buffer (blocks while all slots are taken)
             else:
@@ -69,6 +66,7 @@ def run(cfg: ServerConfig) -> int:
         pass
     finally:
         listenfd.close()
+        wakeup.close()
         # Shut down every connection, queued or served: each worker's recv returns EOF, it
         # drains the buffer, then the sentinels end the workers.
         conns.end_all()

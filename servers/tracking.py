@@ -8,9 +8,32 @@ every connection it still serves and waits, within its grace period, for the thr
 from __future__ import annotations
 
 import contextlib
+import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
+from typing import Any
+
+_STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+
+
+def start_thread(target: Callable[..., None], *args: Any) -> threading.Thread:
+    """Start a daemon thread that never takes SIGTERM/SIGINT.
+
+    Why: the kernel hands a process-directed signal to any thread that does not block it, but
+    Python runs handlers only in the main thread. If a worker blocked in recv() takes the
+    signal, its recv is retried and the main thread's accept() or sbuf.put() is never
+    interrupted: the stop hangs (seen here: about 1 threadpool stop in 50). Blocking the signals
+    in the creating thread across start() gives the new thread that mask with no window, and a
+    signal arriving meanwhile stays pending for the main thread."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    try:
+        t = threading.Thread(target=target, args=args, daemon=True)
+        t.start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+    return t
 
 
 class Connections:
