@@ -35,9 +35,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.monitor import DEFAULT_INTERVAL_S, Monitor
+from bench.memguard import MemoryGuard
+from bench.monitor import DEFAULT_INTERVAL_S, Monitor, server_connections
 from bench.profile import CellSpec
 from loadgen import schema
+from loadgen.idle import open_deadline_s
 from servers.launch import ServerProcess, ServerStartError, StopReport
 
 # Beyond warm-up + duration + per-request timeout, the load generator gets this long to connect,
@@ -117,6 +119,9 @@ def loadgen_argv(
     rate: float | None,
 ) -> list[str]:
     p = spec.params
+    # A scale cell's `connections` is the total held: `active` measure, the rest are idle.
+    active = int(p.get("active") or p["connections"])
+    idle = int(p.get("idle") or 0)
     argv = [
         sys.executable,
         "-m",
@@ -124,7 +129,7 @@ def loadgen_argv(
         "--target",
         f"{host}:{port}",
         "--connections",
-        str(p["connections"]),
+        str(active),
         "--mode",
         p["mode"],
         "--load",
@@ -136,12 +141,14 @@ def loadgen_argv(
         "--warmup",
         f"{p['warmup_s']:g}",
         "--workers",
-        str(workers),
+        str(min(workers, active)),
         "--timeout",
         f"{spec.timeout_s:g}",
         "--output",
         str(out),
     ]
+    if idle:
+        argv += ["--idle", str(idle)]
     if rate is not None:
         argv += ["--rate", f"{rate:.3f}"]
     if client_cpus is not None:
@@ -223,6 +230,36 @@ def counter_check(
     return None, text
 
 
+def scale_limit(
+    params: dict[str, Any],
+    load: schema.LoadResult,
+    monitor: schema.MonitorData | None,
+    stderr_tail: list[str],
+) -> str | None:
+    """A scale cell's verdict: None when the server held every connection and served the active
+    ones, else where it stopped and why (the client's errors, the server tree at its largest,
+    the server's last word). A limit is a result, recorded as a failed cell, never a crash."""
+    idle, active = int(params["idle"]), int(params["active"])
+    if load.idle_alive_at_end >= idle and load.requests > 0:
+        return None
+    held = load.idle_alive_at_end + (active if load.requests > 0 else 0)
+    why = [f"{load.idle_opened} idle opened, {load.idle_alive_at_end} echoed at the end"]
+    if load.requests == 0:
+        why.append("the active connections completed no request")
+    errors = ", ".join(f"{k}={v}" for k, v in sorted(load.errors.items()) if v)
+    why.append(f"client errors {errors}" if errors else "no client error")
+    if monitor is not None and monitor.samples:
+        s = monitor.samples
+        why.append(
+            f"server tree at most {max(x.processes for x in s)} processes, "
+            f"{max(x.threads for x in s)} threads, {max(x.fds for x in s)} descriptors, "
+            f"{max(x.pss_bytes for x in s) / (1 << 20):,.0f} MiB PSS"
+        )
+    if stderr_tail:
+        why.append(f"server stderr: {stderr_tail[-1].strip()[:160]}")
+    return f"limit reached at {held} of {params['connections']} connections: {'; '.join(why)}"
+
+
 class Interrupted(Exception):
     """The runner was asked to stop (SIGINT/SIGTERM); the cell in progress is abandoned."""
 
@@ -264,7 +301,9 @@ class CellRun:
             notes.append("unpinned: server and load generator share the CPUs with anything else")
 
         try:
-            server = ServerProcess.start(spec.server, spec.server_args, cpus=server_cpus)
+            server = ServerProcess.start(
+                spec.server, spec.server_args, cpus=server_cpus, nofile=spec.nofile
+            )
         except ServerStartError as exc:
             run = server_run_from(None, spec.server, [spec.server, *spec.server_args], None,
                                   exc.stderr_tail)  # fmt: skip
@@ -276,7 +315,12 @@ class CellRun:
         self.on_pids({"cell_id": spec.cell_id, "server_pid": server.pid, "loadgen_pid": None})
         interval = self.monitor_interval_s or DEFAULT_INTERVAL_S
         # The monitor samples from the client's CPUs, so its cost never lands on the server's.
-        monitor = Monitor(server.pgid, interval, cpus=self.cpus.client).start()
+        monitor = Monitor(
+            server.pgid,
+            interval,
+            cpus=self.cpus.client,
+            close_wait_port=server.port if spec.close_wait else None,
+        ).start()
         load: schema.LoadResult | None = None
         reasons: list[str] = []
         report: StopReport | None = None
@@ -291,7 +335,7 @@ class CellRun:
             if self.stop.is_set():
                 raise Interrupted
             if not reasons:
-                load, why = self._load(server, params, client_cpus, rate)
+                load, why = self._load(server, params, client_cpus, rate, monitor)
                 if why:
                     reasons.append(why)
             if not server.alive():
@@ -350,6 +394,10 @@ class CellRun:
                     reasons.append(why)
                 if note:
                     notes.append(note)
+        if load is not None and params.get("idle") and not any("memory" in r for r in reasons):
+            limit = scale_limit(params, load, monitor_data, report.stderr_tail)
+            if limit is not None:
+                reasons.insert(0, limit)
         hz = monitor.achieved_hz()
         if 0 < hz < 10:
             notes.append(f"monitor reached only {hz:.1f} Hz (a large process tree)")
@@ -366,14 +414,20 @@ class CellRun:
             notes,
         )  # fmt: skip
 
-    def _load(
+    def _load(  # noqa: PLR0911 - one return per way a load generator run can end
         self,
         server: ServerProcess,
         params: dict[str, Any],
         client_cpus: tuple[int, ...] | None,
         rate: float | None,
+        monitor: Monitor | None = None,
     ) -> tuple[schema.LoadResult | None, str | None]:
-        """Run the load generator to completion; (its result, why the cell failed or None)."""
+        """Run the load generator to completion; (its result, why the cell failed or None).
+
+        While it runs, the memory guard is read every tenth of a second; when it trips, the load
+        generator is ended at once (its partial result is kept) and the cell fails with
+        "stopped at N connections: memory (...)".
+        """
         spec = self.spec
         workdir = self.run_dir / "loadgen"
         workdir.mkdir(parents=True, exist_ok=True)
@@ -381,6 +435,11 @@ class CellRun:
         out.unlink(missing_ok=True)
         argv = loadgen_argv(spec, server.host, server.port, out, client_cpus, self.workers, rate)
         limit = params["warmup_s"] + params["duration_s"] + spec.timeout_s + LOADGEN_SLACK_S
+        idle = int(params.get("idle") or 0)
+        if idle:  # opened before the measured phase, echoed once after it
+            limit += open_deadline_s(idle, spec.timeout_s) + spec.timeout_s
+        guard = MemoryGuard.of(spec.memory_cap_mb, spec.mem_available_floor)
+        memory_stop: str | None = None
         with tempfile.NamedTemporaryFile(
             dir=workdir, prefix=f".{spec.cell_id}.", suffix=".stderr", delete=False
         ) as errf:
@@ -408,9 +467,20 @@ class CellRun:
                             raise Interrupted from None
                         if time.monotonic() > deadline:
                             return None, f"load generator still running after {limit:.0f} s"
+                        why = guard.check(monitor.latest() if monitor else None)
+                        if why is not None:
+                            held = server_connections(server.port)
+                            memory_stop = f"stopped at {held} connections: memory ({why})"
+                            code = None
+                            break
             finally:
                 end_group(popen)
             tail = _tail(err_path)
+            if memory_stop is not None:
+                partial = None
+                with contextlib.suppress(schema.SchemaError):
+                    partial = schema.load_load(out)  # written on SIGTERM, marked incomplete
+                return partial, memory_stop
             if code == 2:
                 return None, f"load generator rejected its arguments{_last(tail)}"
             if not out.exists():

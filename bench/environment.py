@@ -92,6 +92,61 @@ def raise_nofile() -> dict[str, Any]:
     return info
 
 
+# Kernel limits that cap a scale cell, recorded as read: the runner never rewrites a sysctl of a
+# shared machine. somaxconn caps the listen backlog, pid_max and threads-max the processes and
+# threads a fork or thread server can have, the port range the connections from one address.
+SYSCTLS = {
+    "net.core.somaxconn": "/proc/sys/net/core/somaxconn",
+    "kernel.pid_max": "/proc/sys/kernel/pid_max",
+    "kernel.threads-max": "/proc/sys/kernel/threads-max",
+    "net.ipv4.ip_local_port_range": "/proc/sys/net/ipv4/ip_local_port_range",
+}
+FD_MARGIN = 256  # descriptors a server needs besides its connections (stdio, listener, pipes)
+
+
+def raise_limits(max_connections: int) -> dict[str, Any]:
+    """Raise what may be raised (soft RLIMIT_NOFILE and RLIMIT_NPROC to their hard limits, for
+    this process and so for every server and load generator it starts), read the kernel limits,
+    and list in `not_raised` each one that stays below what `max_connections` needs."""
+    info: dict[str, Any] = {"nofile": raise_nofile(), "nproc": _raise(resource.RLIMIT_NPROC)}
+    sysctl = {name: _read(path) for name, path in SYSCTLS.items()}
+    info["sysctl"] = sysctl
+    short: list[str] = []
+    nofile = info["nofile"]["soft"]
+    need_fds = max_connections + FD_MARGIN
+    if nofile != resource.RLIM_INFINITY and nofile < need_fds:
+        short.append(
+            f"RLIMIT_NOFILE {nofile} < {need_fds} needed for {max_connections} connections "
+            "in one process (hard limit; raising it needs root's limits.conf)"
+        )
+    nproc = info["nproc"]["soft"]
+    if nproc != resource.RLIM_INFINITY and nproc < max_connections + FD_MARGIN:
+        short.append(f"RLIMIT_NPROC {nproc} < {max_connections} processes for a fork server")
+    for name in ("kernel.pid_max", "kernel.threads-max"):
+        value = _int(sysctl[name])
+        if value is not None and value < max_connections + FD_MARGIN:
+            short.append(
+                f"{name} {value} < {max_connections} processes/threads (not changed: a sysctl)"
+            )
+    somax = _int(sysctl["net.core.somaxconn"])
+    if somax is not None and somax < 1024:
+        short.append(f"net.core.somaxconn {somax}: bursts of connects may be refused or retried")
+    info["not_raised"] = short
+    return info
+
+
+def _raise(which: int) -> dict[str, Any]:
+    soft, hard = resource.getrlimit(which)
+    info: dict[str, Any] = {"soft_before": soft, "hard": hard, "soft": soft}
+    if soft != hard:
+        try:
+            resource.setrlimit(which, (hard, hard))
+            info["soft"] = hard
+        except (ValueError, OSError) as exc:
+            info["error"] = f"could not raise: {exc}"
+    return info
+
+
 def collect(server_cpus: tuple[int, ...] | None, client_cpus: tuple[int, ...] | None,
             placement: str) -> dict[str, Any]:  # fmt: skip
     freq = psutil.cpu_freq()
@@ -114,6 +169,8 @@ def collect(server_cpus: tuple[int, ...] | None, client_cpus: tuple[int, ...] | 
         "ip_local_port_range": _read("/proc/sys/net/ipv4/ip_local_port_range"),
         "tcp_tw_reuse": _int(_read("/proc/sys/net/ipv4/tcp_tw_reuse")),
         "tcp_max_syn_backlog": _int(_read("/proc/sys/net/ipv4/tcp_max_syn_backlog")),
+        "pid_max": _int(_read("/proc/sys/kernel/pid_max")),
+        "threads_max": _int(_read("/proc/sys/kernel/threads-max")),
         "cpu_split": {
             "server_cpus": list(server_cpus) if server_cpus is not None else None,
             "client_cpus": list(client_cpus) if client_cpus is not None else None,

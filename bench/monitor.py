@@ -14,6 +14,8 @@ psutil a 1000-process tree took ~0.8 s per sample here, far from 10 Hz; one pass
   (from /proc/PID/smaps_rollup) splits it between them, which is the memory a fork server really
   costs (copy-on-write, CS:APP 9.8.3). smaps_rollup is the expensive read, so a big tree's PSS
   is refreshed round-robin within a time budget (see PssCache).
+* CLOSE_WAIT sockets on the server's port, when asked (the descriptor-leak experiment, issue 7):
+  the client closed, the server never did, from /proc/net/tcp{,6}.
 * processes, threads, open descriptors, zombies (exited, not yet reaped: the reaper's lag),
   voluntary and involuntary context switches (summed over every thread: /proc/PID/status counts
   only the thread it names).
@@ -93,6 +95,38 @@ def scan_group(pgid: int) -> list[_Stat]:
             )
         )
     return out
+
+
+_TCP_ESTABLISHED = "01"
+_TCP_CLOSE_WAIT = "08"
+
+
+def tcp_states(port: int) -> dict[str, int]:
+    """Sockets whose *local* port is `port` (the server's side), by kernel state code.
+
+    /proc/net/tcp lists every socket of the network namespace: "local_address" is HEX_IP:HEX_PORT
+    and "st" the state (01 ESTABLISHED, 08 CLOSE_WAIT, 0A LISTEN). Counting by port, not by
+    process, includes sockets held by any member of the server's tree.
+    """
+    want = f":{port:04X}"
+    counts: dict[str, int] = {}
+    for path in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(path, encoding="ascii") as f:
+                next(f, None)  # the header
+                for line in f:
+                    fields = line.split(None, 4)
+                    if len(fields) > 3 and fields[1].endswith(want):
+                        counts[fields[3]] = counts.get(fields[3], 0) + 1
+        except OSError:
+            continue
+    return counts
+
+
+def server_connections(port: int) -> int:
+    """Connections the server on `port` holds now (established or half-closed by the client)."""
+    c = tcp_states(port)
+    return c.get(_TCP_ESTABLISHED, 0) + c.get(_TCP_CLOSE_WAIT, 0)
 
 
 def read_pss(pid: int) -> int:
@@ -213,9 +247,14 @@ class Monitor:
     """A thread sampling one process group until stop(); use as a context manager."""
 
     def __init__(
-        self, pgid: int, interval_s: float = DEFAULT_INTERVAL_S, cpus: tuple[int, ...] | None = None
+        self,
+        pgid: int,
+        interval_s: float = DEFAULT_INTERVAL_S,
+        cpus: tuple[int, ...] | None = None,
+        close_wait_port: int | None = None,
     ) -> None:
         self.pgid = pgid
+        self.close_wait_port = close_wait_port
         self.cpus = cpus
         self.interval_s = interval_s
         self._samples: list[MonitorSample] = []
@@ -245,6 +284,9 @@ class Monitor:
         if totals is None:
             self._dropped += 1
             return
+        close_wait = None
+        if self.close_wait_port is not None:
+            close_wait = tcp_states(self.close_wait_port).get(_TCP_CLOSE_WAIT, 0)
         self._samples.append(
             MonitorSample(
                 t_s=round(t, 6),
@@ -258,8 +300,14 @@ class Monitor:
                 zombies=totals.zombies,
                 ctx_voluntary=totals.vol,
                 ctx_involuntary=totals.invol,
+                close_wait=close_wait,
             )
         )
+
+    def latest(self) -> MonitorSample | None:
+        """The most recent sample (the memory guard reads it from another thread)."""
+        samples = self._samples
+        return samples[-1] if samples else None
 
     def _run(self) -> None:
         if self.cpus is not None:

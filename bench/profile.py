@@ -21,7 +21,7 @@ import hashlib
 import json
 import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -53,7 +53,40 @@ _SCENARIOS: dict[str, dict[str, Any]] = {
         "placements": ["split", "shared"],
     },
     "shared-counter": {"mode": "persistent", "load": "closed", "size": [64], "connections": [10]},
+    # issue 7: `connections` is the total a server holds; `active` of them measure latency in a
+    # closed loop and the rest are idle (loadgen --idle: opened first, held, echoed once at end).
+    "scale": {
+        "mode": "persistent",
+        "load": "closed",
+        "size": [64],
+        "connections": [100, 1000, 3000, 10000],
+        "active": 10,
+    },
+    # issue 7's teaching switches: the process server with the book's bug switched on next to
+    # the same server as Fig. 12.5 writes it, under the same connection-per-request load.
+    "leak-connfd": {
+        "mode": "per-request",
+        "load": "closed",
+        "size": [64],
+        "connections": [10],
+        "servers": ["process"],
+        "fault_arg": "--leak-connfd",
+        "nofile": 256,  # low, so the leak reaches EMFILE within a short cell
+        "close_wait": True,
+    },
+    "naive-reaper": {
+        "mode": "per-request",
+        "load": "closed",
+        "size": [64],
+        "connections": [10],
+        "servers": ["process"],
+        "fault_arg": "--naive-reaper",
+    },
 }
+FAULT_SCENARIOS = ("leak-connfd", "naive-reaper")
+# The memory guard (bench/cell.py): stop a cell when MemAvailable falls below this share of
+# MemTotal, whatever the profile's cap on the server's PSS says.
+DEFAULT_MEM_AVAILABLE_FLOOR = 0.15
 
 # The counter each model can keep (servers' --shared-counter); "off" (null) is always run too.
 DEFAULT_COUNTER_MODES: dict[str, list[str]] = {
@@ -75,6 +108,8 @@ _TOP_KEYS = {
     "microbench",
     "scenarios",
     "client_workers",
+    "memory_cap_mb",
+    "mem_available_floor",
 }
 _SCENARIO_KEYS = {
     "name",
@@ -89,6 +124,9 @@ _SCENARIO_KEYS = {
     "counter_modes",
     "counter_off",
     "server_args",
+    "active",
+    "memory_cap_mb",
+    "nofile",
 }
 _PLACEMENTS = ("split", "shared", "unpinned")
 
@@ -111,6 +149,13 @@ class CellSpec:
     trial: int
     timeout_s: float
     ref_point: str | None = None  # open loop: the closed-loop point whose rate it scales
+    # issue 7: the memory guard's cap on the server tree's PSS (None: only the MemAvailable
+    # floor), the server's RLIMIT_NOFILE (None: inherited), and whether the monitor counts
+    # CLOSE_WAIT sockets on the server's port.
+    memory_cap_mb: float | None = None
+    mem_available_floor: float = DEFAULT_MEM_AVAILABLE_FLOOR
+    nofile: int | None = None
+    close_wait: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +225,13 @@ def build(data: Mapping[str, Any], *, unpinned: bool = False) -> Profile:
     servers = _servers(data.get("servers", list(SERVERS)), "servers")
     placement = _placement(data.get("placement", "split"), "placement")
     server_args = _server_args(data.get("server_args", {}))
+    cap = data.get("memory_cap_mb")
+    memory_cap = None if cap is None else _num(cap, "memory_cap_mb", lo=1.0)
+    floor = _num(
+        data.get("mem_available_floor", DEFAULT_MEM_AVAILABLE_FLOOR), "mem_available_floor", lo=0.0
+    )
+    if floor >= 1.0:
+        raise ProfileError(f"mem_available_floor: a share of MemTotal below 1, got {floor}")
     workers = data.get("client_workers")
     client_workers = None if workers is None else _int(workers, "client_workers", lo=1)
     mb = data.get("microbench", {})
@@ -194,16 +246,22 @@ def build(data: Mapping[str, Any], *, unpinned: bool = False) -> Profile:
 
     # points[i] = (scenario, server, args, params, placement): one cell before trials
     points: list[tuple[str, str, tuple[str, ...], dict[str, Any], Placement]] = []
+    # per scenario index: (memory cap, nofile, close_wait); looked up through params["_sc"]
+    extras: list[tuple[float | None, int | None, bool]] = []
     for i, sc in enumerate(scenarios):
         if not isinstance(sc, Mapping):
             raise ProfileError(f"scenarios[{i}]: expected a table")
-        points.extend(
-            _expand(sc, i, servers, server_args, placement, duration, warmup, unpinned=unpinned)
+        expanded = _expand(
+            sc, i, servers, server_args, placement, duration, warmup, unpinned=unpinned
         )
+        extras.append(_limits(sc, i, memory_cap))
+        for pt in expanded:
+            pt[3]["_sc"] = i
+        points.extend(expanded)
 
     closed = [p for p in points if p[3]["load"] == "closed"]
     opened = [p for p in points if p[3]["load"] == "open"]
-    closed_keys = {_ref_key(p[1], p[2], p[3], p[4]) for p in closed}
+    closed_keys = {_ref_key(p[1], p[2], p[3], p[4]) for p in closed if "active" not in p[3]}
     cells: list[CellSpec] = []
     for group in (closed, opened):
         for trial in range(1, trials + 1):
@@ -217,7 +275,18 @@ def build(data: Mapping[str, Any], *, unpinned: bool = False) -> Profile:
                             f"{params['size']} B, {where}: no closed-loop cell in the profile to "
                             "take its rate from (add it to the concurrency scenario)"
                         )
-                cells.append(_cell(scenario, server, args, params, where, trial, timeout, ref))
+                own = dict(params)
+                cap, nofile, close_wait = extras[own.pop("_sc")]
+                cell = _cell(scenario, server, args, own, where, trial, timeout, ref, nofile)
+                cells.append(
+                    replace(
+                        cell,
+                        memory_cap_mb=cap,
+                        mem_available_floor=floor,
+                        nofile=nofile,
+                        close_wait=close_wait,
+                    )
+                )
     ids = [c.cell_id for c in cells]
     if len(set(ids)) != len(ids):
         dup = next(i for i in ids if ids.count(i) > 1)
@@ -229,6 +298,20 @@ def build(data: Mapping[str, Any], *, unpinned: bool = False) -> Profile:
         cells=tuple(cells),
         microbench=microbench,
         client_workers=client_workers,
+    )
+
+
+def _limits(sc: Mapping[str, Any], index: int, default_cap: float | None
+            ) -> tuple[float | None, int | None, bool]:  # fmt: skip
+    """A scenario's memory cap, server open-files limit and CLOSE_WAIT sampling."""
+    where = f"scenarios[{index}]"
+    shape = _SCENARIOS.get(str(sc.get("name")), {})
+    cap = sc.get("memory_cap_mb", default_cap)
+    nofile = sc.get("nofile", shape.get("nofile"))
+    return (
+        None if cap is None else _num(cap, f"{where}.memory_cap_mb", lo=1.0),
+        None if nofile is None else _int(nofile, f"{where}.nofile", lo=16),
+        bool(shape.get("close_wait", False)),
     )
 
 
@@ -247,12 +330,10 @@ def _expand(
     _no_unknown(sc, _SCENARIO_KEYS, where)
     name = _str(sc.get("name"), f"{where}.name")
     if name not in _SCENARIOS:
-        if name == "scale":
-            raise ProfileError(f"{where}: scenario 'scale' is not implemented yet (issue 7)")
         raise ProfileError(f"{where}: unknown scenario {name!r} (known: {', '.join(_SCENARIOS)})")
     where = f"scenario {name!r}"
     shape = _SCENARIOS[name]
-    servers = _servers(sc.get("servers", default_servers), f"{where}.servers")
+    servers = _servers(sc.get("servers", shape.get("servers", default_servers)), f"{where}.servers")
     conns = _int_list(sc.get("connections", shape.get("connections")), f"{where}.connections")
     sizes = _int_list(sc.get("size", shape.get("size")), f"{where}.size")
     d = _num(sc.get("duration_s", duration), f"{where}.duration_s", lo=0.05)
@@ -273,6 +354,20 @@ def _expand(
     server_args = {**server_args, **_server_args(sc.get("server_args", {}))}
     if name != "shared-counter" and ("counter_modes" in sc or "counter_off" in sc):
         raise ProfileError(f"{where}: counter_modes only applies to the shared-counter scenario")
+    active: int | None = None
+    if "active" in shape:
+        active = _int(sc.get("active", shape["active"]), f"{where}.active", lo=1)
+        small = [c for c in conns if c < active]
+        if small:
+            raise ProfileError(f"{where}: connections {small} below the {active} active ones")
+    elif "active" in sc:
+        raise ProfileError(f"{where}: active only applies to the scale scenario")
+    if "nofile" in sc and name not in FAULT_SCENARIOS:
+        raise ProfileError(f"{where}: nofile only applies to the {FAULT_SCENARIOS} scenarios")
+    # A fault scenario runs each server twice: with the book's bug switched on, and without.
+    variants: list[tuple[str, ...]] = [()]
+    if "fault_arg" in shape:
+        variants = [(shape["fault_arg"],), ()]
 
     out = []
     for conn in conns:
@@ -293,10 +388,14 @@ def _expand(
                             if frac is not None:
                                 params["rate_fraction"] = frac
                                 params["rate"] = None  # measured in this run, see runner
+                            if active is not None:
+                                params["active"] = active
+                                params["idle"] = conn - active
                             args = server_args.get(server, ())
                             if counter is not None:
                                 args = (*args, "--shared-counter", counter)
-                            out.append((name, server, args, params, where_))
+                            for extra in variants:
+                                out.append((name, server, (*args, *extra), dict(params), where_))
     return out
 
 
@@ -334,8 +433,8 @@ def _ref_key(server: str, args: tuple[str, ...], params: Mapping[str, Any], wher
 def closed_ref_key(spec: CellSpec) -> str | None:
     """The reference key a closed-loop cell offers to open-loop cells (None: not eligible)."""
     p = spec.params
-    if p["load"] != "closed" or p["shared_counter"] is not None:
-        return None
+    if p["load"] != "closed" or p["shared_counter"] is not None or "active" in p:
+        return None  # a scale cell's rate is its few active connections': no reference
     return _ref_key(spec.server, spec.server_args, p, spec.placement)
 
 
@@ -348,14 +447,17 @@ def _cell(
     trial: int,
     timeout: float,
     ref: str | None,
+    nofile: int | None = None,
 ) -> CellSpec:
-    identity = {
+    identity: dict[str, Any] = {
         "scenario": scenario,
         "server": server,
         "args": list(args),
         "params": {k: v for k, v in params.items() if k != "rate"},
         "placement": placement,
     }
+    if nofile is not None:  # only when set: every other cell keeps the id it always had
+        identity["nofile"] = nofile
     point = _canon(identity)
     digest = hashlib.sha256(point.encode()).hexdigest()[:8]
     parts = [scenario, server, f"c{params['connections']}", f"s{params['size']}"]
@@ -363,6 +465,9 @@ def _cell(
         parts.append(f"sc-{params['shared_counter']}")
     if "rate_fraction" in params:
         parts.append(f"f{params['rate_fraction']:g}")
+    if scenario in FAULT_SCENARIOS:
+        parts.append("fault" if any(a.startswith("--") and a[2:] in FAULT_SCENARIOS
+                                    for a in args) else "control")  # fmt: skip
     parts += [placement, f"t{trial}", digest]
     cell_id = "_".join(parts)
     safe = "".join(ch if ch.isalnum() or ch in "._-" else "-" for ch in cell_id)

@@ -106,7 +106,6 @@ class Runner:
     # ------------------------------------------------------------------ setup
 
     def _setup(self) -> tuple[Path, Profile, CpuPlan, schema.Manifest]:
-        limits = {"nofile": environment.raise_nofile()}
         opts = self.opts
         if opts.resume is not None:
             run_dir = opts.resume
@@ -124,6 +123,7 @@ class Runner:
                     f"note: resuming {run_dir} with its own profile {old.profile_name!r} "
                     f"(not {opts.profile!r})"
                 )
+            limits = self._limits(profile)
             cpus = CpuPlan(old.server_cpus, old.client_cpus)
             resumes = [*old.environment.get("resumes", []), {"at": utc_now(),
                        "git": environment.git_state()}]  # fmt: skip
@@ -141,6 +141,7 @@ class Runner:
             profile = load_profile(opts.profile or "standard", unpinned=opts.unpinned)
         except ProfileError as exc:
             raise UsageError(str(exc)) from exc
+        limits = self._limits(profile)
         cpus = plan_cpus(opts)
         run_dir = new_run_dir(opts.out)
         placement = "unpinned" if cpus.server is None else "pinned"
@@ -158,6 +159,14 @@ class Runner:
             limits=limits,
         )
         return run_dir, profile, cpus, manifest
+
+    def _limits(self, profile: Profile) -> dict[str, Any]:
+        """Raise what may be raised for the profile's largest cell; say what could not be."""
+        most = max((int(c.params["connections"]) for c in profile.cells), default=1)
+        limits = environment.raise_limits(most)
+        for line in limits["not_raised"]:
+            self._say(f"limit: {line}")
+        return limits
 
     def _busy(self, unpinned: bool = False) -> list[str]:
         warnings = environment.busy_warnings()
@@ -259,7 +268,10 @@ class Runner:
             def on_pids(info: dict[str, Any]) -> None:
                 schema.write_json_atomic(current, {**info, "runner_pid": os.getpid()})
 
-            if spec.ref_point is not None:
+            beyond = self._beyond_limit(spec)
+            if beyond is not None:
+                result = failed_cell(spec, beyond)
+            elif spec.ref_point is not None:
                 rate, why = self._reference_rate(spec, by_ref.get(spec.ref_point, []))
                 if rate is None:
                     result = failed_cell(spec, why or "no reference")
@@ -275,6 +287,25 @@ class Runner:
             if result.status == "failed":
                 progress.note(f"  FAILED {spec.cell_id}: {result.reason}")
         progress.finish()
+
+    def _beyond_limit(self, spec: CellSpec) -> str | None:
+        """A scale cell above a connection count where the same server (same arguments, same
+        trial) already stopped: not run, and why (a server that could not hold 3,000 clients
+        will not hold 10,000, and a fork server's attempt costs minutes and gigabytes)."""
+        if "active" not in spec.params:
+            return None
+        for done in self.results.values():
+            if (
+                done.scenario == spec.scenario
+                and done.server == spec.server
+                and done.trial == spec.trial
+                and done.status == "failed"
+                and _same_args(done, spec.server_args)
+                and int(done.params["connections"]) < int(spec.params["connections"])
+                and (done.reason or "").startswith(("limit reached", "stopped at"))
+            ):
+                return f"not run: {spec.server} already stopped below this ({done.reason})"
+        return None
 
     def _cell(self, spec: CellSpec, run_dir: Path, cpus: CpuPlan, workers: int,
               on_pids: Any, rate: float | None) -> schema.CellResult:  # fmt: skip
@@ -347,6 +378,15 @@ class Runner:
         if code != 0:
             what = "timed out" if code is None else f"failed (exit {code})"
             self._say(f"warning: report {what}; raw results are complete in {run_dir}")
+
+
+def _same_args(done: schema.CellResult, args: tuple[str, ...]) -> bool:
+    """Whether a finished cell's server ran with exactly `args` (they end its argv)."""
+    argv = done.server_run.argv if done.server_run is not None else []
+    if done.server not in argv:
+        return False
+    # argv: python -m servers NAME --host H --port 0 ARGS...
+    return argv[argv.index(done.server) + 5 :] == list(args)
 
 
 def run(opts: RunOptions) -> int:
