@@ -22,6 +22,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -611,6 +612,73 @@ def steadiness(run: Run, out: Path) -> Chart:
     return Chart(name, title, caption, png, svg, True, [Table(headers, rows, "Timelines")])
 
 
+def _fault_lines(run: Run, scenario: str) -> list[tuple[str, str, list[float], list[int], Any]]:
+    """(line label, cell id, t, values source samples) of a fault scenario's cells, switch first."""
+    d = ok_cells(run, faults=True)
+    d = d[d["scenario"] == scenario].sort_values(["fault", "trial"], ascending=[False, True])
+    out: list[tuple[str, str, list[float], list[int], Any]] = []
+    seen: set[str] = set()
+    for _, row in d.iterrows():
+        kind = "switch on" if row["fault"] else "as written (Fig. 12.5)"
+        cell = run.cells[row["cell_id"]]
+        if kind in seen or cell.monitor is None or not cell.monitor.samples:
+            continue  # one trial per variant keeps the picture readable
+        seen.add(kind)
+        samples = cell.monitor.samples
+        out.append((kind, cell.cell_id, [x.t_s for x in samples], [], samples))
+    return out
+
+
+def book_warnings(run: Run, out: Path) -> Chart:
+    name = "11-descriptors-and-zombies"
+    title = "Descriptors and zombies over time: the book's two warnings"
+    caption = (
+        "The process server (CS:APP Fig. 12.5) under connection-per-request load, with a teaching "
+        "switch on and as written. Left: open descriptors of the server's process tree with "
+        "--leak-connfd (the parent never closes its connfd: one descriptor kept per client, "
+        "climbing to the open-files limit, after which accept fails), and the server-side "
+        "sockets left in CLOSE_WAIT (the client closed, the server never will), next to the "
+        "same server closing connfd (flat). Right: zombies with --naive-reaper (one waitpid per "
+        "SIGCHLD: signals do not queue, so children that exit together stay unreaped) next to "
+        "the loop reaper."
+    )
+    leak, naive = _fault_lines(run, "leak-connfd"), _fault_lines(run, "naive-reaper")
+    if not leak and not naive:
+        return _not_measured(
+            out, name, title, caption, "no 'leak-connfd' or 'naive-reaper' cells in this run"
+        )
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    rows = []
+    styles = {"switch on": "tab:red", "as written (Fig. 12.5)": "tab:blue"}
+    for kind, cell_id, t, _, samples in leak:
+        fds = [x.fds for x in samples]
+        left.plot(t, fds, color=styles[kind], label=f"descriptors, {kind}")
+        cw = [x.close_wait for x in samples]
+        if any(c is not None for c in cw):
+            left.plot(t, [c or 0 for c in cw], color=styles[kind], linestyle="--",
+                      label=f"CLOSE_WAIT sockets, {kind}")  # fmt: skip
+        rows.append(["--leak-connfd", kind, cell_id, f"{fds[0]:,} -> {max(fds):,}",
+                     f"{fds[-1]:,}", f"{max((c or 0) for c in cw):,}"])  # fmt: skip
+    for kind, cell_id, t, _, samples in naive:
+        z = [x.zombies for x in samples]
+        right.plot(t, z, color=styles[kind], label=f"zombies, {kind}")
+        rows.append(["--naive-reaper", kind, cell_id, f"zombies peak {max(z):,}", f"{z[-1]:,}", ""])
+    for ax, what, has in ((left, "open descriptors / sockets", leak), (right, "zombies", naive)):
+        ax.set_xlabel("seconds since the server started")
+        ax.set_ylabel(what)
+        ax.grid(True, alpha=0.3)
+        if has:
+            ax.legend(fontsize=8)
+        else:
+            ax.text(0.5, 0.5, fmt.NOT_MEASURED, ha="center", va="center", transform=ax.transAxes)
+    left.set_title("--leak-connfd vs closing connfd")
+    right.set_title("--naive-reaper vs the loop reaper")
+    fig.suptitle(title)
+    png, svg = _save(fig, out, name)
+    headers = ["switch", "server", "cell", "descriptors start -> peak", "at end", "CLOSE_WAIT peak"]
+    return Chart(name, title, caption, png, svg, True, [Table(headers, rows, "The two warnings")])
+
+
 ALL: list[Callable[[Run, Path], Chart]] = [
     throughput_vs_concurrency,
     latency_vs_concurrency,
@@ -622,6 +690,7 @@ ALL: list[Callable[[Run, Path], Chart]] = [
     shared_counter,
     open_loop_tail,
     steadiness,
+    book_warnings,
 ]
 
 

@@ -237,6 +237,8 @@ def tidy_row(run_id: str, cell: schema.CellResult) -> dict[str, Any]:
                 "pss_peak_bytes": max(x.pss_bytes for x in mon.samples),
                 "fds_base": first.fds,
                 "fds_peak": max(x.fds for x in mon.samples),
+                "fds_end": mon.samples[-1].fds,
+                "close_wait_peak": max((x.close_wait or 0) for x in mon.samples),
                 "zombies_peak": max(x.zombies for x in mon.samples),
                 "processes_peak": max(x.processes for x in mon.samples),
                 "threads_peak": max(x.threads for x in mon.samples),
@@ -301,6 +303,8 @@ _NUMERIC = [
     "pss_peak_bytes",
     "fds_base",
     "fds_peak",
+    "fds_end",
+    "close_wait_peak",
     "zombies_peak",
     "processes_peak",
     "threads_peak",
@@ -358,6 +362,9 @@ def load_run(path: str | Path) -> Run:
 
 
 def ok_cells(run: Run, faults: bool = False) -> pd.DataFrame:
-    """The cells that measured something; fault experiments only when asked for."""
+    """The cells that measured something; fault experiments only when asked for (a fault
+    scenario's control cells, the server as written, belong to the experiment too)."""
     d = run.df[run.df["status"] == "ok"]
-    return d if faults else d[d["fault"].fillna("") == ""]
+    if faults:
+        return d
+    return d[(d["fault"].fillna("") == "") & ~d["scenario"].isin(FAULTS)]
