@@ -3,8 +3,10 @@
 "How many clients can this server hold?" is a question about mostly idle clients: a fork server
 holds one process per connection (CS:APP 12.1), a thread server one thread, an event loop one
 entry in its epoll set. A scale cell therefore opens N idle connections before the measured
-phase, keeps them open without traffic while a few active connections measure latency, and at
-the end sends one message on each and checks its echo byte for byte: a connection the server
+phase, echoes one message on each (so the server has really taken it -- accepted, forked, given
+it a thread -- and it is not merely queued in the listen backlog, where connect() already
+succeeds), keeps them open without traffic while a few active connections measure latency, and
+at the end sends one message on each and checks its echo byte for byte: a connection the server
 accepted but can no longer serve (no process, thread or worker behind it) is counted dead.
 
 Idle sockets are plain non-blocking sockets driven by `loop.sock_*` calls, kept apart from the
@@ -23,9 +25,15 @@ import time
 from loadgen.client import CONNECT_CONCURRENCY, classify, make_socket
 
 VERIFY_CONCURRENCY = 512
-# Opening: a budget per connection on top of one timeout, so 10,000 connections to a forking
-# server (~1 ms of fork each here) fit while a server that stops accepting ends the phase.
-OPEN_BUDGET_PER_CONN_S = 0.003
+# Echoed once when a connection opens: proof the server took it (its echo is read in full, so it
+# can never be mistaken for the end-of-run check's echo).
+HELLO = b"idle connection, served once at open\n"
+# Opening: a budget per connection on top of one timeout. A fork server pinned to one CPU with
+# thousands of children was seen taking ~8 ms per new connection here (fork plus the child's
+# copy-on-write faults, competing with its siblings): 10 ms keeps that a measurement, while a
+# server that has stopped accepting still ends the phase. A server slower than 100 new
+# connections/s is reported as having reached its limit.
+OPEN_BUDGET_PER_CONN_S = 0.010
 
 
 def open_deadline_s(count: int, timeout_s: float) -> float:
@@ -48,12 +56,28 @@ class IdleSet:
 
     def _error(self, exc: BaseException) -> None:
         kind, _ = classify(exc)
+        self._error_kind(kind)
+
+    def _error_kind(self, kind: str) -> None:
         self.errors[kind] = self.errors.get(kind, 0) + 1
         key = f"idle:{kind}"
         self.details[key] = self.details.get(key, 0) + 1
 
-    async def open(self, sources: list[str | None], stop: asyncio.Event) -> None:
-        """Open one connection per entry of `sources` (its source address), all bounded."""
+    async def _echo(self, sock: socket.socket, message: bytes) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.sock_sendall(sock, message)
+        got = b""
+        while len(got) < len(message):
+            chunk = await loop.sock_recv(sock, len(message) - len(got))
+            if not chunk:
+                raise ConnectionResetError("closed by the server")
+            got += chunk
+        if got != message:
+            raise ValueError("idle echo differs from what was sent")
+
+    async def open(self, sources: list[str | None], stop: asyncio.Event, hello: bytes) -> None:
+        """Open one connection per entry of `sources` (its source address) and echo `hello` on
+        it, all bounded: a connection counts as opened once the server has answered on it."""
         loop = asyncio.get_running_loop()
         deadline = time.monotonic() + open_deadline_s(len(sources), self.timeout_s)
         sem = asyncio.Semaphore(CONNECT_CONCURRENCY)
@@ -71,6 +95,12 @@ class IdleSet:
                     return
                 try:
                     await asyncio.wait_for(loop.sock_connect(sock, self.addr), left)
+                    left = min(self.timeout_s, deadline - time.monotonic())
+                    await asyncio.wait_for(self._echo(sock, hello), max(left, 0.001))
+                except ValueError:
+                    sock.close()
+                    self._error_kind("mismatch")
+                    return
                 except (OSError, TimeoutError) as exc:
                     sock.close()
                     self._error(exc)
@@ -82,20 +112,8 @@ class IdleSet:
 
     async def verify(self, message: bytes) -> None:
         """One echo on every held connection, within one timeout for the whole set."""
-        loop = asyncio.get_running_loop()
         deadline = time.monotonic() + self.timeout_s
         sem = asyncio.Semaphore(VERIFY_CONCURRENCY)
-
-        async def echo(sock: socket.socket) -> None:
-            await loop.sock_sendall(sock, message)
-            got = b""
-            while len(got) < len(message):
-                chunk = await loop.sock_recv(sock, len(message) - len(got))
-                if not chunk:
-                    raise ConnectionResetError("closed by the server")
-                got += chunk
-            if got != message:
-                raise ValueError("idle echo differs from what was sent")
 
         async def one(sock: socket.socket) -> None:
             async with sem:
@@ -103,10 +121,9 @@ class IdleSet:
                 try:
                     if left <= 0:
                         raise TimeoutError
-                    await asyncio.wait_for(echo(sock), left)
+                    await asyncio.wait_for(self._echo(sock, message), left)
                 except ValueError:
-                    self.errors["mismatch"] = self.errors.get("mismatch", 0) + 1
-                    self.details["idle:mismatch"] = self.details.get("idle:mismatch", 0) + 1
+                    self._error_kind("mismatch")
                     return
                 except (OSError, TimeoutError) as exc:
                     self._error(exc)

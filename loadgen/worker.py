@@ -34,6 +34,7 @@ from typing import Any
 import uvloop
 
 from loadgen import client
+from loadgen.idle import HELLO as IDLE_HELLO
 from loadgen.idle import IdleSet
 
 PR_SET_PDEATHSIG = 1
@@ -167,7 +168,7 @@ class Worker:
             return self.report(None, 0, 0, {}, {})
         if self.idle_uids:
             srcs = [self.sources[u % len(self.sources)] for u in self.idle_uids]
-            await self.idle.open(srcs, self.stop)
+            await self.idle.open(srcs, self.stop, IDLE_HELLO)
         run = self.new_run(recording=True)
         placeholder = time.monotonic_ns() + 3_600_000_000_000  # replaced by "go"'s t0
         conns = await self.start(run, self.due_times(placeholder))
