@@ -169,20 +169,40 @@ def throughput_vs_concurrency(run: Run, out: Path) -> Chart:
         "Requests/s (one request = one 64 B echo round trip) against the number of persistent "
         "connections, closed loop. Higher is better."
     )
-    s = summarise(_scenario(run, "concurrency"), "requests_per_s")
+    return _rate_by_connections(
+        run, out, "concurrency", (name, title, caption),
+        ("persistent connections (log)", "requests/s", False),
+        ("connections", "requests/s", "Throughput"),
+    )  # fmt: skip
+
+
+def _rate_by_connections(
+    run: Run,
+    out: Path,
+    scenario: str,
+    text: tuple[str, str, str],
+    axes: tuple[str, str, bool],
+    table_labels: tuple[str, str, str],
+) -> Chart:
+    """One line per server of the median requests/s against connections, with the spread."""
+    name, title, caption = text
+    xlabel, ylabel, log_y = axes
+    s = summarise(_scenario(run, scenario), "requests_per_s")
     if s.empty:
-        return _not_measured(out, name, title, caption, "no ok cell of scenario 'concurrency'")
+        return _not_measured(out, name, title, caption, f"no ok cell of scenario '{scenario}'")
     fig, ax = plt.subplots(figsize=(9, 5))
     for server in _server_sort(list(s["server"].unique())):
         _line(ax, s, server, "connections")
     ax.set_xscale("log")
-    ax.set_xlabel("persistent connections (log)")
-    ax.set_ylabel("requests/s")
+    if log_y:
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
     _legend(ax, bool((s["saturated"] | s["port_bound"]).any()))
     png, svg = _save(fig, out, name)
-    table = summary_table(s, "connections", "connections", "requests/s", "Throughput")
+    table = summary_table(s, "connections", *table_labels)
     return Chart(name, title, caption, png, svg, True, [table])
 
 
@@ -292,22 +312,11 @@ def connections_per_second(run: Run, out: Path) -> Chart:
         "servers every request pays a fork (and an exec for inetd) and a waitpid. This is the "
         "process-control cost of CS:APP 12.1.2 as a client feels it. Higher is better."
     )
-    s = summarise(_scenario(run, "per-request"), "requests_per_s")
-    if s.empty:
-        return _not_measured(out, name, title, caption, "no ok cell of scenario 'per-request'")
-    fig, ax = plt.subplots(figsize=(9, 5))
-    for server in _server_sort(list(s["server"].unique())):
-        _line(ax, s, server, "connections")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("concurrent clients (log)")
-    ax.set_ylabel("connections/s (log)")
-    ax.set_title(title)
-    ax.grid(True, alpha=0.3)
-    _legend(ax, bool((s["saturated"] | s["port_bound"]).any()))
-    png, svg = _save(fig, out, name)
-    table = summary_table(s, "connections", "clients", "connections/s", "Connections per second")
-    return Chart(name, title, caption, png, svg, True, [table])
+    return _rate_by_connections(
+        run, out, "per-request", (name, title, caption),
+        ("concurrent clients (log)", "connections/s (log)", True),
+        ("clients", "connections/s", "Connections per second"),
+    )  # fmt: skip
 
 
 # --------------------------------------------------------------------------- 5
