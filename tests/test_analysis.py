@@ -210,7 +210,7 @@ def test_fault_experiment_cells_feed_the_scorecard_not_the_charts(tmp_path: Path
     rows = [r for t in chart.tables for r in t.rows if r[0] == SERVERS["process"].label]
     assert rows and all(r[3] == "1" for r in rows)  # one trial left: the other is the fault
     claim = parent_must_close_connfd(loaded)
-    assert claim.figure.startswith("--leak-connfd:")
+    assert claim.figure.startswith("--leak-connfd, ")
     assert fmt.NOT_MEASURED not in claim.verdict.split(";")[0]
 
 
