@@ -46,7 +46,7 @@ def spawn(children: Children, listenfd: socket.socket, counter: Counter | None) 
     failures = Backoff("fork")
     while True:
         try:
-            pid = children.fork()
+            pid = children.fork(graceful_stop=counter is not None)
         except BlockingIOError as err:
             time.sleep(failures.note(err))
             continue

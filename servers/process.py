@@ -47,7 +47,7 @@ def run(cfg: ServerConfig) -> int:
         while True:
             connfd = accept(listenfd, accept_backoff, wakeup)
             try:
-                pid = children.fork()
+                pid = children.fork(graceful_stop=counter is not None)
             except BlockingIOError as err:  # EAGAIN: out of processes; drop this client only
                 fork_failures.note(err)
                 connfd.close()
