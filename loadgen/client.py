@@ -214,7 +214,30 @@ def _not_connected(data: bytes) -> object:
     raise RuntimeError("send before connection_made")
 
 
-class _Conn(asyncio.Protocol):
+class _Stream:
+    """What a persistent connection and a per-request slot share at the end of a run: once
+    stopped, a stream with nothing in flight retires at once; one with a message in flight
+    retires when its echo (or its error) arrives."""
+
+    run: Run
+    timer: asyncio.TimerHandle | None
+    busy: bool  # a message is in flight
+    active: bool  # counted in run.inflight (has work until stopped)
+
+    def on_stop(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if not self.busy:
+            self._retire()
+
+    def _retire(self) -> None:
+        if self.active:
+            self.active = False
+            self.run.done_one()
+
+
+class _Conn(_Stream, asyncio.Protocol):
     """One persistent connection with one message in flight."""
 
     def __init__(self, run: Run, uid: int, src: str | None, first_due_ns: int) -> None:
@@ -343,18 +366,6 @@ class _Conn(asyncio.Protocol):
         self.write(msg)
 
     # -------------------------------------------------------------- ending
-    def on_stop(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-        if not self.busy:
-            self._retire()
-
-    def _retire(self) -> None:
-        if self.active:
-            self.active = False
-            self.run.done_one()
-
     def abort(self) -> None:
         self.closing = True
         if self.timer is not None:
@@ -472,7 +483,7 @@ class _Poller:
         self.slots.clear()
 
 
-class _Slot:
+class _Slot(_Stream):
     """One concurrent request stream: connect, send, read the echo, close, repeat.
 
     The message is sent right after the non-blocking connect() returns EINPROGRESS: on loopback
@@ -667,18 +678,6 @@ class _Slot:
         if run.interval_ns is not None:
             self.due += run.interval_ns
         self.timer = run.loop.call_later(RECONNECT_DELAY_S, self._fire)
-
-    def on_stop(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-        if not self.busy:
-            self._retire()
-
-    def _retire(self) -> None:
-        if self.active:
-            self.active = False
-            self.run.done_one()
 
     def abort(self) -> None:
         if self.timer is not None:
