@@ -14,22 +14,7 @@ from pathlib import Path
 from bench import profile as profiles
 from bench.progress import fmt_duration
 from bench.runner import RunOptions, UsageError, run
-
-
-def _cpu_list(text: str) -> tuple[int, ...]:
-    """'0', '0,1' or '2-3' -> a tuple of CPU numbers."""
-    cpus: list[int] = []
-    try:
-        for part in text.split(","):
-            lo, sep, hi = part.partition("-")
-            cpus += range(int(lo), int(hi) + 1) if sep else [int(lo)]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"not a CPU list: {text!r} (e.g. 0 or 0,1 or 2-3)"
-        ) from None
-    if not cpus or min(cpus) < 0:
-        raise argparse.ArgumentTypeError(f"not a CPU list: {text!r}")
-    return tuple(dict.fromkeys(cpus))
+from loadgen.cli import parse_cpus  # one CPU-list syntax for every command
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -77,8 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", default="standard", help="profile name or .toml path")
     p.add_argument("--resume", type=Path, help="run only the cells missing from RUN_DIR")
     p.add_argument("--out", type=Path, default=Path("results"), help="where run dirs go")
-    p.add_argument("--server-cpus", type=_cpu_list, help="CPUs for the servers (default: 0)")
-    p.add_argument("--client-cpus", type=_cpu_list, help="CPUs for the load generator")
+    p.add_argument("--server-cpus", type=parse_cpus, help="CPUs for the servers (default: 0)")
+    p.add_argument("--client-cpus", type=parse_cpus, help="CPUs for the load generator")
     p.add_argument("--unpinned", action="store_true", help="pin nothing (noisy: flagged)")
     p.add_argument("--no-report", action="store_true", help="skip python -m analysis report")
     p.add_argument("--no-microbench", action="store_true", help="skip the microbenchmarks")
