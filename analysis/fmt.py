@@ -9,14 +9,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeGuard
 
 NOT_MEASURED = "not measured in this run"
 
 
+def _present(x: float | None) -> TypeGuard[float]:
+    """A figure: not None, nor the NaN pandas puts where a cell had no value."""
+    return x is not None and not (isinstance(x, float) and math.isnan(x))
+
+
 def num(x: float | None) -> str:
     """A measured value with as many digits as loopback benchmarks can honestly claim."""
-    if x is None or (isinstance(x, float) and math.isnan(x)):
+    if not _present(x):
         return "n/a"
     ax = abs(x)
     if ax >= 100:
@@ -37,7 +42,7 @@ def param(x: object) -> str:
 
 def spread(median: float | None, lo: float | None, hi: float | None, n: int) -> str:
     """Median over trials with its min-max range; one trial shows no range (nothing to show)."""
-    if median is None or (isinstance(median, float) and math.isnan(median)):
+    if not _present(median):
         return "n/a"
     if n <= 1 or lo is None or hi is None:
         return num(median)
@@ -45,25 +50,25 @@ def spread(median: float | None, lo: float | None, hi: float | None, n: int) -> 
 
 
 def ratio(x: float | None) -> str:
-    if x is None or (isinstance(x, float) and (math.isnan(x) or math.isinf(x))):
+    if not _present(x) or math.isinf(x):
         return "n/a"
     return f"{x:.2f}x"
 
 
 def pct(x: float | None) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
+    if not _present(x):
         return "n/a"
     return f"{100 * x:.1f}%"
 
 
 def mib(x: float | None) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
+    if not _present(x):
         return "n/a"
     return f"{num(x / 2**20)} MiB"
 
 
 def kib(x: float | None) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
+    if not _present(x):
         return "n/a"
     return f"{num(x / 2**10)} KiB"
 
