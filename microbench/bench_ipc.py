@@ -25,13 +25,12 @@ from contextlib import contextmanager
 from typing import Any, Literal
 
 import pytest
-import uvloop
 from pytest_benchmark.fixture import BenchmarkFixture
 
 from microbench import workers
 from microbench.children import forked_echo, reap
 from microbench.placement import Placement, home_cpu, pinned, two_ended
-from microbench.recording import REPLAY, Effort, describe, replay, timed
+from microbench.recording import REPLAY, Effort, describe, on_fresh_loop, replay, timed
 
 PLACEMENTS = two_ended()
 IDS = [p.name for p in PLACEMENTS]
@@ -254,10 +253,6 @@ def test_rtt_asyncio_queue(
         timer="perf_counter_ns inside the running loop, replayed",
     )
     rounds = effort.pick(fast=5, normal=20)
-    loop = uvloop.new_event_loop() if loop_kind == "uvloop" else asyncio.new_event_loop()
-    try:
-        with pinned(home_cpu()):
-            per_op = loop.run_until_complete(_queue_round_trips(rounds, batch))
-    finally:
-        loop.close()
+    with pinned(home_cpu()):
+        per_op = on_fresh_loop(loop_kind, _queue_round_trips(rounds, batch))
     replay(benchmark, per_op)

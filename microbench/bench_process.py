@@ -30,13 +30,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pytest
-import uvloop
 from pytest_benchmark.fixture import BenchmarkFixture
 
 from microbench import workers
 from microbench.children import reap, run_json_child
 from microbench.placement import home_cpu, pinned
-from microbench.recording import REPLAY, Effort, describe, replay, timed
+from microbench.recording import REPLAY, Effort, describe, on_fresh_loop, replay, timed
 
 SMALL_PARENT = Path(__file__).with_name("small_parent.py")
 TRUE = "/bin/true"
@@ -269,15 +268,6 @@ async def _task_batches(rounds: int, batch: int) -> list[float]:
     return per_op
 
 
-def run_on_loop(loop_kind: Literal["default", "uvloop"], rounds: int, batch: int) -> list[float]:
-    """Run `_task_batches` on a fresh loop of the given kind, closed afterwards."""
-    loop = uvloop.new_event_loop() if loop_kind == "uvloop" else asyncio.new_event_loop()
-    try:
-        return loop.run_until_complete(_task_batches(rounds, batch))
-    finally:
-        loop.close()
-
-
 @pytest.mark.benchmark(timer=REPLAY)
 @pytest.mark.parametrize("loop_kind", ["default", "uvloop"])
 def test_asyncio_task(
@@ -294,4 +284,5 @@ def test_asyncio_task(
         what=f"create_task + await of a coroutine that returns at once ({loop_kind} loop)",
         timer="perf_counter_ns inside the running loop, replayed",
     )
-    replay(benchmark, run_on_loop(loop_kind, effort.pick(fast=5, normal=25), batch))
+    rounds = effort.pick(fast=5, normal=25)
+    replay(benchmark, on_fresh_loop(loop_kind, _task_batches(rounds, batch)))

@@ -15,16 +15,31 @@ durations, so pytest-benchmark's statistics and JSON are the measured figures, u
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+import uvloop
 from pytest_benchmark.fixture import BenchmarkFixture
 
 from microbench.placement import PlacementName, name_with
 
 Group = Literal["process-control", "ipc", "shared-counter"]
+LoopKind = Literal["default", "uvloop"]
+
+
+def on_fresh_loop(kind: LoopKind, coro: Coroutine[object, object, list[float]]) -> list[float]:
+    """Run a self-timing coroutine on a new event loop of `kind`, closed afterwards: each
+    asyncio figure starts from a loop no other benchmark has used."""
+    loop: asyncio.AbstractEventLoop = (
+        uvloop.new_event_loop() if kind == "uvloop" else asyncio.new_event_loop()
+    )
+    try:
+        return loop.run_until_complete(coro)
+    finally:
+        loop.close()
 
 
 @dataclass(frozen=True, slots=True)
