@@ -23,9 +23,10 @@ import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
+
+from servers.procfs import group_members
 
 STDERR_TAIL_LINES = 20
 
@@ -46,25 +47,6 @@ class StopReport:
     stderr_tail: list[str]
     stats: dict[str, int] | None  # from a "STATS k=v ..." line on stdout, if any
     stdout_lines: list[str] = field(default_factory=list)
-
-
-def group_members(pgid: int) -> list[tuple[int, str, str]]:
-    """(pid, state, comm) of every process whose process group is `pgid`, zombies included."""
-    members = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = Path(entry.path, "stat").read_text()
-        except OSError:
-            continue  # exited while we looked
-        # comm is parenthesised and may contain spaces: split after the last ')'
-        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
-        fields = stat[stat.rindex(")") + 2 :].split()
-        state, pgrp = fields[0], int(fields[2])
-        if pgrp == pgid:
-            members.append((int(entry.name), state, comm))
-    return members
 
 
 def parse_stats(lines: Sequence[str]) -> dict[str, int] | None:

@@ -23,10 +23,9 @@ import struct
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TypeVar
 
-from servers.launch import group_members
+from servers.procfs import group_members, read_stat
 
 # /proc/net/tcp's `st` column (include/net/tcp_states.h)
 TCP_ESTABLISHED = 0x01
@@ -88,10 +87,9 @@ def socket_inodes(pid: int) -> set[int]:
 
 def cpu_seconds(pid: int) -> float:
     """utime + stime of `pid` (all its threads), from /proc/PID/stat, in seconds."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2 :].split()
-    # fields[0] is `state` (field 3 of proc(5)); utime and stime are fields 14 and 15.
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    st = read_stat(pid)
+    assert st is not None, f"process {pid} is gone"
+    return st.cpu_s
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from loadgen import schema
-from servers.launch import group_members
+from servers.procfs import group_members
 
 REPO = Path(__file__).resolve().parent.parent
 EVENT_TIMEOUT_S = 60.0

@@ -48,7 +48,8 @@ from pathlib import Path
 import pytest
 
 from loadgen import schema
-from servers.launch import ServerProcess, StopReport, group_members
+from servers.launch import ServerProcess, StopReport
+from servers.procfs import group_members
 from servers.registry import SERVERS
 from tests.faultclients import (
     EchoClient,

@@ -28,6 +28,7 @@ from test_servers import CLIENT_TIMEOUT_S, echo_one, echo_session
 
 from servers.common import MODULES_FILE_ENV
 from servers.launch import ServerProcess
+from servers.procfs import processes, read_stat
 
 DEADLINE_S = 10.0
 
@@ -43,18 +44,7 @@ def wait_for(what: str, condition: Callable[[], bool], deadline_s: float = DEADL
 
 def children(pid: int) -> list[tuple[int, str]]:
     """(pid, state) of every child of `pid`, zombies included, from /proc/*/stat."""
-    found = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = Path(entry.path, "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        if int(fields[1]) == pid:
-            found.append((int(entry.name), fields[0]))
-    return found
+    return [(p.pid, p.state) for p in processes() if p.ppid == pid]
 
 
 def zombies(pid: int) -> int:
@@ -66,8 +56,9 @@ def fd_count(pid: int) -> int:
 
 
 def state_of(pid: int) -> str:
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    return stat[stat.rindex(")") + 2]
+    st = read_stat(pid)
+    assert st is not None, f"process {pid} is gone"
+    return st.state
 
 
 def close_wait_count(pid: int, port: int) -> int:
