@@ -177,20 +177,40 @@ def server_run_from(
 def failed_cell(spec: CellSpec, reason: str, started_at: str = "") -> schema.CellResult:
     """A cell that could not run at all (e.g. its open-loop reference failed)."""
     now = utc_now()
+    return cell_result(
+        spec, dict(spec.params), "failed", reason, started=started_at or now, ended=now
+    )
+
+
+def cell_result(
+    spec: CellSpec,
+    params: dict[str, Any],
+    status: schema.CellStatus,
+    reason: str | None,
+    *,
+    load: schema.LoadResult | None = None,
+    run: schema.ServerRun | None = None,
+    monitor: schema.MonitorData | None = None,
+    started: str,
+    ended: str,
+    notes: list[str] | None = None,
+) -> schema.CellResult:
+    """The one place a cell's identity (from its spec) meets what happened to it."""
     return schema.CellResult(
         cell_id=spec.cell_id,
         scenario=spec.scenario,
         server=spec.server,
         trial=spec.trial,
         placement=spec.placement,
-        params=dict(spec.params),
-        status="failed",
+        params=params,
+        status=status,
         reason=reason,
-        load=None,
-        server_run=None,
-        monitor=None,
-        started_at=started_at or now,
-        ended_at=now,
+        load=load,
+        server_run=run,
+        monitor=monitor,
+        started_at=started,
+        ended_at=ended,
+        notes=notes if notes is not None else [],
     )
 
 
@@ -507,23 +527,10 @@ class CellRun:
         started: str,
         notes: list[str],
     ) -> schema.CellResult:
-        spec = self.spec
-        return schema.CellResult(
-            cell_id=spec.cell_id,
-            scenario=spec.scenario,
-            server=spec.server,
-            trial=spec.trial,
-            placement=spec.placement,
-            params=params,
-            status=status,
-            reason=reason,
-            load=load,
-            server_run=run,
-            monitor=monitor,
-            started_at=started,
-            ended_at=utc_now(),
-            notes=notes,
-        )
+        return cell_result(
+            self.spec, params, status, reason, load=load, run=run, monitor=monitor,
+            started=started, ended=utc_now(), notes=notes,
+        )  # fmt: skip
 
 
 def _exit_text(code: int) -> str:
