@@ -42,7 +42,7 @@ lint: $(STAMP)
 	$(PY) -m ruff format --check .
 
 typecheck: $(STAMP)
-	$(PY) -m mypy servers loadgen bench analysis microbench
+	$(PY) -m mypy records servers loadgen bench analysis microbench
 
 pytest: $(STAMP) native
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -40,7 +40,7 @@ from analysis import fmt, micro
 from analysis.document import Table
 from analysis.load import Run, merged_histogram, ok_cells, percentiles_us
 from analysis.stats import CV_LIMIT, summarise
-from loadgen.schema import LoadResult
+from records.schema import LoadResult
 from servers.registry import SERVERS
 
 _PALETTE = plt.get_cmap("tab10")

@@ -17,7 +17,7 @@ from analysis.check import CheckError, check_report
 from analysis.compare import compare
 from analysis.load import RunError, load_run
 from analysis.report import write_report
-from loadgen.schema import SchemaError
+from records.schema import SchemaError
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -2,7 +2,7 @@
 
 A run directory (see results/README.md) holds `manifest.json` and `cells/<cell_id>.json`
 (searched at any depth, in case a cell id holds "/"), read here through
-`loadgen.schema.load_manifest` / `load_cell` (the one versioned loader), never by
+`records.schema.load_manifest` / `load_cell` (the one versioned loader), never by
 parsing JSON ourselves. The result is a `Run`: the manifest, the cell documents by id, and one
 tidy DataFrame row per cell and trial with the registry's labels and the figures every chart
 and table needs:
@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 from hdrh.histogram import HdrHistogram
 
-from loadgen import schema
+from records import schema
 from servers.registry import SERVERS
 
 # Parameters that vary between trials of one cell without making it another cell: the open-loop

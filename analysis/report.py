@@ -28,7 +28,7 @@ from analysis.document import (
 from analysis.load import Run, load_run, ok_cells
 from analysis.scorecard import scorecard
 from analysis.stats import CV_LIMIT, placement_summary, summarise
-from loadgen import schema
+from records import schema
 
 HOW_TO_READ = [
     "Each point is the median over trials; error bars and the [min-max] in tables are the "

@@ -35,11 +35,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench.accounting import account
 from bench.memguard import MemoryGuard
 from bench.monitor import DEFAULT_INTERVAL_S, Monitor, server_connections
 from bench.profile import CellSpec
-from loadgen import schema
 from loadgen.idle import open_deadline_s
+from records import schema
 from servers.launch import ServerProcess, ServerStartError, StopReport
 
 # Beyond warm-up + duration + per-request timeout, the load generator gets this long to connect,
@@ -117,6 +118,7 @@ def loadgen_argv(
     client_cpus: tuple[int, ...] | None,
     workers: int,
     rate: float | None,
+    window_fd: int | None = None,
 ) -> list[str]:
     p = spec.params
     # A scale cell's `connections` is the total held: `active` measure, the rest are idle.
@@ -153,6 +155,8 @@ def loadgen_argv(
         argv += ["--rate", f"{rate:.3f}"]
     if client_cpus is not None:
         argv += ["--cpus", ",".join(map(str, client_cpus))]
+    if window_fd is not None:
+        argv += ["--window-fd", str(window_fd)]
     return argv
 
 
@@ -174,11 +178,13 @@ def server_run_from(
     )
 
 
-def failed_cell(spec: CellSpec, reason: str, started_at: str = "") -> schema.CellResult:
+def failed_cell(
+    spec: CellSpec, reason: str, started_at: str = "", git: schema.GitStamp | None = None
+) -> schema.CellResult:
     """A cell that could not run at all (e.g. its open-loop reference failed)."""
     now = utc_now()
     return cell_result(
-        spec, dict(spec.params), "failed", reason, started=started_at or now, ended=now
+        spec, dict(spec.params), "failed", reason, started=started_at or now, ended=now, git=git
     )
 
 
@@ -194,6 +200,8 @@ def cell_result(
     started: str,
     ended: str,
     notes: list[str] | None = None,
+    cpu: schema.CpuAccount | None = None,
+    git: schema.GitStamp | None = None,
 ) -> schema.CellResult:
     """The one place a cell's identity (from its spec) meets what happened to it."""
     return schema.CellResult(
@@ -211,7 +219,48 @@ def cell_result(
         started_at=started,
         ended_at=ended,
         notes=notes if notes is not None else [],
+        cpu=cpu,
+        git=git,
     )
+
+
+def served_note(load: schema.LoadResult) -> str | None:
+    """Words for a cell whose clients were not all served in the window (never a capacity)."""
+    asked = load.config.connections
+    if load.starved <= 0 or load.config.mode != "persistent":
+        return None
+    fill = load.fill
+    why = ""
+    if fill is not None and fill.ended == "stalled":
+        why = (
+            f": the server stopped serving new connections after {fill.echoed} "
+            f"(no new one served for {fill.stall_s:g} s: the model's limit)"
+        )
+    elif fill is not None and fill.ended == "deadline":
+        why = f": filling took longer than {fill.deadline_s:g} s ({fill.echoed} echoed by then)"
+    return f"{load.served} of {asked} connections served in the window{why}"
+
+
+def open_loop_notes(load: schema.LoadResult) -> list[str]:
+    """Whether an open-loop cell kept its schedule (wrk2: the load proves its own schedule)."""
+    if load.config.load != "open" or not load.target_rate:
+        return []
+    out = []
+    if load.rate_miss:
+        out.append(
+            f"open loop missed its rate: {load.requests_per_s:,.0f} of "
+            f"{load.target_rate:,.0f} req/s asked"
+        )
+    if load.due_unsent:
+        out.append(f"{load.due_unsent} requests fell due in the window but were never sent")
+    late = load.histograms.get("lateness")
+    lat = load.histograms.get("latency")
+    if late and lat and late.summary.count and late.summary.p99_us > 0.5 * lat.summary.p99_us:
+        out.append(
+            f"the client itself sent late (send lateness p99 {late.summary.p99_us:,.0f} us vs "
+            f"latency p99 {lat.summary.p99_us:,.0f} us): the tail is partly the client's"
+        )
+    return out
 
 
 def counter_check(
@@ -300,7 +349,9 @@ class CellRun:
         on_pids: Callable[[dict[str, Any]], None] | None = None,
         monitor_interval_s: float | None = None,
         stop: threading.Event | None = None,
+        git: schema.GitStamp | None = None,
     ) -> None:
+        self.git = git
         self.stop = stop or threading.Event()
         self.spec = spec
         self.run_dir = run_dir
@@ -340,7 +391,11 @@ class CellRun:
             interval,
             cpus=self.cpus.client,
             close_wait_port=server.port if spec.close_wait else None,
-        ).start()
+        )
+        # The load generator tells the monitor its window's edges through this pipe.
+        window_r, window_w = os.pipe()
+        monitor.watch_window(window_r)
+        monitor.start()
         load: schema.LoadResult | None = None
         reasons: list[str] = []
         report: StopReport | None = None
@@ -355,12 +410,14 @@ class CellRun:
             if self.stop.is_set():
                 raise Interrupted
             if not reasons:
-                load, why = self._load(server, params, client_cpus, rate, monitor)
+                load, why = self._load(server, params, client_cpus, rate, monitor, window_w)
                 if why:
                     reasons.append(why)
             if not server.alive():
                 died_during = server.popen.returncode
         finally:
+            with contextlib.suppress(OSError):
+                os.close(window_w)
             # Monitor first (it needs the leader alive), then the server; both even on Ctrl-C.
             try:
                 monitor_data = monitor.stop()
@@ -395,15 +452,18 @@ class CellRun:
             if others:
                 listed = ", ".join(f"{k}={v}" for k, v in sorted(others.items()))
                 notes.append(f"errors under load (overload is a result): {listed}")
-            if load.client_saturated:
-                notes.append("the load generator saturated its CPU: the figure may be its limit")
+            served = served_note(load)
+            if served:
+                notes.append(served)
+            notes += open_loop_notes(load)
             if load.client_port_bound:
                 notes.append("the client ran short of ephemeral ports: the figure is the kernel's")
             if died_during is None:
                 # Unanswered when a phase ended: the measured phase's exactly, warm-up's at most
                 # one message per connection (closed loop).
                 abandoned = max(0, load.bytes_sent - load.bytes_received)
-                abandoned += params["connections"] * params["size"]
+                # warm-up's and the fill phase's: at most one message per connection each
+                abandoned += 2 * params["connections"] * params["size"]
                 why, note = counter_check(
                     params["shared_counter"],
                     report.stats,
@@ -427,11 +487,20 @@ class CellRun:
                 f"{monitor.pss.max_age_s:.2f} s old"
             )
         run = server_run_from(server, spec.server, server.argv, report)
+        cpu = account(monitor_data, load, server_cpus, client_cpus)
+        if cpu is not None and cpu.client_saturated:
+            share = (
+                f" (client CPUs {cpu.client_busy_share:.0%} busy)"
+                if cpu.client_busy_share is not None else ""
+            )  # fmt: skip
+            notes.append(f"the load generator's CPUs saturated{share}: the figure may be its limit")
+        if cpu is not None and cpu.server_capped:
+            notes.append("server CPU capped at the CPUs it was pinned to (a reaped child's lump)")
         status: schema.CellStatus = "failed" if reasons else "ok"
         notes += reasons[1:]
         return self._result(
             params, status, reasons[0] if reasons else None, load, run, monitor_data, started,
-            notes,
+            notes, cpu,
         )  # fmt: skip
 
     def _load(  # noqa: PLR0911 - one return per way a load generator run can end
@@ -441,6 +510,7 @@ class CellRun:
         client_cpus: tuple[int, ...] | None,
         rate: float | None,
         monitor: Monitor | None = None,
+        window_fd: int | None = None,
     ) -> tuple[schema.LoadResult | None, str | None]:
         """Run the load generator to completion; (its result, why the cell failed or None).
 
@@ -453,7 +523,9 @@ class CellRun:
         workdir.mkdir(parents=True, exist_ok=True)
         out = workdir / f"{spec.cell_id}.json"
         out.unlink(missing_ok=True)
-        argv = loadgen_argv(spec, server.host, server.port, out, client_cpus, self.workers, rate)
+        argv = loadgen_argv(
+            spec, server.host, server.port, out, client_cpus, self.workers, rate, window_fd
+        )
         limit = params["warmup_s"] + params["duration_s"] + spec.timeout_s + LOADGEN_SLACK_S
         idle = int(params.get("idle") or 0)
         if idle:  # opened before the measured phase, echoed once after it
@@ -472,6 +544,7 @@ class CellRun:
                     stdout=err,
                     stderr=err,
                     start_new_session=True,
+                    pass_fds=() if window_fd is None else (window_fd,),
                 )
             try:
                 self.on_pids(
@@ -526,10 +599,11 @@ class CellRun:
         monitor: schema.MonitorData | None,
         started: str,
         notes: list[str],
+        cpu: schema.CpuAccount | None = None,
     ) -> schema.CellResult:
         return cell_result(
             self.spec, params, status, reason, load=load, run=run, monitor=monitor,
-            started=started, ended=utc_now(), notes=notes,
+            started=started, ended=utc_now(), notes=notes, cpu=cpu, git=self.git,
         )  # fmt: skip
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from bench import profile as profiles
 from bench.progress import fmt_duration
 from bench.runner import RunOptions, UsageError, run
-from loadgen.cli import parse_cpus  # one CPU-list syntax for every command
+from records.cpulist import parse_cpus  # one CPU-list syntax for every command
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -27,6 +27,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         unpinned=args.unpinned,
         report=not args.no_report,
         microbench=not args.no_microbench,
+        mixed_commits=args.mixed_commits,
+        canary=not args.no_canary,
+        rerun=not args.no_rerun,
     )
     if args.resume is not None and not (args.resume / "manifest.json").is_file():
         raise UsageError(f"--resume: {args.resume} has no manifest.json (not a run directory)")
@@ -67,6 +70,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--unpinned", action="store_true", help="pin nothing (noisy: flagged)")
     p.add_argument("--no-report", action="store_true", help="skip python -m analysis report")
     p.add_argument("--no-microbench", action="store_true", help="skip the microbenchmarks")
+    p.add_argument(
+        "--mixed-commits",
+        action="store_true",
+        help="let --resume continue a run measured by another commit (or a dirty tree)",
+    )
+    p.add_argument("--no-canary", action="store_true", help="skip the machine-speed canary")
+    p.add_argument(
+        "--no-rerun", action="store_true", help="keep trials the canary or their siblings flag"
+    )
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("list-profiles", help="the built-in profiles and their size")

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from loadgen.schema import MonitorSample
+from records.schema import MonitorSample
 
 MIB = 1 << 20
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, cast
 
-from loadgen.schema import Placement
+from records.schema import Placement
 from servers.registry import SERVERS, Model
 
 PROFILE_DIR = Path(__file__).with_name("profiles")

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import json
+import math
 import os
 import signal
 import socket
@@ -35,10 +37,18 @@ from bench.cell import CellRun, CpuPlan, Interrupted, end_group, failed_cell, ut
 from bench.profile import CELL_OVERHEAD_S, CellSpec, Profile, ProfileError, build, closed_ref_key
 from bench.profile import load as load_profile
 from bench.progress import Progress, fmt_duration
-from loadgen import schema
+from records import schema
 
 MICROBENCH_TIMEOUT_S = 1200.0
 REPORT_TIMEOUT_S = 600.0
+CANARY_EVERY = 10  # cells between two canaries (~0.1 s each: ~3 s over a standard run)
+CANARY_TIMEOUT_S = 30.0
+# A trial is re-run at the end of the run (once) when the canary next to it says the machine
+# was this much slower than its median over the run, or when the trial itself fell below this
+# share of its point's median while its sibling trials agree.
+EPISODE_SPEED = 0.70
+OUTLIER_SHARE = 0.60
+RERUN_MAX_SHARE = 0.10  # at most this share of the run's cells is re-run
 
 
 class UsageError(Exception):
@@ -56,6 +66,9 @@ class RunOptions:
     report: bool = True
     microbench: bool = True
     monitor_interval_s: float | None = None
+    mixed_commits: bool = False  # --resume may continue a run measured by other code
+    canary: bool = True
+    rerun: bool = True
 
 
 def plan_cpus(opts: RunOptions) -> CpuPlan:
@@ -102,6 +115,11 @@ class Runner:
         self.signum: int | None = None
         self.log = log or sys.stderr
         self.results: dict[str, schema.CellResult] = {}
+        git = environment.git_state()
+        self.git = schema.GitStamp(commit=git.get("commit"), dirty=git.get("dirty"))
+        self.canaries: list[schema.CanarySample] = []
+        self.cell_times: dict[str, float] = {}  # cell id -> when it ended (run's monotonic s)
+        self.t0 = time.monotonic()
 
     # ------------------------------------------------------------------ setup
 
@@ -123,6 +141,7 @@ class Runner:
                     f"note: resuming {run_dir} with its own profile {old.profile_name!r} "
                     f"(not {opts.profile!r})"
                 )
+            self._check_commit(run_dir)
             limits = self._limits(profile)
             cpus = CpuPlan(old.server_cpus, old.client_cpus)
             resumes = [*old.environment.get("resumes", []), {"at": utc_now(),
@@ -159,6 +178,30 @@ class Runner:
             limits=limits,
         )
         return run_dir, profile, cpus, manifest
+
+    def _check_commit(self, run_dir: Path) -> None:
+        """Resume continues a run only with the code that measured it (unless told otherwise):
+        a run whose cells come from two versions of the suite compares nothing."""
+        if self.opts.mixed_commits:
+            return
+        seen: set[tuple[str | None, bool | None]] = set()
+        cell_dir = run_dir / "cells"
+        for path in sorted(cell_dir.glob("*.json")) if cell_dir.is_dir() else []:
+            try:
+                cell = schema.load_cell(path)
+            except schema.SchemaError:
+                continue
+            seen.add((cell.git.commit, cell.git.dirty) if cell.git else (None, None))
+        here = (self.git.commit, self.git.dirty)
+        other = sorted((c or "unknown", d) for c, d in seen if (c, d) != here)
+        if other:
+            commit, dirty = other[0]
+            raise UsageError(
+                f"--resume: {run_dir} was measured by commit {commit[:12]}"
+                f"{' (dirty)' if dirty else ''}, this is {str(here[0])[:12]}"
+                f"{' (dirty)' if here[1] else ''}: check out that commit, or pass "
+                "--mixed-commits to mix them knowingly"
+            )
 
     def _limits(self, profile: Profile) -> dict[str, Any]:
         """Raise what may be raised for the profile's largest cell; say what could not be."""
@@ -209,8 +252,13 @@ class Runner:
         if self.opts.resume is not None:
             self._say(f"resume: {len(profile.cells) - len(todo)} cells done, {len(todo)} to run")
 
+        self.manifest = manifest
         try:
+            self._canary(run_dir, cpus, 0)
             self._run_cells(run_dir, profile, cpus, todo)
+            self._canary(run_dir, cpus, len(todo))
+            if self.opts.rerun:
+                self._rerun_spoiled(run_dir, profile, cpus)
             if profile.microbench.run and self.opts.microbench:
                 self._microbench(run_dir, profile.microbench.fast)
         except Interrupted:
@@ -225,7 +273,8 @@ class Runner:
         with contextlib.suppress(OSError):
             (run_dir / "loadgen").rmdir()  # emptied cell by cell: each result lives in its cell
         schema.write_atomic(
-            run_dir / "manifest.json", replace(manifest, finished=True, ended_at=utc_now())
+            run_dir / "manifest.json",
+            replace(self.manifest, finished=True, ended_at=utc_now()),
         )
         failed = [r for r in self.results.values() if r.status == "failed"]
         self._say(
@@ -243,6 +292,8 @@ class Runner:
             except schema.SchemaError as exc:
                 self._say(f"warning: {exc}: will run that cell again")
                 continue
+            if cell.status == "failed" and self.opts.resume is not None:
+                continue  # a failed cell is not done: resume runs it again
             self.results[cell.cell_id] = cell
 
     def _run_cells(
@@ -270,23 +321,126 @@ class Runner:
 
             beyond = self._beyond_limit(spec)
             if beyond is not None:
-                result = failed_cell(spec, beyond)
+                result = failed_cell(spec, beyond, git=self.git)
             elif spec.ref_point is not None:
                 rate, why = self._reference_rate(spec, by_ref.get(spec.ref_point, []))
                 if rate is None:
-                    result = failed_cell(spec, why or "no reference")
+                    result = failed_cell(spec, why or "no reference", git=self.git)
                 else:
                     rate *= spec.params["rate_fraction"]
                     result = self._cell(spec, run_dir, cpus, workers, on_pids, rate)
             else:
                 result = self._cell(spec, run_dir, cpus, workers, on_pids, None)
-            schema.write_atomic(run_dir / "cells" / f"{spec.cell_id}.json", result)
-            self.results[spec.cell_id] = result
+            self._keep(run_dir, spec, result)
             rps = result.load.requests_per_s if result.load else None
             progress.cell_done(time.monotonic() - t, rps)
             if result.status == "failed":
                 progress.note(f"  FAILED {spec.cell_id}: {result.reason}")
+            if i % CANARY_EVERY == 0 and i < len(todo):
+                self._canary(run_dir, cpus, i)
         progress.finish()
+
+    def _keep(self, run_dir: Path, spec: CellSpec, result: schema.CellResult) -> None:
+        schema.write_atomic(run_dir / "cells" / f"{spec.cell_id}.json", result)
+        self.results[spec.cell_id] = result
+        self.cell_times[spec.cell_id] = time.monotonic() - self.t0
+
+    # ------------------------------------------------------------------ the machine's speed
+
+    def _canary(self, run_dir: Path, cpus: CpuPlan, after: int) -> None:
+        """Run the canary (bench/canary.py) once and keep it in the manifest."""
+        if not self.opts.canary:
+            return
+        argv = [sys.executable, "-m", "bench.canary"]
+        if cpus.server and cpus.client:
+            argv += ["--server-cpu", str(cpus.server[0]), "--client-cpu", str(cpus.client[0])]
+        popen = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, start_new_session=True
+        )
+        try:
+            out, _ = popen.communicate(timeout=CANARY_TIMEOUT_S)
+            got = json.loads(out.decode() or "{}")
+            sample = schema.CanarySample(
+                at=utc_now(),
+                t_s=round(time.monotonic() - self.t0, 3),
+                after_cell=after,
+                spin_us=float(got["spin_us"]),
+                pipe_rtt_us=float(got["pipe_rtt_us"]),
+            )
+        except (subprocess.TimeoutExpired, ValueError, KeyError) as exc:
+            self._say(f"warning: canary failed ({type(exc).__name__}); the cells are unaffected")
+            return
+        finally:
+            end_group(popen)
+        self.canaries.append(sample)
+        self.manifest = replace(self.manifest, canary=[*self.manifest.canary, sample])
+        schema.write_atomic(run_dir / "manifest.json", self.manifest)
+
+    def _spoiled(self, profile: Profile) -> dict[str, str]:
+        """Trials to run again, and why: next to a slow canary, or far below their siblings."""
+        why: dict[str, str] = {}
+        canaries = self.canaries
+        if len(canaries) >= 3:
+            spin = statistics.median(c.spin_us for c in canaries)
+            rtt = statistics.median(c.pipe_rtt_us for c in canaries)
+            for k, c in enumerate(canaries):
+                speed = min(spin / c.spin_us, rtt / c.pipe_rtt_us)
+                if speed >= EPISODE_SPEED:
+                    continue
+                lo = canaries[k - 1].t_s if k > 0 else 0.0
+                hi = canaries[k + 1].t_s if k + 1 < len(canaries) else math.inf
+                for cell_id, t in self.cell_times.items():
+                    if lo <= t <= hi:
+                        why[cell_id] = (
+                            f"the canary at {c.at} ran at {speed:.2f}x the run's median speed "
+                            f"(spin {c.spin_us:,.0f} us, pipe round trip {c.pipe_rtt_us:,.0f} us)"
+                        )
+        points: dict[str, list[CellSpec]] = {}
+        for spec in profile.cells:
+            points.setdefault(spec.point_key, []).append(spec)
+        for specs in points.values():
+            rps = {
+                sp.cell_id: r.load.requests_per_s
+                for sp in specs
+                if (r := self.results.get(sp.cell_id)) is not None
+                and r.status == "ok" and r.load is not None and r.load.requests_per_s > 0
+            }  # fmt: skip
+            if len(rps) < 3:
+                continue
+            med = statistics.median(rps.values())
+            for cell_id, x in rps.items():
+                if x < OUTLIER_SHARE * med and cell_id not in why:
+                    why[cell_id] = (
+                        f"{x:,.0f} req/s, {x / med:.2f}x the median of its {len(rps)} trials"
+                    )
+        return why
+
+    def _rerun_spoiled(self, run_dir: Path, profile: Profile, cpus: CpuPlan) -> None:
+        """Run each spoiled trial once more, at the end; the re-run replaces it and says why."""
+        why = self._spoiled(profile)
+        if not why:
+            return
+        limit = max(1, int(RERUN_MAX_SHARE * len(profile.cells)))
+        specs = [sp for sp in profile.cells if sp.cell_id in why and sp.ref_point is None]
+        if len(specs) > limit:
+            self._say(f"rerun: {len(specs)} trials look spoiled; re-running the first {limit}")
+            specs = specs[:limit]
+        self._say(f"rerun: {len(specs)} trial(s) spoiled by the machine, run again")
+        for spec in specs:
+            if self.stop.is_set():
+                raise Interrupted
+            old = self.results[spec.cell_id]
+            workers = profile.client_workers or (
+                1 if spec.placement != "split" or cpus.client is None else len(cpus.client)
+            )
+            new = self._cell(spec, run_dir, cpus, workers, lambda _i: None, None)
+            first = old.load.requests_per_s if old.load else 0.0
+            reason = f"first run at {old.started_at}: {why[spec.cell_id]}"
+            new = replace(
+                new, rerun=reason, notes=[*new.notes, f"re-run ({first:,.0f} req/s at first): "
+                                          f"{why[spec.cell_id]}"],
+            )  # fmt: skip
+            self._keep(run_dir, spec, new)
 
     def _beyond_limit(self, spec: CellSpec) -> str | None:
         """A scale cell above a connection count where the same server (same arguments, same
@@ -311,7 +465,7 @@ class Runner:
               on_pids: Any, rate: float | None) -> schema.CellResult:  # fmt: skip
         runner = CellRun(
             spec, run_dir, cpus, workers, on_pids,
-            monitor_interval_s=self.opts.monitor_interval_s, stop=self.stop,
+            monitor_interval_s=self.opts.monitor_interval_s, stop=self.stop, git=self.git,
         )  # fmt: skip
         return runner.run(rate)
 

@@ -1,7 +1,7 @@
 """echobench's load generator (issue 3): asyncio Protocols on uvloop, one process per worker.
 
 `run(config)` is the one entry point for code; `python -m loadgen` is the one for people.
-This module stays light on purpose: the analysis imports `loadgen.schema` and must not pay for
+This module stays light on purpose: the analysis imports `records.schema` and must not pay for
 uvloop, numpy or HdrHistogram, so everything heavy is imported inside `run`.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from loadgen.schema import LoadConfig, LoadResult
+    from records.schema import LoadConfig, LoadResult
 
 __all__ = ["run"]
 

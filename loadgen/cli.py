@@ -13,7 +13,8 @@ import os
 import sys
 from typing import NoReturn
 
-from loadgen.schema import LoadConfig, LoadResult, write_atomic
+from records.cpulist import parse_cpus
+from records.schema import LoadConfig, LoadResult, write_atomic
 
 DEFAULT_LOOPBACK_SOURCES = 8
 
@@ -29,19 +30,6 @@ def parse_target(text: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit():
         raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
     return host.strip("[]"), int(port)
-
-
-def parse_cpus(text: str) -> tuple[int, ...]:
-    """'1', '0,1' or '0-3' -> a tuple of CPU numbers."""
-    cpus: set[int] = set()
-    try:
-        for part in text.split(","):
-            lo, _, hi = part.partition("-")
-            cpus.update(range(int(lo), int(hi or lo) + 1))
-    except ValueError:
-        msg = f"expected a CPU list like 1 or 0,1 or 0-1, got {text!r}"
-        raise argparse.ArgumentTypeError(msg) from None
-    return tuple(sorted(cpus))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,6 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for an echo")
     p.add_argument("--output", default=None, help="write the LoadResult JSON here")
+    p.add_argument(
+        "--window-fd",
+        type=int,
+        default=None,
+        help="an inherited descriptor told 'T0 T_END' (CLOCK_MONOTONIC ns) when the measured "
+        "window is fixed, ~0.1 s before it opens (the runner's monitor samples its edges)",
+    )
     p.set_defaults(func=cmd_run)
     return p
 
@@ -138,7 +133,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         coordinator.validate(config)
         if config.cpus is not None:
             os.sched_setaffinity(0, config.cpus)
-        result = coordinator.run(config, announce=_say)
+        result = coordinator.run(config, announce=_say, window_fd=args.window_fd)
     except coordinator.UsageError as exc:
         print(f"loadgen: usage error: {exc}", file=sys.stderr)
         return 2

@@ -40,13 +40,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from loadgen.hist import SampleBuffer
+from records.hist import SampleBuffer
 
 IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)  # Linux 4.2+
 SEQ_BITS = 40
 SEQ_MASK = (1 << SEQ_BITS) - 1
 CONNECT_CONCURRENCY = 128  # bounded so a 10,000-connection setup never overflows listen backlogs
 RECONNECT_DELAY_S = 0.01  # after an error, so a refusing server is not hammered in a hot loop
+FILL_STALL_S = 1.0  # the fill phase gives up once no connection was served for this long
 POLL_BATCH = 256  # ready per-request sockets handled per loop wake-up
 SOCK_STREAM_NONBLOCK = _socket.SOCK_STREAM | _socket.SOCK_NONBLOCK
 _IN = select.EPOLLIN
@@ -71,6 +72,12 @@ def classify(exc: BaseException | int) -> tuple[str, str | None]:
         return _ERRNO_KINDS[code], None
     name = errno.errorcode.get(code, type(exc).__name__) if code else type(exc).__name__
     return "other", f"other:{name}"
+
+
+def fill_deadline_s(connections: int, timeout_s: float) -> float:
+    """How long the fill phase may take: one echo timeout, plus 5 ms per connection (a fork
+    server at 1000 connections forks for a few seconds before the last one is served)."""
+    return timeout_s + 0.005 * connections
 
 
 def pattern(size: int) -> bytes:
@@ -118,7 +125,17 @@ class Run:
         self.latency = SampleBuffer()
         self.service = SampleBuffer()
         self.connect = SampleBuffer()
+        self.lateness = SampleBuffer()  # open loop: timer-driven sends, actual - intended time
+        self.unfinished = SampleBuffer()  # in flight at the window's close: wait so far
         self.port_bound = False
+        # The fill phase (persistent mode): connections echoed once before the window opens.
+        self.filled = 0
+        self.fill_last_ns = 0
+        self._fill_done: asyncio.Future[None] | None = None
+        self.fill_target = 0
+        self.window_open = False  # a connection whose fill echo arrives late begins at once
+        self.served = 0  # connections that completed a request while recording
+        self.due_unsent = 0  # open loop: due in the window, never sent
         self.conns: set[Any] = set()  # live _Conn / _Slot objects, for the timeout sweep
         self.inflight = 0
         self._drained: asyncio.Future[None] | None = None
@@ -142,6 +159,44 @@ class Run:
         self.latency.flush()
         self.service.flush()
         self.connect.flush()
+        self.lateness.flush()
+        self.unfinished.flush()
+
+    # ------------------------------------------------------------------ fill phase
+    def fill_one(self, now: int) -> None:
+        self.filled += 1
+        self.fill_last_ns = now
+        fut = self._fill_done
+        if fut is not None and not fut.done() and self.filled >= self.fill_target:
+            fut.set_result(None)
+
+    async def fill(self, conns: list[_Conn], deadline_s: float, stall_s: float) -> str:
+        """Echo once on every connection before the window: how the phase ended ("all",
+        "stalled": no connection served for `stall_s`, "deadline")."""
+        self.fill_target = len(conns)
+        self.fill_last_ns = time.monotonic_ns()
+        self._fill_done = self.loop.create_future()
+        for conn in conns:
+            conn.send_fill()
+        if self.filled >= self.fill_target:
+            return "all"
+        end = time.monotonic_ns() + int(deadline_s * 1e9)
+        while True:
+            now = time.monotonic_ns()
+            wait_ns = min(end, self.fill_last_ns + int(stall_s * 1e9)) - now
+            if wait_ns <= 0:
+                return "deadline" if now >= end else "stalled"
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._fill_done), wait_ns / 1e9)
+            if self._fill_done.done():
+                return "all"
+
+    def close_window(self, t0: int, t_end: int) -> None:
+        """The window closed at `t_end`: every request still in flight is recorded as waiting
+        since its intended (open loop) or actual send, censored at t_end; in open loop, every
+        further message that fell due before t_end but was never sent is counted."""
+        for conn in self.conns:
+            conn.censor(t0, t_end)
 
     # ------------------------------------------------------------------ in-flight tracking
     def done_one(self) -> None:
@@ -236,6 +291,29 @@ class _Stream:
             self.active = False
             self.run.done_one()
 
+    due: int
+    sent_at: int
+    filling: bool = False
+
+    def censor(self, t0: int, t_end: int) -> None:
+        run = self.run
+        if self.filling:
+            # Never served before the window and not since: waited the whole window.
+            run.unfinished.add(t_end - t0)
+            return
+        if not self.active:
+            return
+        interval = run.interval_ns
+        nxt = self.due
+        if self.busy:
+            since = self.sent_at if interval is None else min(self.due, self.sent_at)
+            if since < t_end:
+                run.unfinished.add(t_end - since)
+            if interval is not None:
+                nxt = self.due + interval
+        if interval is not None and nxt <= t_end:
+            run.due_unsent += (t_end - nxt) // interval + 1
+
 
 class _Conn(_Stream, asyncio.Protocol):
     """One persistent connection with one message in flight."""
@@ -257,6 +335,8 @@ class _Conn(_Stream, asyncio.Protocol):
         self.timer: asyncio.TimerHandle | None = None
         self.stamp = uid << SEQ_BITS
         self.write: Callable[[bytes], object] = _not_connected
+        self.filling = False  # the fill echo is in flight
+        self.served = False  # completed a request while recording
 
     # -------------------------------------------------------------- asyncio callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -293,10 +373,16 @@ class _Conn(_Stream, asyncio.Protocol):
             self.off = 0
         now = _now()
         self.busy = False
+        if self.filling:
+            self._filled(now)
+            return
         if run.recording:
             c = run.c
             c.completed += 1
             c.bytes_received += size
+            if not self.served:
+                self.served = True
+                run.served += 1
             if run.interval_ns is None:
                 run.latency.add(now - self.sent_at)
             else:
@@ -331,9 +417,27 @@ class _Conn(_Stream, asyncio.Protocol):
             run.error("other", "other:closed_by_server")
         self.fail_restart(already_closed=True)
 
+    # -------------------------------------------------------------- fill
+    def send_fill(self) -> None:
+        """The fill echo: one unrecorded message before the window (see Run.fill)."""
+        self.filling = True
+        self.send(time.monotonic_ns())
+
+    def _filled(self, now: int) -> None:
+        self.filling = False
+        run = self.run
+        run.fill_one(now)
+        if run.window_open and not run.stopping and not self.active:
+            # Served late: the window is already open, so this connection's load starts now;
+            # its wait shows as the connection's late start, not as a request latency.
+            self.due = max(self.due, now)
+            self.begin()
+
     # -------------------------------------------------------------- sending
     def begin(self) -> None:
         """Start this connection's load (the measured phase's t0 has come)."""
+        if self.filling:
+            return  # still waiting for its fill echo: begins when that arrives (_filled)
         self.active = True
         self.run.inflight += 1
         if self.run.interval_ns is None:
@@ -344,8 +448,14 @@ class _Conn(_Stream, asyncio.Protocol):
 
     def _fire(self) -> None:
         self.timer = None
-        if not self.run.stopping and self.transport is not None:
-            self.send(time.monotonic_ns())
+        run = self.run
+        if not run.stopping and self.transport is not None:
+            now = time.monotonic_ns()
+            if run.recording and now > self.due:
+                # The client's own lateness: the timer fired after the intended time, so the
+                # client, not the server, delayed this send (uvloop timers tick in ms).
+                run.lateness.add(now - self.due)
+            self.send(now)
 
     def send(self, now: int) -> None:
         run = self.run
@@ -383,6 +493,7 @@ class _Conn(_Stream, asyncio.Protocol):
         self.closing = True
         self.busy = False
         self.off = 0
+        self.filling = False
         run.conns.discard(self)
         was_active = self.active
         self._retire()
@@ -514,6 +625,7 @@ class _Slot(_Stream):
         self.busy = False
         self.active = False
         self.timer: asyncio.TimerHandle | None = None
+        self.served = False
 
     def begin(self) -> None:
         self.active = True
@@ -531,6 +643,11 @@ class _Slot(_Stream):
 
     def _fire(self) -> None:
         self.timer = None
+        run = self.run
+        if run.recording and run.interval_ns is not None:
+            now = time.monotonic_ns()
+            if now > self.due:
+                run.lateness.add(now - self.due)  # the client's own lateness, as in _Conn
         self.start()
 
     def start(self) -> None:
@@ -642,6 +759,9 @@ class _Slot(_Stream):
             c = run.c
             c.completed += 1
             c.bytes_received += run.size
+            if not self.served:
+                self.served = True
+                run.served += 1
             if run.interval_ns is None:
                 run.latency.add(now - self.sent_at)
             else:

@@ -26,11 +26,14 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from loadgen import hist
+from loadgen.client import FILL_STALL_S, fill_deadline_s
 from loadgen.idle import open_deadline_s
-from loadgen.schema import (
+from records import hist
+from records.schema import (
     ERROR_KINDS,
+    RATE_MISS_LIMIT,
     ClientCpu,
+    Fill,
     Histogram,
     LoadConfig,
     LoadResult,
@@ -145,9 +148,18 @@ def now_iso() -> str:
 
 
 class Coordinator:
-    def __init__(self, config: LoadConfig, announce: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        config: LoadConfig,
+        announce: Callable[[str], None] | None = None,
+        window_fd: int | None = None,
+    ) -> None:
         self.config = config
         self.announce = announce
+        # Told "T0 T_END\n" (CLOCK_MONOTONIC ns) as soon as the window is fixed, 100 ms before
+        # it opens, so a monitor can sample the server exactly at the window's edges.
+        self.window_fd = window_fd
+        self.fill: Fill | None = None
         self.procs: list[asyncio.subprocess.Process] = []
         self.stopping = asyncio.Event()
         self.stop_reason: str | None = None
@@ -238,18 +250,21 @@ class Coordinator:
                     self.tell(proc, {"cmd": command})
             if failure is None:
                 idle_s = open_deadline_s(c.idle_connections, c.timeout_s)
+                fill_s = fill_deadline_s(-(-c.connections // c.workers), c.timeout_s)
                 got = await self.expect(
-                    "connected", c.connections * c.timeout_s / 64 + idle_s + 60.0
+                    "connected", c.connections * c.timeout_s / 64 + idle_s + fill_s + 60.0
                 )
                 if any(m is None for m in got) or self.stopping.is_set():
                     failure = self.stop_reason or "a worker failed while connecting"
                 elif c.mode == "persistent" and sum(m["opened"] for m in got if m) == 0:
                     failure = f"nothing connected to {c.host}:{c.port}"
                 else:
+                    self.fill = merge_fill(c, [m for m in got if m])
                     t0 = time.monotonic_ns() + START_DELAY_NS
                     t_end = t0 + int(c.duration_s * 1e9)
                     for proc in self.procs:
                         self.tell(proc, {"cmd": "go", "t0": t0, "t_end": t_end})
+                    self.tell_window(t0, t_end)
                     if self.announce is not None:  # a readiness signal for whoever waits on us
                         self.announce(
                             f"loadgen: measuring {c.connections} connection(s) for "
@@ -269,7 +284,17 @@ class Coordinator:
             failure = "a worker died or stopped answering"
         if failure is None and self.stop_reason is not None:
             failure = self.stop_reason
-        return build_result(c, started_at, now_iso(), [r for r in reports if r], failure)
+        return build_result(c, started_at, now_iso(), [r for r in reports if r], failure, self.fill)
+
+    def tell_window(self, t0: int, t_end: int) -> None:
+        if self.window_fd is None:
+            return
+        try:
+            os.write(self.window_fd, f"{t0} {t_end}\n".encode())
+            os.close(self.window_fd)
+        except OSError:
+            pass  # nobody listens any more: the window is in the result anyway
+        self.window_fd = None
 
     async def reap(self) -> None:
         """End every worker by pid: politely, then SIGKILL; always wait, so no zombie is left."""
@@ -285,12 +310,32 @@ class Coordinator:
                 await proc.wait()
 
 
+_FILL_ORDER = ("stopped", "deadline", "stalled", "all")  # the worst ending wins
+
+
+def merge_fill(config: LoadConfig, connected: list[dict[str, Any]]) -> Fill | None:
+    """The workers' fill phases as one (persistent mode only; None for per-request)."""
+    fills = [m["fill"] for m in connected if m.get("fill")]
+    if not fills:
+        return None
+    return Fill(
+        asked=config.connections,
+        connected=sum(int(m.get("opened", 0)) for m in connected),
+        echoed=sum(int(f["echoed"]) for f in fills),
+        fill_s=round(max(float(f["fill_s"]) for f in fills), 6),
+        deadline_s=max(float(f["deadline_s"]) for f in fills),
+        stall_s=FILL_STALL_S,
+        ended=min((f["ended"] for f in fills), key=_FILL_ORDER.index),
+    )
+
+
 def build_result(
     config: LoadConfig,
     started_at: str,
     ended_at: str,
     reports: list[dict[str, Any]],
     failure: str | None,
+    fill: Fill | None = None,
 ) -> LoadResult:
     measured = [r for r in reports if "completed" in r]
     errors = dict.fromkeys(ERROR_KINDS, 0)
@@ -308,11 +353,11 @@ def build_result(
             slot[0] += t["completed"]
             slot[1] += t["errors"]
     histograms: dict[str, Histogram] = {}
-    for name in ("latency", "service", "connect"):
-        merged = hist.merge([r["histograms"][name] for r in measured])
+    for name in ("latency", "service", "connect", "lateness", "unfinished"):
+        merged = hist.merge([r["histograms"][name] for r in measured if name in r["histograms"]])
         keep = (
-            name == "latency"
-            or (name == "service" and config.load == "open")
+            name in ("latency", "unfinished")
+            or (name in ("service", "lateness") and config.load == "open")
             or (name == "connect" and config.mode == "per-request")
         )
         if keep:
@@ -329,6 +374,15 @@ def build_result(
     complete = failure is None and len(reports) == config.workers
     if not complete and failure is None:
         failure = "not every worker reported"
+    sent = sum(r["bytes_sent"] for r in measured) // max(1, config.size)
+    served = sum(int(r.get("served", 0)) for r in measured)
+    rps = requests / elapsed if elapsed > 0 else 0.0
+    rate_miss = bool(
+        config.load == "open"
+        and config.rate
+        and elapsed > 0
+        and rps < (1.0 - RATE_MISS_LIMIT) * config.rate
+    )
     return LoadResult(
         config=config,
         started_at=started_at,
@@ -348,16 +402,28 @@ def build_result(
         client_cpu=cpus,
         client_saturated=saturated,
         client_port_bound=any(r.get("port_bound") for r in reports),
-        requests_per_s=round(requests / elapsed, 3) if elapsed > 0 else 0.0,
+        requests_per_s=round(rps, 3),
         idle_opened=sum(r.get("idle_opened", 0) for r in reports),
         idle_alive_at_end=sum(r.get("idle_alive", 0) for r in reports),
+        window_start_ns=min((int(r["t0"]) for r in measured if r["t0"]), default=0),
+        window_end_ns=max((int(r["t_end"]) for r in measured), default=0),
+        fill=fill,
+        served=served,
+        starved=config.connections - served if measured else config.connections,
+        unfinished=sum(int(r.get("unfinished", 0)) for r in measured),
+        target_rate=config.rate if config.load == "open" else None,
+        sent=sent,
+        due_unsent=sum(int(r.get("due_unsent", 0)) for r in measured),
+        rate_miss=rate_miss,
     )
 
 
 async def run_async(
-    config: LoadConfig, announce: Callable[[str], None] | None = None
+    config: LoadConfig,
+    announce: Callable[[str], None] | None = None,
+    window_fd: int | None = None,
 ) -> LoadResult:
-    coordinator = Coordinator(config, announce)
+    coordinator = Coordinator(config, announce, window_fd)
     loop = asyncio.get_running_loop()
     handled: list[signal.Signals] = []
     try:
@@ -373,11 +439,15 @@ async def run_async(
             loop.remove_signal_handler(sig)
 
 
-def run(config: LoadConfig, announce: Callable[[str], None] | None = None) -> LoadResult:
+def run(
+    config: LoadConfig,
+    announce: Callable[[str], None] | None = None,
+    window_fd: int | None = None,
+) -> LoadResult:
     """Run one load as configured. Raises UsageError or RunFailure when nothing can be measured."""
     validate(config)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     probe(config)
-    return asyncio.run(run_async(config, announce))
+    return asyncio.run(run_async(config, announce, window_fd))

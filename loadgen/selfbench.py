@@ -26,8 +26,8 @@ from pathlib import Path
 import psutil
 
 from loadgen import coordinator
-from loadgen.hist import SampleBuffer
-from loadgen.schema import LoadConfig, LoadResult
+from records.hist import SampleBuffer
+from records.schema import LoadConfig, LoadResult
 
 NATIVE = Path(__file__).with_name("native") / "bin" / "epoll_client"
 SERVER_CPUS = (0,)

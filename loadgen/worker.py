@@ -171,8 +171,23 @@ class Worker:
             await self.idle.open(srcs, self.stop, IDLE_HELLO)
         run = self.new_run(recording=True)
         placeholder = time.monotonic_ns() + 3_600_000_000_000  # replaced by "go"'s t0
+        f0 = time.monotonic_ns()
         conns = await self.start(run, self.due_times(placeholder))
-        send({"phase": "connected", "opened": run.c.connections_opened, "errors": run.c.errors})
+        opened = run.c.connections_opened
+        fill: dict[str, Any] = {}
+        if self.cfg["mode"] == "persistent" and not self.stop.is_set():
+            deadline = client.fill_deadline_s(len(self.uids), float(self.cfg["timeout_s"]))
+            ended = await run.fill(conns, deadline, client.FILL_STALL_S)
+            fill = {
+                "echoed": run.filled,
+                "fill_s": (run.fill_last_ns - f0) / 1e9 if run.filled else 0.0,
+                "deadline_s": deadline,
+                "ended": "stopped" if self.stop.is_set() else ended,
+            }
+        # The fill connected and echoed outside the window: nothing of it is measured.
+        run.c.connections_opened = 0
+        run.c.bytes_sent = 0
+        send({"phase": "connected", "opened": opened, "errors": run.c.errors, "fill": fill})
         if not await self.next_command("go"):
             await run.drain(0.0)
             return self.report(run, 0, 0, {}, {})
@@ -180,6 +195,7 @@ class Worker:
         for conn, due in zip(conns, self.due_times(t0), strict=True):
             conn.due = due
         await self.sleep_or_stop((t0 - time.monotonic_ns()) / 1e9)
+        run.window_open = True
         ru0 = resource.getrusage(resource.RUSAGE_SELF)
         w0 = time.monotonic_ns()
         timeline: list[dict[str, int]] = []
@@ -191,6 +207,7 @@ class Worker:
         run.recording = False
         w1 = time.monotonic_ns()
         ru1 = resource.getrusage(resource.RUSAGE_SELF)
+        run.close_window(w0, w1)
         ticker.finish(w1)
         left = await run.drain(min(2.0, float(self.cfg["timeout_s"])))
         cpu = {
@@ -249,7 +266,13 @@ class Worker:
                     "latency": run.latency.encoded(),
                     "service": run.service.encoded(),
                     "connect": run.connect.encoded(),
+                    "lateness": run.lateness.encoded(),
+                    "unfinished": run.unfinished.encoded(),
                 },
+                served=run.served,
+                starved=len(self.uids) - run.served,
+                unfinished=run.unfinished.hist.get_total_count(),
+                due_unsent=run.due_unsent,
             )
         if self.idle_uids:
             out["idle_opened"] = self.idle.opened

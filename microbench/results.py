@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, cast, get_args
 
-from loadgen.schema import SchemaError
+from records.schema import SchemaError
 
 PY_FILE = "microbench.json"
 C_FILE = "microbench_c.json"

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import IO, Self
 
-from servers.procfs import group_members
+from records.procfs import group_members
 
 STDERR_TAIL_LINES = 20
 

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from servers.procfs import group_members, read_stat
+from records.procfs import group_members, read_stat
 
 # /proc/net/tcp's `st` column (include/net/tcp_states.h)
 TCP_ESTABLISHED = 0x01

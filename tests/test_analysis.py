@@ -31,7 +31,7 @@ from analysis.load import load_run
 from analysis.report import failed_table, write_report
 from analysis.scorecard import parent_must_close_connfd
 from analysis.stats import summarise
-from loadgen import schema
+from records import schema
 from servers.registry import SERVERS
 
 DATA = Path(__file__).parent / "data" / "analysis-run"

@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 
-from loadgen import schema
-from servers.procfs import group_members
+from records import schema
+from records.procfs import group_members
 
 REPO = Path(__file__).resolve().parent.parent
 EVENT_TIMEOUT_S = 60.0

@@ -47,9 +47,9 @@ from pathlib import Path
 
 import pytest
 
-from loadgen import schema
+from records import schema
 from servers.launch import ServerProcess, StopReport
-from servers.procfs import group_members
+from records.procfs import group_members
 from servers.registry import SERVERS
 from tests.faultclients import (
     EchoClient,

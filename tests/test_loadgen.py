@@ -14,8 +14,9 @@ import pytest
 from fixtures.procs import echo_server
 
 import loadgen
-from loadgen import coordinator, hist
-from loadgen.schema import ERROR_KINDS, LoadConfig, LoadResult, load_load, write_atomic
+from loadgen import coordinator
+from records import hist
+from records.schema import ERROR_KINDS, LoadConfig, LoadResult, load_load, write_atomic
 
 
 def run(host: str, port: int, **kw: object) -> LoadResult:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from fixtures.procs import echo_server, wait_group_empty
 
-from loadgen.schema import load_load
+from records.schema import load_load
 
 
 def loadgen(*args: str) -> subprocess.CompletedProcess[str]:

@@ -16,7 +16,7 @@ import pytest
 
 from bench.cell import CellRun, CpuPlan
 from bench.profile import ProfileError, build, load
-from loadgen import schema
+from records import schema
 from servers.launch import ServerProcess
 
 

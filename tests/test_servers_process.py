@@ -28,7 +28,7 @@ from test_servers import CLIENT_TIMEOUT_S, echo_one, echo_session
 
 from servers.common import MODULES_FILE_ENV
 from servers.launch import ServerProcess
-from servers.procfs import processes, read_stat
+from records.procfs import processes, read_stat
 
 DEADLINE_S = 10.0
 

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from hdrh.histogram import HdrHistogram
 
-from loadgen.schema import (
+from records.schema import (
     HIST_HIGHEST_NS,
     HIST_LOWEST_NS,
     HIST_SIGNIFICANT_DIGITS,

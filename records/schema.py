@@ -15,7 +15,21 @@ and a run interrupted mid-write keeps the previous complete file.
 
 Version history (bump `SCHEMA_VERSION` and add a line on every incompatible change):
 
-* 1 -- 2026-11: first version.
+* 1 -- 2026-11: first version. Later in 1 (without a bump, which is why 2 exists):
+  `LoadConfig.idle_connections`, `LoadResult.idle_opened`/`idle_alive_at_end`,
+  `MonitorSample.close_wait`.
+* 2 -- 2026-12: cells say what they measured and how sure they are (issue 11).
+  `LoadResult.window_start_ns`/`window_end_ns` (the measured window on CLOCK_MONOTONIC),
+  `fill` (the fill phase: every connection echoed once before the window), `served`/`starved`
+  (connections that completed a request in the window, and those that did not),
+  `unfinished` (requests in flight when the window closed, their wait so far in the
+  `unfinished` histogram), open loop's `target_rate`/`sent`/`due_unsent`/`rate_miss` and the
+  `lateness` histogram (the client's own send lateness); `MonitorSample.cpu_ticks` (per-CPU
+  /proc/stat) and `mark`; `MonitorData.window_start`/`window_end` (samples taken exactly at
+  the window's edges) and `monitor_cpu_s`; `CellResult.cpu` (whole-window CPU accounting),
+  `git` (the code that measured it), `rerun` (why a trial was run again); `Manifest.canary`.
+  Version 1 files are read by upgrading them in `parse()`: every field added in 2 has a
+  default that means "not measured".
 
 Histograms are HdrHistogram's own compressed base64 encoding (`HdrHistogram.encode()`), values
 in nanoseconds, so per-worker histograms merge losslessly (`decode_histogram` + `add`). Summary
@@ -35,8 +49,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-SCHEMA_VERSION = 1
-KNOWN_VERSIONS = frozenset({1})
+SCHEMA_VERSION = 2
+KNOWN_VERSIONS = frozenset({1, 2})
 
 # HdrHistogram parameters every writer uses, so that any two histograms can be merged.
 HIST_LOWEST_NS = 1_000  # 1 us: the finest latency loopback can show with Python at both ends
@@ -131,6 +145,28 @@ class ClientCpu:
 
 
 @dataclass(frozen=True, slots=True)
+class Fill:
+    """The fill phase (v2): every persistent connection echoes once before the window opens.
+
+    A cell's window starts only once the connections it asks for are connected *and served*;
+    for a fork server the fill time is the fork cost at scale. The phase ends when every
+    connection has echoed, when no connection has been served for `stall_s` (a pool that serves
+    N at a time never serves the rest), or at `deadline_s`.
+    """
+
+    asked: int  # connections the cell asks for
+    connected: int  # established before the window
+    echoed: int  # connected and echoed once before the window opened
+    fill_s: float  # from the first connect to the last fill echo (or to giving up)
+    deadline_s: float
+    stall_s: float
+    ended: Literal["all", "stalled", "deadline", "stopped"]
+
+
+RATE_MISS_LIMIT = 0.05  # open loop: an achieved rate more than 5% below target is a miss
+
+
+@dataclass(frozen=True, slots=True)
 class LoadResult:
     config: LoadConfig
     started_at: str  # ISO 8601 UTC, wall clock, for humans
@@ -156,6 +192,26 @@ class LoadResult:
     # `error_details` as "idle:<kind>".
     idle_opened: int = 0
     idle_alive_at_end: int = 0
+    # v2: the measured window on CLOCK_MONOTONIC (shared by every process of the machine), so
+    # the runner can account the server's CPU over exactly this window.
+    window_start_ns: int = 0
+    window_end_ns: int = 0
+    # v2: before the window, every connection is echoed once (persistent mode); what that gave.
+    fill: Fill | None = None
+    # v2: connections (persistent) or request slots (per-request) that completed at least one
+    # request in the window, and the ones that did not (a starved client: never a capacity).
+    served: int = 0
+    starved: int = 0
+    # v2: requests still in flight when the window closed: counted, their wait so far is in
+    # the `unfinished` histogram (a lower bound: censored at the window's end), never dropped.
+    unfinished: int = 0
+    # v2, open loop only: the rate asked for, requests sent in the window, requests that fell
+    # due in the window but were never sent (the connection was still waiting for the previous
+    # echo), and whether the achieved rate missed the target by more than RATE_MISS_LIMIT.
+    target_rate: float | None = None
+    sent: int = 0
+    due_unsent: int = 0
+    rate_miss: bool = False
     schema_version: int = SCHEMA_VERSION
     kind: Literal["load"] = "load"
 
@@ -181,6 +237,26 @@ class MonitorSample:
     # Server-side TCP sockets on the server's port in CLOSE_WAIT (the client closed, the server
     # has not): sampled only for the descriptor-leak experiment (issue 7), else None.
     close_wait: int | None = None
+    # v2: /proc/stat of every CPU of the machine at this instant, cumulative clock ticks.
+    cpu_ticks: dict[str, CpuTicks] | None = None
+    # v2: "start"/"end" for the samples taken at the edges of the load's measured window.
+    mark: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CpuTicks:
+    """One CPU's line of /proc/stat (cumulative, in USER_HZ ticks)."""
+
+    user: int  # user + nice
+    system: int
+    idle: int  # idle + iowait
+    irq: int
+    softirq: int
+    steal: int
+
+    @property
+    def busy(self) -> int:
+        return self.user + self.system + self.irq + self.softirq
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +264,13 @@ class MonitorData:
     interval_s: float
     samples: list[MonitorSample]
     dropped_samples: int = 0  # samples that failed (process vanished mid-read): counted, not hidden
+    # v2: indexes into `samples` of the samples taken at the window's edges (None: not taken).
+    window_start: int | None = None
+    window_end: int | None = None
+    # The monitor thread's own CPU time inside the window (its whole life when no window was
+    # seen): it runs on the client's CPUs, so this is part of what they were busy with.
+    monitor_cpu_s: float = 0.0
+    started_ns: int = 0  # CLOCK_MONOTONIC at t_s = 0, to line samples up with the load's window
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +285,46 @@ class ServerRun:
     leftovers: list[str]  # what was found still running or unreaped, then killed
     stderr_tail: list[str]
     stats: dict[str, int] | None = None  # parsed "STATS k=v ..." line, if printed
+
+
+@dataclass(frozen=True, slots=True)
+class CpuAccount:
+    """Where the CPU went over exactly the measured window (v2), from counters, not rates.
+
+    `server_*` is the busy time of the server's own CPUs (split placement), else the server's
+    whole process tree (live members plus children reaped during the window, through the
+    parent's cutime/cstime), capped at the CPUs the server was pinned to (see
+    bench/accounting.py for why the tree alone undercounts a fork server's live children).
+    `*_cpus_busy_s` is /proc/stat's busy time (user, system, irq, softirq) of those CPUs,
+    whoever used it: on the client's CPUs that includes the monitor and anything else there,
+    which is what decides `client_saturated`.
+    """
+
+    window_s: float
+    server_cpus: int  # how many CPUs the server was given (0: unpinned, no cap)
+    server_user_s: float
+    server_sys_s: float
+    server_capped: bool
+    server_source: Literal["cpu", "tree"]  # /proc/stat of the server's own CPUs, or its tree
+    server_tree_s: float  # the tree's counters over the window (a cross-check; see accounting)
+    server_cpus_busy_s: float | None  # None: unpinned
+    client_cpus: int
+    client_cpus_busy_s: float | None
+    client_busy_share: float | None  # client CPUs' busy time / (window x client CPUs)
+    client_saturated: bool
+    monitor_cpu_s: float
+    steal_s: float  # steal time over the window, summed over the CPUs used
+    per_cpu: dict[str, CpuTicks]  # /proc/stat deltas over the window, per CPU used
+
+    @property
+    def server_cpu_s(self) -> float:
+        return self.server_user_s + self.server_sys_s
+
+
+@dataclass(frozen=True, slots=True)
+class GitStamp:
+    commit: str | None
+    dirty: bool | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,11 +343,25 @@ class CellResult:
     started_at: str = ""
     ended_at: str = ""
     notes: list[str] = field(default_factory=list)
+    cpu: CpuAccount | None = None  # v2: whole-window CPU accounting
+    git: GitStamp | None = None  # v2: the code that measured this cell
+    rerun: str | None = None  # v2: why this trial was run again (its first run is in `notes`)
     schema_version: int = SCHEMA_VERSION
     kind: Literal["cell"] = "cell"
 
 
 # --------------------------------------------------------------------------- run manifest
+
+
+@dataclass(frozen=True, slots=True)
+class CanarySample:
+    """One run of the fixed canary workload between cells (v2): the machine's speed now."""
+
+    at: str  # ISO 8601 UTC
+    t_s: float  # since the run started, monotonic
+    after_cell: int  # how many cells had run
+    spin_us: float  # a fixed CPU loop on the server's CPU (median of its repeats)
+    pipe_rtt_us: float  # 1-byte pipe round trip between the server's and the client's CPU
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,6 +380,8 @@ class Manifest:
     limits: dict[str, Any]  # limits raised, and the ones that could not be
     finished: bool = False  # False while running, or when the run was interrupted
     ended_at: str = ""
+    # v2: the machine's own speed through the run (bench/canary.py), one entry per look.
+    canary: list[CanarySample] = field(default_factory=list)
     schema_version: int = SCHEMA_VERSION
     kind: Literal["manifest"] = "manifest"
 
@@ -350,7 +489,20 @@ def parse(data: Any, source: str = "<data>") -> Document:
     kind = data.get("kind")
     if kind not in _KINDS:
         raise SchemaError(f"{source}: unknown document kind {kind!r}")
+    if version == 1:
+        data = upgrade_v1(data)
     return typing.cast(Document, from_dict(_KINDS[kind], data, source))
+
+
+def upgrade_v1(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A version 1 document as version 2: every field 2 added keeps its "not measured" default;
+    only the version stamps change (a cell's embedded load result has one of its own)."""
+    out = dict(data)
+    out["schema_version"] = SCHEMA_VERSION
+    load = out.get("load")
+    if isinstance(load, Mapping):
+        out["load"] = {**load, "schema_version": SCHEMA_VERSION}
+    return out
 
 
 def load(path: str | os.PathLike[str]) -> Document:

@@ -1,0 +1,143 @@
+"""Whole-window CPU accounting of one cell: counters read at the window's edges, not rates.
+
+The monitor samples the server's process tree 20 times a second and, besides, exactly when the
+load generator's measured window opens and closes (it learns the window's CLOCK_MONOTONIC
+edges ~0.1 s ahead through the load generator's --window-fd). The server's CPU over the window
+is then the difference of two cumulative counters:
+
+* the tree's user and system time: every live member's own time plus, through each parent's
+  cutime/cstime, every child reaped so far. A fork server's children exit all the time, so one
+  sample can miss a child that was reaped between the read of its parent and its own read (a
+  dip that the next sample recovers). The running maximum of the series removes the dips; a
+  rate computed between two samples (what the report did before) kept the recoveries as lumps
+  and gave a server pinned to one CPU 1.2-2.5 CPUs.
+* /proc/stat's per-CPU counters: whatever ran on the server's and the client's CPUs, whoever
+  it was. On the client's CPUs that is the load generator, the monitor itself and anything else
+  that the scheduler put there: the client is saturated when *those CPUs* were busy, not only
+  when the load generator's own getrusage says so.
+
+Which of the two is the server's CPU? Where the server has CPUs of its own (the split
+placement), /proc/stat of those CPUs: measured here, a fork server's 100 live children each use
+a few ms per window, below the 10 ms clock tick in which /proc/PID/stat reports a process's
+time, so the tree's live counters stood still through a whole window and the children's CPU
+appeared only when they were reaped after it. The CPU's own counters miss nothing that ran on
+it. Where the server shares its CPU with the client (shared placement) or floats (unpinned),
+only the tree's counters can separate the two, and they are used (`server_source` says which).
+Either way the figure is capped at the CPUs the server was pinned to times the window:
+`server_capped` says when the cap cut anything.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import fields
+from typing import Literal
+
+from records.schema import CpuAccount, CpuTicks, LoadResult, MonitorData, MonitorSample
+
+CLIENT_SATURATION = 0.90  # client CPUs busier than this share of the window: client-bound
+TICK_S = 1.0 / os.sysconf("SC_CLK_TCK")
+
+
+def _ticks_delta(a: CpuTicks, b: CpuTicks) -> CpuTicks:
+    return CpuTicks(**{f.name: getattr(b, f.name) - getattr(a, f.name) for f in fields(CpuTicks)})
+
+
+def _edge(monitor: MonitorData, index: int | None, at_ns: int, start: bool) -> int | None:
+    """The sample at a window edge: the marked one, else the last sample before the edge
+    (start) or the first after it (end), so the window is covered rather than cut short."""
+    if index is not None and 0 <= index < len(monitor.samples):
+        return index
+    if not monitor.started_ns or not at_ns:
+        return None
+    t = (at_ns - monitor.started_ns) / 1e9
+    times = [s.t_s for s in monitor.samples]
+    before = [i for i, x in enumerate(times) if x <= t]
+    after = [i for i, x in enumerate(times) if x >= t]
+    if start:
+        return before[-1] if before else None
+    return after[0] if after else None
+
+
+def _running_max(samples: list[MonitorSample], upto: int) -> tuple[float, float]:
+    """The tree's cumulative (user, sys) at sample `upto`, dips removed."""
+    user = max(s.cpu_user_s for s in samples[: upto + 1])
+    sys_ = max(s.cpu_sys_s for s in samples[: upto + 1])
+    return user, sys_
+
+
+def account(
+    monitor: MonitorData | None,
+    load: LoadResult | None,
+    server_cpus: tuple[int, ...] | None,
+    client_cpus: tuple[int, ...] | None,
+) -> CpuAccount | None:
+    """The cell's CPU over its measured window, or None when the window was not sampled."""
+    if monitor is None or load is None or not monitor.samples:
+        return None
+    i0 = _edge(monitor, monitor.window_start, load.window_start_ns, start=True)
+    i1 = _edge(monitor, monitor.window_end, load.window_end_ns, start=False)
+    if i0 is None or i1 is None or i1 <= i0:
+        return None
+    s = monitor.samples
+    window = s[i1].t_s - s[i0].t_s
+    if window <= 0:
+        return None
+    u0, y0 = _running_max(s, i0)
+    u1, y1 = _running_max(s, i1)
+    user, sys_ = max(0.0, u1 - u0), max(0.0, y1 - y0)
+
+    per_cpu: dict[str, CpuTicks] = {}
+    t0, t1 = s[i0].cpu_ticks, s[i1].cpu_ticks
+    if t0 and t1:
+        per_cpu = {name: _ticks_delta(t0[name], t1[name]) for name in t1 if name in t0}
+
+    def busy_s(cpus: tuple[int, ...] | None) -> float | None:
+        if cpus is None or not per_cpu:
+            return None
+        return sum(per_cpu[f"cpu{c}"].busy for c in cpus if f"cpu{c}" in per_cpu) * TICK_S
+
+    n_server = len(server_cpus) if server_cpus else 0
+    server_busy = busy_s(server_cpus)
+    tree_s = user + sys_
+    shared = bool(server_cpus and client_cpus and set(server_cpus) & set(client_cpus))
+    source: Literal["cpu", "tree"] = "tree"
+    if server_busy is not None and not shared:
+        source = "cpu"
+        ticks = [per_cpu[f"cpu{c}"] for c in server_cpus or () if f"cpu{c}" in per_cpu]
+        user = sum(t.user for t in ticks) * TICK_S
+        sys_ = sum(t.system + t.irq + t.softirq for t in ticks) * TICK_S
+    capped = False
+    if n_server:
+        cap = n_server * window
+        total = user + sys_
+        if total > cap > 0:
+            capped = True
+            user, sys_ = user * cap / total, sys_ * cap / total
+    n_client = len(client_cpus) if client_cpus else 0
+    client_busy = busy_s(client_cpus)
+    share = client_busy / (window * n_client) if client_busy is not None and n_client else None
+    # A shared placement puts the server on the client's CPU by design: there the client's own
+    # getrusage is the only fair judge of its saturation.
+    saturated = load.client_saturated or (
+        share is not None and not shared and share > CLIENT_SATURATION
+    )
+    used = {f"cpu{c}" for c in (*(server_cpus or ()), *(client_cpus or ()))}
+    kept = {k: v for k, v in per_cpu.items() if k in used} if used else per_cpu
+    return CpuAccount(
+        window_s=round(window, 6),
+        server_cpus=n_server,
+        server_user_s=round(user, 6),
+        server_sys_s=round(sys_, 6),
+        server_capped=capped,
+        server_source=source,
+        server_tree_s=round(tree_s, 6),
+        server_cpus_busy_s=None if server_busy is None else round(server_busy, 4),
+        client_cpus=n_client,
+        client_cpus_busy_s=None if client_busy is None else round(client_busy, 4),
+        client_busy_share=None if share is None else round(share, 4),
+        client_saturated=saturated,
+        monitor_cpu_s=monitor.monitor_cpu_s,
+        steal_s=round(sum(v.steal for v in kept.values()) * TICK_S, 4),
+        per_cpu=kept,
+    )
