@@ -100,6 +100,12 @@ def _flags(row: pd.Series) -> str:
         flags.append("client-saturated: a lower bound, not capacity")
     if row["port_bound"]:
         flags.append("port-bound: measures the port allocator")
+    if row.get("starved", 0):
+        served = int(row.get("served", 0) or 0)
+        flags.append(
+            f"STARVED: {served} of {int(row.get('asked', 0) or 0)} connections served in the "
+            "window (the rest waited > window): not capacity, not latency"
+        )
     return "; ".join(flags)
 
 
@@ -123,14 +129,26 @@ def summary_table(s: pd.DataFrame, x: str, x_name: str, metric_name: str, captio
 
 
 def _line(ax: Axes, s: pd.DataFrame, server: str, x: str, scale: float = 1.0) -> None:
-    """One server's medians with min-max bars; hollow markers where the client was the limit."""
+    """One server's medians with min-max bars; hollow markers where the client was the limit.
+
+    A starved cell is not on the line: a grey cross at the bottom marks where it would be, with
+    how many clients were served (it measured a few clients, not the connections it names)."""
     d = s[s["server"] == server].sort_values(x)
+    hungry = d["starved"].fillna(0) > 0 if "starved" in d.columns else d["median"].isna() & False
+    starved, d = d[hungry], d[~hungry]
+    c = colour(server)
+    for _, r in starved.iterrows():
+        ax.annotate(
+            f"{label(server)}: {int(r['served'])}/{int(r['asked'])} served",
+            (float(r[x]), 0.02), xycoords=("data", "axes fraction"), color=c, fontsize=7,
+            rotation=90, ha="center", va="bottom",
+        )  # fmt: skip
+        ax.scatter([float(r[x])], [0.0], marker="x", color=c, transform=ax.get_xaxis_transform())
     if d.empty:
         return
     xs = d[x].astype(float).to_numpy()
     med = d["median"].to_numpy() * scale
     err = np.vstack([med - d["lo"].to_numpy() * scale, d["hi"].to_numpy() * scale - med])
-    c = colour(server)
     ax.errorbar(xs, med, yerr=err, color=c, marker=None, capsize=3, label=label(server))
     limited = (d["saturated"] | d["port_bound"]).to_numpy()
     ax.scatter(xs[~limited], med[~limited], color=c, marker="o", zorder=3)

@@ -9,11 +9,14 @@ and table needs:
 
 * latency percentiles recomputed from each trial's encoded HdrHistogram (so the report's p99 is
   the histogram's p99, not a rounded copy of it);
-* server CPU per request, from the monitor's samples of the server's process tree (parent,
-  children, reaped children: a forked child's CPU is the server's CPU, CS:APP 12.1.2). The
-  monitor runs longer than the measured phase, so we take the CPU *rate* over the intervals
-  where the server was busy (at least half its typical busy rate, first busy interval dropped as
-  start-up) and divide it by the measured requests/s;
+* server CPU per request, from the cell's whole-window CPU account (bench/accounting.py:
+  counters read at the window's edges, capped at the CPUs the server was pinned to), divided by
+  the requests of the window. Version 1 cells have no account; for them the old estimate is
+  kept (the CPU *rate* over the intervals where the server was busy), marked
+  `cpu_source = "v1-rate"`, since it can exceed the CPUs given;
+* served, starved and fill: how many connections the cell asked for, how many completed a
+  request in the window, and how long the fill took. A cell with a starved client is
+  `starved` and never a capacity or a latency figure;
 * memory growth: peak minus the first sample, of RSS (shared pages counted in every process) and
   PSS (shared pages split fairly between the processes sharing them).
 """
@@ -221,6 +224,29 @@ def tidy_row(run_id: str, cell: schema.CellResult) -> dict[str, Any]:
             }
         )
         row.update(_latency_figures(load))
+        row["asked"] = load.config.connections
+        if load.schema_version >= 2 and (load.fill is not None or load.served or load.starved):
+            row["served"] = load.served
+            row["starved"] = load.starved
+            row["unfinished"] = load.unfinished
+            if load.fill is not None:
+                row["connected"] = load.fill.connected
+                row["fill_echoed"] = load.fill.echoed
+                row["fill_s"] = load.fill.fill_s
+                row["fill_ended"] = load.fill.ended
+        else:
+            # v1: the load generator counted requests still in flight when the drain gave up;
+            # a pool server's starved clients show up there (read now, ignored before).
+            left = int(load.error_details.get("unfinished_at_end", 0))
+            row["starved"] = left if load.config.mode == "persistent" else 0
+            row["served"] = load.config.connections - row["starved"]
+        if load.target_rate:
+            row["target_rate"] = load.target_rate
+            row["rate_miss"] = load.rate_miss
+            row["due_unsent"] = load.due_unsent
+            late = load.histograms.get("lateness")
+            if late is not None and late.summary.count:
+                row["lateness_p99_us"] = late.summary.p99_us
         if load.config.mode == "persistent" and load.config.size > 0:
             # every echoed message, warm-up included: what the server's STATS counter saw
             row["bytes_received_total"] = load.bytes_received_total
@@ -248,13 +274,38 @@ def tidy_row(run_id: str, cell: schema.CellResult) -> dict[str, Any]:
         if conns > 0:
             row["rss_per_conn_bytes"] = (row["rss_peak_bytes"] - first.rss_bytes) / conns
             row["pss_per_conn_bytes"] = (row["pss_peak_bytes"] - first.pss_bytes) / conns
+    rps = row.get("requests_per_s") or 0.0
+    acct = cell.cpu
+    if acct is not None and rps > 0 and acct.window_s > 0:
+        per = 1e6 / (rps * acct.window_s)
+        row["cpu_user_us_per_req"] = acct.server_user_s * per
+        row["cpu_sys_us_per_req"] = acct.server_sys_s * per
+        row["cpu_us_per_req"] = acct.server_cpu_s * per
+        row["server_cpu_util"] = acct.server_cpu_s / acct.window_s
+        row["server_cpus"] = acct.server_cpus
+        row["cpu_source"] = acct.server_source
+        row["client_busy_share"] = acct.client_busy_share
+        row["monitor_cpu_s"] = acct.monitor_cpu_s
+        row["steal_s"] = acct.steal_s
+        row["client_saturated"] = bool(row.get("client_saturated")) or acct.client_saturated
+    elif mon is not None and mon.samples:
         rates = cpu_rates(mon)
-        rps = row.get("requests_per_s") or 0.0
         if rates is not None and rps > 0:
             row["cpu_user_us_per_req"] = rates[0] / rps * 1e6
             row["cpu_sys_us_per_req"] = rates[1] / rps * 1e6
             row["cpu_us_per_req"] = (rates[0] + rates[1]) / rps * 1e6
             row["server_cpu_util"] = rates[0] + rates[1]
+            row["cpu_source"] = "v1-rate"
+            # The v1 estimate could give a server more CPUs than it had: cap it, as v2 does.
+            given = len(cell.server_run.cpus or ()) if cell.server_run else 0
+            if given and row["server_cpu_util"] > given:
+                scale = given / row["server_cpu_util"]
+                for k in ("cpu_user_us_per_req", "cpu_sys_us_per_req", "cpu_us_per_req"):
+                    row[k] *= scale
+                row["server_cpu_util"] = float(given)
+                row["cpu_source"] = "v1-rate-capped"
+    row["commit"] = cell.git.commit if cell.git else None
+    row["rerun"] = cell.rerun or ""
     if cell.server_run is not None:
         row["server_clean_exit"] = cell.server_run.clean_exit
         row["server_leftovers"] = len(cell.server_run.leftovers)
@@ -280,6 +331,10 @@ _TEXT = [
     "param_key",
     "match_key",
     "notes",
+    "fill_ended",
+    "cpu_source",
+    "commit",
+    "rerun",
 ]
 
 _NUMERIC = [
@@ -316,6 +371,20 @@ _NUMERIC = [
     "rss_per_conn_bytes",
     "pss_per_conn_bytes",
     "bytes_received_total",
+    "asked",
+    "connected",
+    "served",
+    "starved",
+    "unfinished",
+    "fill_echoed",
+    "fill_s",
+    "target_rate",
+    "due_unsent",
+    "lateness_p99_us",
+    "server_cpus",
+    "client_busy_share",
+    "monitor_cpu_s",
+    "steal_s",
 ]
 
 
@@ -354,7 +423,7 @@ def load_run(path: str | Path) -> Run:
         if col not in df.columns:
             df[col] = np.nan
         df[col] = pd.to_numeric(df[col], errors="coerce")
-    for col in ("client_saturated", "client_port_bound"):
+    for col in ("client_saturated", "client_port_bound", "rate_miss"):
         if col not in df.columns:
             df[col] = False
         df[col] = df[col].fillna(False).astype(bool)

@@ -3,7 +3,13 @@
 A *cell* is one (scenario, server, placement, parameters) point of a profile; it runs once per
 trial. `summarise` collapses the trials of every cell to median, min, max and coefficient of
 variation (sample standard deviation / mean) of one metric, and says whether any trial was
-client-saturated (the load generator, not the server, was the limit: never server capacity).
+client-saturated (the load generator, not the server, was the limit: never server capacity) or
+starved (some of the connections it asked for completed no request in the window: it did not
+measure what its label says, so it is never a capacity, a latency or a ranking either).
+
+The interval quoted with a median is the trials' min-max. For n trials it covers the true
+median with probability 1 - 2 * 0.5**n (the order-statistic interval: 75% for 3 trials, 94%
+for 5); `coverage()` says which, so every figure carries its uncertainty with its confidence.
 """
 
 from __future__ import annotations
@@ -27,15 +33,25 @@ class Figure:
     n: int
     cv: float
     saturated: bool
+    starved: int = 0  # most connections starved in any trial (0: every client was served)
+    asked: int = 0
 
     @property
     def noisy(self) -> bool:
         return not math.isnan(self.cv) and self.cv > CV_LIMIT
 
 
+def coverage(n: int) -> float:
+    """Probability that the min-max of n trials covers the true median."""
+    return 1.0 - 2.0 * 0.5**n if n > 1 else 0.0
+
+
 def summarise(df: pd.DataFrame, metric: str) -> pd.DataFrame:
     """One row per cell: median/min/max/n/cv of `metric` over trials, plus the cell's params."""
-    cols = [*KEY, *PARAMS, "match_key", "median", "lo", "hi", "n", "cv", "saturated", "port_bound"]
+    cols = [
+        *KEY, *PARAMS, "match_key", "median", "lo", "hi", "n", "cv", "saturated", "port_bound",
+        "starved", "served", "asked",
+    ]  # fmt: skip
     if df.empty or metric not in df.columns:
         return pd.DataFrame(columns=cols)
     d = df[df["status"] == "ok"].dropna(subset=[metric])
@@ -59,9 +75,26 @@ def summarise(df: pd.DataFrame, metric: str) -> pd.DataFrame:
                 "cv": cv,
                 "saturated": bool(g["client_saturated"].any()),
                 "port_bound": bool(g["client_port_bound"].any()),
+                "starved": _max_int(g, "starved"),
+                "served": _min_int(g, "served"),
+                "asked": _max_int(g, "asked"),
             }
         )
     return pd.DataFrame(rows, columns=cols)
+
+
+def _max_int(g: pd.DataFrame, col: str) -> int:
+    if col not in g.columns:
+        return 0
+    v = pd.to_numeric(g[col], errors="coerce").max()
+    return 0 if pd.isna(v) else int(v)
+
+
+def _min_int(g: pd.DataFrame, col: str) -> int:
+    if col not in g.columns:
+        return 0
+    v = pd.to_numeric(g[col], errors="coerce").min()
+    return 0 if pd.isna(v) else int(v)
 
 
 def figure_of(row: pd.Series) -> Figure:
@@ -72,15 +105,21 @@ def figure_of(row: pd.Series) -> Figure:
         int(row["n"]),
         float(row["cv"]),
         bool(row["saturated"]),
+        int(row.get("starved", 0) or 0),
+        int(row.get("asked", 0) or 0),
     )
 
 
 def pick(
     summary: pd.DataFrame, server: str, placement: str | None = "split", **params: object
 ) -> Figure | None:
-    """The one summarised cell of `server` whose params match, or None when not measured."""
+    """The one summarised cell of `server` whose params match, or None when not measured.
+
+    A starved cell (clients that were never served) is not a measurement of what its label
+    says, so it is None here too: no claim is ever built on it."""
     if summary.empty:
         return None
+    summary = summary[summary["starved"].fillna(0) == 0]
     sel = summary[summary["server"] == server]
     if placement is not None:
         sel = sel[sel["placement"] == placement]

@@ -184,8 +184,7 @@ class Worker:
                 "deadline_s": deadline,
                 "ended": "stopped" if self.stop.is_set() else ended,
             }
-        # The fill connected and echoed outside the window: nothing of it is measured.
-        run.c.connections_opened = 0
+        # The fill's echoes happened outside the window: their bytes are not the window's.
         run.c.bytes_sent = 0
         send({"phase": "connected", "opened": opened, "errors": run.c.errors, "fill": fill})
         if not await self.next_command("go"):

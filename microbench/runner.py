@@ -24,10 +24,10 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from records.schema import write_json_atomic
 from microbench.children import PARENT_ENV, run_json_child
 from microbench.placement import PlacementName, allowed_cpus, home_cpu, name_with, two_ended
 from microbench.results import C_FILE, PY_FILE, c_document
+from records.schema import write_json_atomic
 
 PACKAGE = Path(__file__).resolve().parent
 PROJECT = PACKAGE.parent

@@ -48,8 +48,8 @@ from pathlib import Path
 import pytest
 
 from records import schema
-from servers.launch import ServerProcess, StopReport
 from records.procfs import group_members
+from servers.launch import ServerProcess, StopReport
 from servers.registry import SERVERS
 from tests.faultclients import (
     EchoClient,

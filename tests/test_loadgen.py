@@ -36,7 +36,13 @@ def test_clean_echo_is_counted_verified_and_round_trips(tmp_path: Path) -> None:
     assert r.bytes_received_total > r.bytes_received
     assert r.histograms["latency"].summary.count == r.requests
     assert sum(t.completed for t in r.timeline) == r.requests
-    assert set(r.histograms) == {"latency"}
+    # closed loop: every connection has one request in flight when the window closes
+    assert set(r.histograms) == {"latency", "unfinished"}
+    assert r.unfinished == r.histograms["unfinished"].summary.count == 3
+    # every connection asked for was filled (echoed once) before the window, and served in it
+    assert r.fill is not None and (r.fill.asked, r.fill.connected, r.fill.echoed) == (3, 3, 3)
+    assert r.fill.ended == "all" and (r.served, r.starved) == (3, 0)
+    assert 0 < r.window_start_ns < r.window_end_ns
     assert r.connections_opened == 3
     assert len(r.client_cpu) == 1 and r.client_cpu[0].wall_s > 0
     write_atomic(tmp_path / "r.json", r)

@@ -26,9 +26,9 @@ from typing import Any
 import psutil
 from test_servers import CLIENT_TIMEOUT_S, echo_one, echo_session
 
+from records.procfs import processes, read_stat
 from servers.common import MODULES_FILE_ENV
 from servers.launch import ServerProcess
-from records.procfs import processes, read_stat
 
 DEADLINE_S = 10.0
 
