@@ -6,6 +6,18 @@ trials allow (B's min over A's max .. B's max over A's min). When that range con
 difference is inside the noise and is said to be. Runs whose environments differ in what
 changes the figures (CPU model, core count, kernel, Python) are flagged first: then a ratio
 compares machines, not servers.
+
+Two more figures judge how far two runs agree, and why they may not:
+
+* each server's median divided by the book's process server's median *in the same cell of the
+  same run*: a ratio inside one run cancels most of the machine's drift, so it is the figure
+  that should reproduce;
+* the runs' canaries (bench/canary.py): when B's machine ran its fixed workload faster than
+  A's, absolute figures differ by about as much and the comparison says so, so that a faster
+  machine is not mistaken for a faster hour or a better server.
+
+The comparison ends with summary lines `requests/s: N of M common cells within ±10%` and the
+same for the ratios to the process server.
 """
 
 from __future__ import annotations
@@ -21,6 +33,8 @@ from analysis.load import Run, ok_cells
 from analysis.stats import summarise
 
 ENV_KEYS = ("cpu_model", "cpu_count_logical", "kernel", "python", "python_implementation")
+AGREE = 0.10  # two medians "agree" when B/A is within ±10%
+BOOK_SERVER = "process"  # CS:APP Fig. 12.5: every ratio inside a run is to this server
 _KEY = ["scenario", "server", "server_args", "placement", "match_key"]
 
 
@@ -62,6 +76,51 @@ def _by_key(run: Run, metric: str) -> pd.DataFrame:
     """Summarised cells indexed by what they measured (their length left out: see match_key)."""
     s = summarise(ok_cells(run, faults=True), metric)
     return s.drop_duplicates(subset=_KEY).set_index(_KEY)
+
+
+def canary_speed(run: Run) -> tuple[float, float] | None:
+    """Median (spin us, pipe round trip us) of a run's canaries, or None (v1 runs have none)."""
+    if run.manifest is None or not run.manifest.canary:
+        return None
+    c = run.manifest.canary
+    return (
+        float(pd.Series([x.spin_us for x in c]).median()),
+        float(pd.Series([x.pipe_rtt_us for x in c]).median()),
+    )
+
+
+def canary_text(a: Run, b: Run) -> str:
+    ca, cb = canary_speed(a), canary_speed(b)
+    if ca is None or cb is None:
+        return "Canary: not in both runs (a version 1 run has none): machine speed unknown."
+    spin, rtt = ca[0] / cb[0], ca[1] / cb[1]
+    return (
+        f"Canary (the machine's own speed, median over each run): B ran the fixed CPU loop "
+        f"{spin:.2f}x as fast as A and the cross-CPU pipe round trip {rtt:.2f}x as fast. "
+        + (
+            "Absolute figures may differ by about that much because the machine did."
+            if abs(spin - 1) > AGREE or abs(rtt - 1) > AGREE
+            else "The machine ran at about the same speed in both."
+        )
+    )
+
+
+def _book_ratios(s: pd.DataFrame) -> dict[tuple[str, ...], float]:
+    """Each cell's median over the book's process server's median in the same cell."""
+    out: dict[tuple[str, ...], float] = {}
+    for key, row in s.iterrows():
+        scenario, server, args, placement, match = key
+        ref = (scenario, BOOK_SERVER, "", placement, match)
+        if server == BOOK_SERVER or ref not in s.index:
+            continue
+        base = float(s.loc[ref]["median"])
+        if base > 0:
+            out[(scenario, server, args, placement, match)] = float(row["median"]) / base
+    return out
+
+
+def _agree(x: float, y: float) -> bool:
+    return x > 0 and abs(y / x - 1.0) <= AGREE
 
 
 def compare_pair(a: Run, b: Run) -> list[Heading | Para | Table]:
@@ -116,6 +175,19 @@ def compare_pair(a: Run, b: Run) -> list[Heading | Para | Table]:
     only_b = len([k for k in rb.index if k not in ra.index])
     if only_a or only_b:
         blocks.append(Para(f"Cells only in A: {only_a}; only in B: {only_b}."))
+    blocks.append(Para(canary_text(a, b)))
+    common = [k for k in ra.index if k in rb.index]
+    same = sum(_agree(float(ra.loc[k]["median"]), float(rb.loc[k]["median"])) for k in common)
+    ba, bb = _book_ratios(ra), _book_ratios(rb)
+    both = [k for k in ba if k in bb]
+    same_r = sum(_agree(ba[k], bb[k]) for k in both)
+    blocks.append(Para(f"requests/s: {same} of {len(common)} common cells within ±{AGREE:.0%}"))
+    blocks.append(
+        Para(
+            f"ratios to the {BOOK_SERVER} server: {same_r} of {len(both)} common cells "
+            f"within ±{AGREE:.0%}"
+        )
+    )
     return blocks
 
 

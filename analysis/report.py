@@ -13,7 +13,7 @@ import json
 import math
 from pathlib import Path
 
-from analysis import charts, fmt, questions
+from analysis import charts, fmt, method, questions
 from analysis.document import (
     Bullets,
     Code,
@@ -40,9 +40,29 @@ HOW_TO_READ = [
     "'port-bound' marks connection-per-request cells limited by the kernel's ephemeral ports.",
     "Placement 'split' pins the server to one CPU and the load generator to another; 'shared' "
     "puts both on one CPU; 'unpinned' lets the scheduler choose (noisy).",
+    "A 'STARVED' cell did not serve every connection it names within its window (a pool of "
+    "4 workers and 100 clients): it says how many it served, its waiting clients count as "
+    "> window, and it is never drawn or ranked as capacity or latency.",
     "To compare with another machine or run: `make compare A=<run> B=<run>` prints every "
-    "common cell as a ratio B/A with its spread and flags environment differences.",
+    "common cell as a ratio B/A with its spread, the machines' canary speeds, and flags "
+    "environment differences.",
 ]
+
+
+def _paragraphs(lines: list[str]) -> list[Para | Bullets]:
+    """Plain lines as paragraphs; runs of '- ' lines as one bullet list."""
+    out: list[Para | Bullets] = []
+    items: list[str] = []
+    for line in [*lines, ""]:
+        if line.startswith("- "):
+            items.append(line[2:])
+            continue
+        if items:
+            out.append(Bullets(items))
+            items = []
+        if line:
+            out.append(Para(line))
+    return out
 
 
 def _overview(run: Run) -> list[str]:
@@ -211,6 +231,8 @@ def build(run: Run) -> Document:
         *[Para(p) for p in questions.why_ipc_hurts(run)],
         Heading("How to read this report"),
         Bullets(HOW_TO_READ),
+        Heading("How sure: method and noise"),
+        *_paragraphs(method.section(run)),
     )
     for i, ch in enumerate(drawn, start=1):
         doc.add(Heading(f"{i}. {ch.title}"), Para(ch.caption))

@@ -33,7 +33,7 @@ import os
 from dataclasses import fields
 from typing import Literal
 
-from records.schema import CpuAccount, CpuTicks, LoadResult, MonitorData, MonitorSample
+from records.schema import CpuAccount, CpuTicks, MonitorData, MonitorSample
 
 CLIENT_SATURATION = 0.90  # client CPUs busier than this share of the window: client-bound
 TICK_S = 1.0 / os.sysconf("SC_CLK_TCK")
@@ -68,15 +68,17 @@ def _running_max(samples: list[MonitorSample], upto: int) -> tuple[float, float]
 
 def account(
     monitor: MonitorData | None,
-    load: LoadResult | None,
+    window_ns: tuple[int, int],
     server_cpus: tuple[int, ...] | None,
     client_cpus: tuple[int, ...] | None,
+    client_saturated: bool = False,
 ) -> CpuAccount | None:
-    """The cell's CPU over its measured window, or None when the window was not sampled."""
-    if monitor is None or load is None or not monitor.samples:
+    """The CPU over the measured window `window_ns` (CLOCK_MONOTONIC start, end), or None when
+    the window was not sampled. `client_saturated`: the load generator's own verdict."""
+    if monitor is None or not monitor.samples:
         return None
-    i0 = _edge(monitor, monitor.window_start, load.window_start_ns, start=True)
-    i1 = _edge(monitor, monitor.window_end, load.window_end_ns, start=False)
+    i0 = _edge(monitor, monitor.window_start, window_ns[0], start=True)
+    i1 = _edge(monitor, monitor.window_end, window_ns[1], start=False)
     if i0 is None or i1 is None or i1 <= i0:
         return None
     s = monitor.samples
@@ -119,7 +121,7 @@ def account(
     share = client_busy / (window * n_client) if client_busy is not None and n_client else None
     # A shared placement puts the server on the client's CPU by design: there the client's own
     # getrusage is the only fair judge of its saturation.
-    saturated = load.client_saturated or (
+    saturated = client_saturated or (
         share is not None and not shared and share > CLIENT_SATURATION
     )
     used = {f"cpu{c}" for c in (*(server_cpus or ()), *(client_cpus or ()))}

@@ -487,7 +487,10 @@ class CellRun:
                 f"{monitor.pss.max_age_s:.2f} s old"
             )
         run = server_run_from(server, spec.server, server.argv, report)
-        cpu = account(monitor_data, load, server_cpus, client_cpus)
+        cpu = None
+        if load is not None:
+            window = (load.window_start_ns, load.window_end_ns)
+            cpu = account(monitor_data, window, server_cpus, client_cpus, load.client_saturated)
         if cpu is not None and cpu.client_saturated:
             share = (
                 f" (client CPUs {cpu.client_busy_share:.0%} busy)"

@@ -17,6 +17,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
 from typing import Protocol
@@ -95,13 +96,53 @@ def print_stats(counter: Counter | None) -> None:
 
 
 def _raise_stop(signum: int, frame: FrameType | None) -> None:
-    raise Stop(signal.Signals(signum).name)
+    name = signal.Signals(signum).name
+    if STOP_DEFERRED.depth:  # inside a region a stop must not cut: stop right after it
+        STOP_DEFERRED.pending = name
+        return
+    raise Stop(name)
 
 
 def stop_on_signals() -> None:
     """SIGTERM and SIGINT unwind the main thread's blocking call (accept, wait) with Stop."""
     signal.signal(signal.SIGTERM, _raise_stop)
     signal.signal(signal.SIGINT, _raise_stop)
+
+
+class _StopDeferred:
+    """A region a stop signal must not cut in two: a forked child's SIGTERM handler raises
+    Stop, and raised between reading and writing back a shared count (shm: inside the lock) it
+    would lose that update. Inside the region the handler only notes the signal; leaving the
+    region raises the Stop then. One flag per process: only a child's main thread runs it."""
+
+    __slots__ = ("depth", "pending")
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.pending: str | None = None
+
+    def __enter__(self) -> None:
+        self.depth += 1
+
+    def __exit__(self, *exc: object) -> None:
+        self.depth -= 1
+        if self.depth == 0 and self.pending is not None:
+            why, self.pending = self.pending, None
+            raise Stop(why)
+
+
+STOP_DEFERRED = _StopDeferred()
+
+
+def deferring(fn: Callable[[], None]) -> Callable[[], None]:
+    """`fn` run as one region a stop cannot cut (a pipe counter's collect: records read from
+    the pipe and not yet added would be lost with the Stop)."""
+
+    def run() -> None:
+        with STOP_DEFERRED:
+            fn()
+
+    return run
 
 
 def echo(conn: socket.socket, counter: Counter | None) -> None:
@@ -113,8 +154,12 @@ def echo(conn: socket.socket, counter: Counter | None) -> None:
                 conn.sendall(data)
         else:
             while data := conn.recv(CHUNK):
+                # Counted before it is sent, and never cut by a stop: a client that got an echo
+                # always finds it in the count (a stop between the two leaves the count one
+                # chunk over, which the runner's check allows; under would be a lost update).
+                with STOP_DEFERRED:
+                    counter.add(len(data))  # one shared update per chunk echoed
                 conn.sendall(data)
-                counter.add(len(data))  # one shared update per chunk echoed
     except OSError:
         pass  # ECONNRESET, EPIPE, or shut down by the server's stop: this client is gone
 

@@ -20,13 +20,17 @@ from collections.abc import Callable
 from types import FrameType
 from typing import NoReturn
 
-from servers.common import Counter, Stop, log
+from servers.common import STOP_DEFERRED, Counter, Stop, log
 
 _FORK_MASK = {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT}
 
 
 def _child_stop(signum: int, frame: FrameType | None) -> None:
-    raise Stop(signal.Signals(signum).name)
+    name = signal.Signals(signum).name
+    if STOP_DEFERRED.depth:  # inside a shared-count update: stop right after it
+        STOP_DEFERRED.pending = name
+        return
+    raise Stop(name)
 
 
 class Children:
@@ -73,6 +77,7 @@ class Children:
         (no shared counter) should take it: a parent stopping 3,000 children that each had to
         run a Python handler, on one CPU, did not finish within the 2 s stop budget."""
         old = signal.pthread_sigmask(signal.SIG_BLOCK, _FORK_MASK)
+        pid = -1
         try:
             pid = os.fork()
             if pid == 0:
@@ -87,7 +92,12 @@ class Children:
                 self.live.add(pid)
             return pid
         finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+            # The child keeps SIGTERM/SIGINT blocked until child_exit unblocks them inside its
+            # try: a Stop raised anywhere between here and there would unwind the child into
+            # the parent's accept loop and its `finally` (seen: children printing STATS and
+            # reading the parent's counter pipe dry, a pipe count of 0).
+            if pid != 0:
+                signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
     def end_all(self, grace_s: float = 1.5) -> None:
         """Stop: SIGTERM every child, reap them all, SIGKILL whatever outlives `grace_s`."""
@@ -123,6 +133,7 @@ def child_exit(counter: Counter | None, body: Callable[[], None]) -> NoReturn:
     accept loop, nor flush the parent's stdio buffers or run its atexit handlers."""
     code = 0
     try:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _FORK_MASK)  # blocked since fork (see there)
         body()
     except Stop:
         pass
@@ -131,6 +142,10 @@ def child_exit(counter: Counter | None, body: Callable[[], None]) -> NoReturn:
         code = 1
     try:
         if counter is not None:
+            # The stop arrives twice (the process group's SIGTERM and the parent's): the second
+            # must not raise inside the report and lose a pipe counter's whole count.
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
             counter.child_done()
     finally:
         os._exit(code)

@@ -29,6 +29,7 @@ from servers.common import (
     Stop,
     accept,
     announce_ready,
+    deferring,
     open_listenfd,
     print_stats,
     stop_on_signals,
@@ -48,8 +49,11 @@ def handler_argv(cfg: ServerConfig, counter: object) -> list[str]:
     return [sys.executable, "-I", "-S", str(HANDLER), mode]
 
 
-def exec_handler(connfd: socket.socket, argv: list[str], counter: object) -> None:
+def exec_handler(
+    listenfd: socket.socket, connfd: socket.socket, argv: list[str], counter: object
+) -> None:
     """In the child: the connection becomes stdin and stdout, then the handler replaces us."""
+    listenfd.close()
     os.dup2(connfd.fileno(), 0)
     os.dup2(connfd.fileno(), 1)
     connfd.close()
@@ -63,7 +67,7 @@ def exec_handler(connfd: socket.socket, argv: list[str], counter: object) -> Non
 def run(cfg: ServerConfig) -> int:
     counter = make(cfg.shared_counter) if cfg.shared_counter else None
     argv = handler_argv(cfg, counter)
-    collect = counter.collect if isinstance(counter, PipeCounter) else None
+    collect = deferring(counter.collect) if isinstance(counter, PipeCounter) else None
     children = Children()
     children.install_reaper(on_reap=collect)
     listenfd = open_listenfd(cfg.host, cfg.port, cfg.backlog)
@@ -83,9 +87,8 @@ def run(cfg: ServerConfig) -> int:
                 continue
             fork_failures.ok()
             if pid == 0:
-                listenfd.close()
                 # The handler's own count (if any) is its business: no child_done here.
-                child_exit(None, partial(exec_handler, connfd, argv, counter))
+                child_exit(None, partial(exec_handler, listenfd, connfd, argv, counter))
             connfd.close()
     except Stop:
         pass

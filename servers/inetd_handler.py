@@ -37,13 +37,17 @@ def main(argv: list[str]) -> int:
     nbytes = updates = 0
     try:
         while data := os.read(0, CHUNK):
+            # Counted before it is echoed: a stop between the two must not lose an echoed chunk.
+            # (Both are plain integer updates: one statement, which a signal cannot split.)
+            nbytes, updates = nbytes + len(data), updates + 1
             view = memoryview(data)
             while view:
                 view = view[os.write(1, view) :]
-            nbytes += len(data)  # one update per chunk echoed
-            updates += 1
     except (_Stop, OSError):
         pass  # stopped, reset or EPIPE: this connection ends
+    # A second SIGTERM (the process group's and the parent's) must not cut the report short.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if mode.isdigit() and updates:
         os.write(int(mode), RECORD.pack(nbytes, updates))
     return 0

@@ -24,6 +24,7 @@ from servers.common import (
     Stop,
     accept,
     announce_ready,
+    deferring,
     echo,
     open_listenfd,
     print_stats,
@@ -73,7 +74,7 @@ def run(cfg: ServerConfig) -> int:
             while (pid := os.waitpid(-1, os.WNOHANG)[0]) > 0:  # a worker died: replace it
                 children.live.discard(pid)
                 if isinstance(counter, PipeCounter):
-                    counter.collect()
+                    deferring(counter.collect)()
                 spawn(children, listenfd, counter)
     except Stop:
         pass

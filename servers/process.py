@@ -17,11 +17,13 @@ from functools import partial
 
 from servers.common import (
     Backoff,
+    Counter,
     ServerConfig,
     SignalWakeup,
     Stop,
     accept,
     announce_ready,
+    deferring,
     echo,
     open_listenfd,
     print_stats,
@@ -31,9 +33,14 @@ from servers.counter import PipeCounter, make
 from servers.forking import Children, child_exit
 
 
+def child(listenfd: socket.socket, connfd: socket.socket, counter: Counter | None) -> None:
+    listenfd.close()  # Child closes its listening socket
+    echo(connfd, counter)  # Child services client
+
+
 def run(cfg: ServerConfig) -> int:
     counter = make(cfg.shared_counter) if cfg.shared_counter else None
-    collect = counter.collect if isinstance(counter, PipeCounter) else None
+    collect = deferring(counter.collect) if isinstance(counter, PipeCounter) else None
     children = Children()
     children.install_reaper(naive=cfg.naive_reaper, on_reap=collect)
     listenfd = open_listenfd(cfg.host, cfg.port, cfg.backlog)
@@ -54,8 +61,7 @@ def run(cfg: ServerConfig) -> int:
                 continue
             fork_failures.ok()
             if pid == 0:  # child
-                listenfd.close()  # Child closes its listening socket
-                child_exit(counter, partial(echo, connfd, counter))  # Child services client
+                child_exit(counter, partial(child, listenfd, connfd, counter))
             if cfg.leak_connfd:
                 leaked.append(connfd)  # the bug: a reference kept, the descriptor never closed
             else:

@@ -1,0 +1,213 @@
+"""The report's method section: how sure this run's numbers are, from the run's own evidence.
+
+Everything here is computed from the run, never written in advance: the machine's speed
+through the run (the canary, bench/canary.py), the trials the runner re-ran and why, how far
+the trials of one cell disagree, the trial-order effect (is trial 1 of a cell slower than the
+others: start-up), what waking another CPU costs (placement), which cells did not serve the
+clients they name, whether the CPU accounting adds up, and whether open-loop cells kept their
+schedule. The noise sources named here are the ones this suite found on 2-vCPU VMs (host
+episodes, idle-CPU wake-ups, short cells, start-up); the figures say how much each weighed in
+*this* run.
+"""
+
+from __future__ import annotations
+
+import statistics
+
+from analysis import fmt
+from analysis.load import Run, ok_cells
+from analysis.stats import CV_LIMIT, coverage, placement_summary, summarise
+
+EPISODE_SPEED = 0.70  # as bench/runner.py: a canary this much slower than the run's median
+
+
+def _spread(values: list[float], unit: str) -> str:
+    return (
+        f"median {fmt.num(statistics.median(values))} {unit} "
+        f"[{fmt.num(min(values))}-{fmt.num(max(values))}]"
+    )
+
+
+def machine(run: Run) -> list[str]:
+    """The canary: the machine's own speed through the run."""
+    m = run.manifest
+    if m is None or not m.canary:
+        return [
+            "No canary in this run (a version 1 run): the machine's speed through the run was "
+            "not measured, so a slow hour cannot be told from a slow server."
+        ]
+    spins = [c.spin_us for c in m.canary]
+    rtts = [c.pipe_rtt_us for c in m.canary]
+    ms, mr = statistics.median(spins), statistics.median(rtts)
+    slow = [c for c in m.canary if min(ms / c.spin_us, mr / c.pipe_rtt_us) < EPISODE_SPEED]
+    out = [
+        f"The canary ran {len(m.canary)} times between cells: a fixed CPU loop on the server's "
+        f"CPU took {_spread(spins, 'us')}, a 1-byte pipe round trip between the server's and "
+        f"the client's CPU {_spread(rtts, 'us')}. The spread of these fixed workloads is the "
+        "machine's own drift during the run, which no server can be blamed for."
+    ]
+    if slow:
+        when = ", ".join(c.at[11:19] for c in slow)
+        out.append(
+            f"{len(slow)} canary run(s) found the machine below {EPISODE_SPEED:.0%} of its "
+            f"median speed (at {when} UTC): an episode of the host. Trials run next to them "
+            "were run again at the end of the run (below)."
+        )
+    else:
+        out.append(
+            f"No canary run fell below {EPISODE_SPEED:.0%} of the run's median speed: no host "
+            "episode was seen between cells."
+        )
+    return out
+
+
+def reruns(run: Run) -> list[str]:
+    d = run.df
+    if d.empty or "rerun" not in d.columns:
+        return []
+    r = d[d["rerun"].fillna("") != ""]
+    if r.empty:
+        return ["No trial was re-run: no canary episode and no trial far below its siblings."]
+    lines = [f"{len(r)} trial(s) were re-run at the end of the run; the re-run replaced them:"]
+    lines += [f"- `{row['cell_id']}`: {row['rerun']}" for _, row in r.iterrows()]
+    return lines
+
+
+def trial_noise(run: Run) -> list[str]:
+    d = ok_cells(run)
+    s = summarise(d, "requests_per_s")
+    s = s[(s["n"] > 1) & (s["starved"].fillna(0) == 0)]
+    if s.empty:
+        return ["One trial per cell: the noise between trials is unknown in this run."]
+    cvs = s["cv"].dropna().tolist()
+    n = int(s["n"].median())
+    noisy = sum(c > CV_LIMIT for c in cvs)
+    out = [
+        f"Across {len(s)} measured points with more than one trial, the trials' requests/s "
+        f"vary by a median CV of {fmt.pct(statistics.median(cvs))}; {noisy} of {len(cvs)} "
+        f"have a CV over {fmt.pct(CV_LIMIT)}. Every figure is quoted as the median with the "
+        f"trials' [min-max]: with {n} trials that interval holds the true median with "
+        f"probability {coverage(n):.0%} (an order-statistic interval, no distribution assumed). "
+        "A difference between two servers counts only when their intervals do not overlap."
+    ]
+    # Trial order: trials run interleaved (A, B, C, A, B, C), so a trial-1 effect is start-up
+    # of the run, not of the server.
+    ratios = []
+    for _, g in d.groupby(["scenario", "server", "server_args", "placement", "param_key"]):
+        first = g[g["trial"] == 1]["requests_per_s"].dropna()
+        rest = g[g["trial"] > 1]["requests_per_s"].dropna()
+        if len(first) and len(rest) and float(rest.median()) > 0:
+            ratios.append(float(first.iloc[0]) / float(rest.median()))
+    if ratios:
+        out.append(
+            f"Trial 1 against the later trials of the same cell: median ratio "
+            f"{statistics.median(ratios):.2f} [{min(ratios):.2f}-{max(ratios):.2f}] over "
+            f"{len(ratios)} cells (1.00: no start-up effect; every cell has its own fresh "
+            "server and a closed primer connection before its load)."
+        )
+    return out
+
+
+def wakeups(run: Run) -> list[str]:
+    s = placement_summary(run.df)
+    out = []
+    for server in sorted(set(s["server"])):
+        a = s[(s["server"] == server) & (s["placement"] == "split")]
+        b = s[(s["server"] == server) & (s["placement"] == "shared")]
+        if a.empty or b.empty:
+            continue
+        ra, rb = float(a["median"].iloc[0]), float(b["median"].iloc[0])
+        if ra > 0:
+            out.append(
+                f"{server}, 1 connection: {fmt.num(rb)} req/s with client and server on one "
+                f"CPU, {fmt.num(ra)} on two ({rb / ra:.1f}x): each round trip across CPUs "
+                "wakes an idle CPU, a cost of the VM, not of the server. Every cell records "
+                "its placement; the default keeps them apart so that the server's CPU is its own."
+            )
+    return out
+
+
+def served(run: Run) -> list[str]:
+    d = ok_cells(run)
+    if d.empty or "starved" not in d.columns:
+        return []
+    st = d[d["starved"].fillna(0) > 0]
+    if st.empty:
+        return ["Every cell served every connection it names within its window."]
+    lines = [
+        f"{st['cell_id'].nunique()} cell result(s) did not serve every connection they name: "
+        "their clients waited the whole window (counted in their latency as > window) and "
+        "they are never drawn or ranked as capacity or latency:"
+    ]
+    for (server, conns), g in st.groupby(["label", "connections"]):
+        lo, hi = int(g["served"].min()), int(g["served"].max())
+        got = f"{lo}" if lo == hi else f"{lo}-{hi}"
+        lines.append(f"- {server} at {int(conns)} connections: {got} of {int(conns)} served")
+    return lines
+
+
+def accounting(run: Run) -> list[str]:
+    d = ok_cells(run, faults=True)
+    if d.empty or "server_cpu_util" not in d.columns:
+        return []
+    out = []
+    src = d["cpu_source"].fillna("none").value_counts().to_dict()
+    over = d[(d["server_cpus"].fillna(0) > 0) & (d["server_cpu_util"] > d["server_cpus"] + 1e-9)]
+    share = d["client_busy_share"].dropna()
+    mon = d["monitor_cpu_s"].dropna()
+    out.append(
+        "Server CPU is counted over exactly the measured window: "
+        + ", ".join(f"{n} cell result(s) from {k}" for k, n in sorted(src.items()))
+        + " ('cpu': /proc/stat of the server's own CPUs; 'tree': the server's process tree; "
+        "'v1-rate': the old estimate of a version 1 run). "
+        + (
+            f"{len(over)} cell result(s) report more CPU than the server was given."
+            if len(over)
+            else "No cell reports more CPU than the CPUs the server was pinned to."
+        )
+    )
+    if len(share):
+        out.append(
+            f"The client's CPUs were busy {fmt.pct(float(share.median()))} of the window in the "
+            f"median cell (max {fmt.pct(float(share.max()))}); that busy time includes the "
+            f"monitor, which used median {1000 * float(mon.median()):.0f} ms (max "
+            f"{1000 * float(mon.max()):.0f} ms) of the client's CPU per window. Above 90% a "
+            "cell is client-saturated."
+        )
+    return out
+
+
+def open_loop(run: Run) -> list[str]:
+    d = ok_cells(run)
+    if d.empty or "target_rate" not in d.columns:
+        return []
+    o = d[d["target_rate"].notna()]
+    if o.empty:
+        return []
+    miss = int(o["rate_miss"].sum())
+    unsent = int(o["due_unsent"].fillna(0).sum())
+    late = o["lateness_p99_us"].dropna()
+    text = (
+        f"Open loop: {len(o)} cell result(s); {miss} missed their target rate by more than 5%; "
+        f"{unsent} requests fell due in a window but were never sent (counted, not dropped)."
+    )
+    if len(late):
+        text += (
+            f" The client's own send lateness had a p99 of median {fmt.num(float(late.median()))}"
+            " us: latency tails near that figure are partly the client's."
+        )
+    return [text]
+
+
+def section(run: Run) -> list[str]:
+    """Paragraphs (and '- ' list lines) of the method section, in reading order."""
+    parts: list[list[str]] = [
+        machine(run),
+        reruns(run),
+        trial_noise(run),
+        wakeups(run),
+        served(run),
+        accounting(run),
+        open_loop(run),
+    ]
+    return [p for part in parts for p in part]
