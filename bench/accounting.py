@@ -114,16 +114,16 @@ def account(
         cap = n_server * window
         total = user + sys_
         if total > cap > 0:
-            capped = True
+            # Counters move in whole clock ticks: an excess within 2 ticks per CPU is their
+            # rounding, cut silently; beyond that the cut is reported.
+            capped = total > cap + 2 * n_server * TICK_S
             user, sys_ = user * cap / total, sys_ * cap / total
     n_client = len(client_cpus) if client_cpus else 0
     client_busy = busy_s(client_cpus)
     share = client_busy / (window * n_client) if client_busy is not None and n_client else None
     # A shared placement puts the server on the client's CPU by design: there the client's own
     # getrusage is the only fair judge of its saturation.
-    saturated = client_saturated or (
-        share is not None and not shared and share > CLIENT_SATURATION
-    )
+    saturated = client_saturated or (share is not None and not shared and share > CLIENT_SATURATION)
     used = {f"cpu{c}" for c in (*(server_cpus or ()), *(client_cpus or ()))}
     kept = {k: v for k, v in per_cpu.items() if k in used} if used else per_cpu
     return CpuAccount(

@@ -498,7 +498,10 @@ class CellRun:
             )  # fmt: skip
             notes.append(f"the load generator's CPUs saturated{share}: the figure may be its limit")
         if cpu is not None and cpu.server_capped:
-            notes.append("server CPU capped at the CPUs it was pinned to (a reaped child's lump)")
+            notes.append(
+                f"server CPU capped at the {cpu.server_cpus} CPU(s) it was pinned to "
+                f"(its {cpu.server_source} counters said more)"
+            )
         status: schema.CellStatus = "failed" if reasons else "ok"
         notes += reasons[1:]
         return self._result(

@@ -364,8 +364,10 @@ class Monitor:
         budget = self.pss.budget_s
         period_ns = normal_ns
         next_ns = time.monotonic_ns()
+        took_ns = 0  # how long the last regular sample took (a 1000-process tree: ~0.1 s)
         try:
             while not self._stop.is_set():
+                self._wait(0.0)  # learn the window as soon as it is announced, busy or not
                 now = time.monotonic_ns()
                 if self._marks and self._marks[0][0] <= now:
                     mark = self._marks.pop(0)[1]
@@ -375,14 +377,20 @@ class Monitor:
                     self.pss.budget_s = WINDOW_PSS_BUDGET_S if inside else budget
                     next_ns = time.monotonic_ns() + period_ns
                     continue
-                if now >= next_ns:
+                mark_ns = self._marks[0][0] if self._marks else None
+                # A regular sample that would still run when a window edge arrives is skipped:
+                # the edge's sample must be taken on time, not after a slow scan.
+                clear = mark_ns is None or now + 2 * took_ns < mark_ns
+                if now >= next_ns and clear:
+                    t = time.monotonic_ns()
                     self.sample_now()
+                    took_ns = time.monotonic_ns() - t
                     # A fixed schedule, not sleep(interval) after the work: a slow sample (a big
                     # tree) eats into the next wait instead of lowering the rate further.
                     next_ns = max(next_ns + period_ns, time.monotonic_ns())
                     continue
-                wake = min([next_ns, *(m[0] for m in self._marks[:1])])
-                self._wait((wake - now) / 1e9)
+                wake = mark_ns if not clear else min([next_ns, *([mark_ns] if mark_ns else [])])
+                self._wait(max(0.0, (wake - now) / 1e9))
         finally:
             self._cpu_s = time.thread_time() - cpu0
 
@@ -390,7 +398,8 @@ class Monitor:
         """Sleep until `seconds` pass, stop() is called, or the window's edges arrive."""
         fd = self._window_fd
         if fd is None:
-            self._stop.wait(seconds)
+            if seconds > 0:
+                self._stop.wait(seconds)
             return
         # `seconds` is at most one sampling interval, so stop() is still noticed promptly.
         ready, _, _ = select.select([fd], [], [], seconds)
