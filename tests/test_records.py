@@ -1,0 +1,64 @@
+"""The record layer (issue 10/11): one versioned schema, read through one loader.
+
+A version 1 file (the committed reference run, made before version 2 existed) still loads and
+renders through the version 2 loader, upgraded on the way in; a file from a future version is
+refused with the version message, never half-read; every recorded cell of a version 2 run
+accounts no more server CPU than the CPUs its server was pinned to.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from analysis.load import load_run
+from records import schema
+
+DATA = Path(__file__).parent / "data"
+V1_RUN = DATA / "analysis-run"
+V2_RUN = DATA / "v2-run"
+
+
+def test_a_version_1_cell_is_upgraded_on_load() -> None:
+    path = next((V1_RUN / "cells").glob("*.json"))
+    assert json.loads(path.read_text())["schema_version"] == 1
+    cell = schema.load_cell(path)
+    assert cell.schema_version == schema.SCHEMA_VERSION == 2
+    assert cell.load is not None and cell.load.schema_version == 2
+    # what version 2 added reads as "not measured", never as a made-up figure
+    assert cell.cpu is None and cell.git is None and cell.load.fill is None
+
+
+def test_a_future_version_is_refused_with_the_version_message(tmp_path: Path) -> None:
+    data = json.loads(next((V2_RUN / "cells").glob("*.json")).read_text())
+    data["schema_version"] = 3
+    path = tmp_path / "future.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(schema.SchemaError, match=r"schema_version 3 is not one this echobench"):
+        schema.load_cell(path)
+
+
+def test_the_version_1_run_still_renders_its_cpu_within_its_cpus() -> None:
+    run = load_run(V1_RUN)
+    assert not run.unreadable
+    d = run.df[run.df["server_cpu_util"].notna()]
+    assert len(d) > 0 and set(d["cpu_source"]) <= {"v1-rate", "v1-rate-capped"}
+    assert (d["server_cpu_util"] <= 1.0 + 1e-9).all()  # every v1 server was pinned to 1 CPU
+
+
+def test_no_recorded_cell_reports_more_server_cpu_than_it_was_given() -> None:
+    run = load_run(V2_RUN)
+    assert not run.unreadable and len(run.cells) > 0
+    for cell in run.cells.values():
+        if cell.status != "ok":
+            continue
+        assert cell.cpu is not None, cell.cell_id
+        assert cell.cpu.server_cpus >= 1
+        assert cell.cpu.server_cpu_s <= cell.cpu.window_s * cell.cpu.server_cpus + 1e-9
+        assert cell.git is not None and cell.git.commit
+    d = run.df
+    assert (d["server_cpu_util"].dropna() <= d["server_cpus"].dropna() + 1e-9).all()
+    for col in ("asked", "served", "starved", "fill_s"):
+        assert col in d.columns
