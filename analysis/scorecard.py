@@ -1,4 +1,5 @@
-"""The CS:APP 12.1.2 scorecard: each claim of the book, the figure from this run, a verdict.
+"""The CS:APP 12.1.2 scorecard: each claim of the book, the figures from this run, a verdict that
+can fail.
 
 Section 12.1.2 lists the pros and cons of process-based concurrency: separate address spaces
 protect (a process cannot overwrite another's memory) but make sharing state need explicit IPC,
@@ -6,9 +7,12 @@ and processes tend to be slower because process control and IPC are expensive. S
 (Fig. 12.5) adds two rules a forking server must follow: the parent closes its copy of connfd,
 and the SIGCHLD handler reaps zombies in a loop.
 
-One function per claim. Each computes its figure and verdict from the run's cells (medians over
-trials), says when the difference is inside the trials' spread, refuses to call a client-limited
-figure capacity, and says "not measured in this run" when the cells it needs are absent.
+One function per claim, over the run's evidence (its cells and microbenchmarks). Each names
+its servers by their role in the registry (Fig. 12.5's process server, Fig. 12.14's thread
+server), compares like with like (a message between processes against the same message
+between threads, at the same CPU placement), and maps its figures through a written rule
+(analysis.verdict) to confirmed, not confirmed, contradicted or inconclusive. Where this
+machine contradicts the book, the verdict says so.
 """
 
 from __future__ import annotations
@@ -20,340 +24,375 @@ import pandas as pd
 
 from analysis import fmt, micro
 from analysis.charts import label
-from analysis.load import Run, ok_cells
+from analysis.load import FAULTS, Run
 from analysis.stats import Figure, pick, summarise
+from analysis.verdict import RULE, Outcome, Verdict, combine, less
+from servers.registry import Role, by_role
+
+BOOK_PROCESS = by_role(Role.BOOK_PROCESS)
+BOOK_THREAD = by_role(Role.BOOK_THREAD)
+HEADLINE_CLIENTS = 10
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What the claims read: the run's tidy cells and its microbenchmark figures."""
+
+    df: pd.DataFrame
+    micro: pd.DataFrame
+
+    @classmethod
+    def of(cls, run: Run) -> Evidence:
+        return cls(run.df, micro.load(run.path))
+
+    def ok(self, scenario: str | None = None, faults: bool = False) -> pd.DataFrame:
+        d = self.df
+        if d.empty:
+            return d
+        d = d[d["status"] == "ok"]
+        if not faults:
+            d = d[(d["fault"].fillna("") == "") & ~d["scenario"].isin(FAULTS)]
+        return d if scenario is None else d[d["scenario"] == scenario]
+
+    def micro_fig(self, name: str, impl: str = "python") -> Figure | None:
+        m = self.micro
+        if m.empty:
+            return None
+        sel = m[(m["name"] == name) & (m["impl"] == impl)]
+        if sel.empty:
+            return None
+        r = sel.iloc[0]
+        return Figure(
+            float(r["median_us"]), float(r["min_us"]), float(r["max_us"]), int(r["rounds"]),
+            float("nan"), False,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)
 class Claim:
     claim: str
+    rule: str
     figure: str
-    verdict: str
+    verdict: Verdict
+    why: str
 
     @property
     def measured(self) -> bool:
-        return self.figure != fmt.NOT_MEASURED
+        return self.verdict != Verdict.INCONCLUSIVE or self.figure != fmt.NOT_MEASURED
+
+    @property
+    def verdict_text(self) -> str:
+        return f"**{self.verdict}**: {self.why}"
 
 
-def _scen(run: Run, scenario: str) -> pd.DataFrame:
-    d = ok_cells(run)
-    return d if d.empty else d[d["scenario"] == scenario]
+def _fig(f: Figure | None, unit: str) -> str:
+    if f is None:
+        return fmt.NOT_MEASURED
+    return f"{fmt.spread(f.median, f.lo, f.hi, f.n)} {unit}"
 
 
-def _fault(run: Run, fault: str) -> pd.DataFrame:
-    """Cells run with a fault switch on (in its own scenario or any other)."""
-    d = ok_cells(run, faults=True)
-    return d[d["fault"] == fault]
-
-
-def _caveats(*figs: Figure) -> str:
-    notes = []
-    if any(f.saturated for f in figs):
-        notes.append("client-limited: a lower bound, not capacity")
-    if any(f.noisy for f in figs):
-        notes.append("CV over 10%: noisy")
-    if all(f.n > 1 for f in figs) and len(figs) == 2:
-        a, b = figs
-        if a.lo <= b.hi and b.lo <= a.hi:
-            notes.append("the trials' ranges overlap: the difference is inside the noise")
-    return f" ({'; '.join(notes)})" if notes else ""
-
-
-def _times(a: float, b: float) -> str:
-    """How many times a is b, for 'N x fewer/more' sentences."""
-    return f"{max(a, b) / min(a, b):.1f}x" if min(a, b) > 0 else "n/a"
-
-
-def _pair(s: pd.DataFrame, a: str, b: str, prefer: int = 10) -> tuple[int, Figure, Figure] | None:
-    """Figures of servers a and b at the same connections: `prefer` if both have it."""
-    if s.empty:
-        return None
-    common = set(s[s["server"] == a]["connections"]) & set(s[s["server"] == b]["connections"])
-    if not common:
-        return None
-    conns = prefer if prefer in common else max(int(c) for c in common)
-    fa, fb = pick(s, a, connections=conns), pick(s, b, connections=conns)
-    return (conns, fa, fb) if fa and fb else None
-
-
-def _not(claim: str, why: str) -> Claim:
-    return Claim(claim, fmt.NOT_MEASURED, f"{fmt.NOT_MEASURED}: {why}")
+def _claim(claim: str, rule: str, figures: list[str], outcomes: list[Outcome]) -> Claim:
+    verdict = combine(outcomes)
+    return Claim(claim, rule, "; ".join(figures), verdict, "; ".join(o.why for o in outcomes))
 
 
 # --------------------------------------------------------------------------- claims
 
 
-# Who the fork-per-connection server is measured against, best match to the book first: the
-# book's threaded twin (Fig. 12.14), then whatever non-forking server the run has.
-RIVALS = ("thread", "threadpool", "uvloop", "asyncio", "multiplex", "prefork")
-
-
-def processes_are_slower(run: Run) -> Claim:
+def processes_are_slower(ev: Evidence) -> Claim:
     claim = "Processes are slower than threads (12.1.2: process control and IPC overhead)"
-    s = summarise(_scen(run, "per-request"), "requests_per_s")
-    found = next(((r, p) for r in RIVALS if (p := _pair(s, "process", r)) is not None), None)
-    if found is None:
-        return _not(claim, "needs 'per-request' cells of process and thread (or another rival)")
-    rival, (conns, fp, ft) = found
-    them = label(rival)
-    figure = (
-        f"connection per request, {conns} clients: fork per connection "
-        f"{fmt.num(fp.median)} conn/s, {them} {fmt.num(ft.median)} conn/s"
+    rule = (
+        f"connections/s of Fig. 12.5's server ({BOOK_PROCESS}) below Fig. 12.14's "
+        f"({BOOK_THREAD}), connection per request, {HEADLINE_CLIENTS} clients; {RULE}"
     )
-    more = "fewer" if fp.median < ft.median else "more"
-    verdict = (
-        f"fork per connection accepts {_times(fp.median, ft.median)} {more} connections/s than "
-        f"{them} on this machine{_caveats(fp, ft)}"
-    )
-    persistent = summarise(_scen(run, "concurrency"), "requests_per_s")
-    pp = _pair(persistent, "process", rival)
-    if pp is not None:
-        c2, a, b = pp
-        figure += (
-            f"; persistent, {c2} connections: {fmt.num(a.median)} vs {fmt.num(b.median)} req/s"
+    s = summarise(ev.ok("per-request"), "requests_per_s")
+    fp = pick(s, BOOK_PROCESS, connections=HEADLINE_CLIENTS)
+    ft = pick(s, BOOK_THREAD, connections=HEADLINE_CLIENTS)
+    figures = [
+        f"connection per request, {HEADLINE_CLIENTS} clients: {label(BOOK_PROCESS)} "
+        f"{_fig(fp, 'conn/s')}, {label(BOOK_THREAD)} {_fig(ft, 'conn/s')}"
+    ]
+    if fp and ft and ft.median > 0:
+        figures.append(f"ratio {fmt.ratio(fp.median / ft.median)}")
+    p = summarise(ev.ok("concurrency"), "requests_per_s")
+    pp = pick(p, BOOK_PROCESS, connections=HEADLINE_CLIENTS)
+    pt = pick(p, BOOK_THREAD, connections=HEADLINE_CLIENTS)
+    if pp and pt:
+        figures.append(
+            f"for context, once connected ({HEADLINE_CLIENTS} persistent connections, no "
+            f"process control): {_fig(pp, 'req/s')} vs {_fig(pt, 'req/s')}"
         )
-        verdict += (
-            f"; once connected, a process echoes at {fmt.ratio(a.median / b.median)} "
-            f"the rate of {them}{_caveats(a, b)}"
-        )
-    return Claim(claim, figure, verdict)
+    return _claim(claim, rule, figures, [less(fp, ft, "connections/s, process vs thread")])
 
 
-def process_control_overhead(run: Run) -> Claim:
+def process_control_overhead(ev: Evidence) -> Claim:
     claim = "Process control (fork, waitpid) is expensive (12.1.2)"
-    m = micro.load(run.path)
-    fork = micro.figure(m, "fork_wait.small_parent")
-    fork_c = micro.figure(m, "fork_wait.small_parent", "c")
-    thread = micro.figure(m, "thread_start_join")
-    parts, verdicts = [], []
-    if fork is not None and thread is not None:
-        floor = f" (C: {fmt.num(fork_c)} us)" if fork_c is not None else ""
-        parts.append(
-            f"fork + exit + waitpid {fmt.num(fork)} us{floor}, "
-            f"thread start + join {fmt.num(thread)} us"
+    rule = (
+        "fork + _exit + waitpid costs more than thread start + join (microbenchmark rounds), "
+        f"and {BOOK_PROCESS} spends more server CPU per connection than {BOOK_THREAD} "
+        f"(connection per request, {HEADLINE_CLIENTS} clients); each by the rule: {RULE}"
+    )
+    fork = ev.micro_fig("fork_wait.small_parent")
+    thread = ev.micro_fig("thread_start_join")
+    fork_c = ev.micro_fig("fork_wait.small_parent", "c")
+    s = summarise(ev.ok("per-request"), "cpu_us_per_req")
+    cp = pick(s, BOOK_PROCESS, connections=HEADLINE_CLIENTS)
+    ct = pick(s, BOOK_THREAD, connections=HEADLINE_CLIENTS)
+    figures = [
+        f"fork + exit + waitpid {_fig(fork, 'us')}"
+        + (f" (C: {_fig(fork_c, 'us')})" if fork_c else "")
+        + f", thread start + join {_fig(thread, 'us')}",
+        f"server CPU per connection: fork {_fig(cp, 'us')}, thread {_fig(ct, 'us')}",
+    ]
+    outcomes = [
+        less(thread, fork, "creating a thread vs a process"),
+        less(ct, cp, "CPU per connection, thread vs process server"),
+    ]
+    return _claim(claim, rule, figures, outcomes)
+
+
+def _end_to_end(ev: Evidence, mode: str, what: str) -> tuple[str, Outcome]:
+    """The book's process server with a shared counter against itself without one."""
+    s = summarise(ev.ok("shared-counter"), "requests_per_s")
+    off = pick(s, BOOK_PROCESS, shared_counter=None)
+    on = pick(s, BOOK_PROCESS, shared_counter=mode)
+    text = (
+        f"{label(BOOK_PROCESS)} req/s, no counter {_fig(off, '')}, {what} {_fig(on, '')}"
+    ).replace("  ", " ")
+    return text, less(on, off, f"{BOOK_PROCESS} with {what} vs without")
+
+
+def message_passing_cost(ev: Evidence) -> Claim:
+    claim = "IPC is slow: a message between processes costs more than between threads (12.1.2)"
+    rule = (
+        "a 1-byte pipe round trip between two processes costs more than the same round trip "
+        "through queue.Queue between two threads, at the same CPU placement (same CPU and "
+        f"different CPUs), and counting over a pipe slows {BOOK_PROCESS}; each by: {RULE}"
+    )
+    figures, outcomes = [], []
+    for place, words in (("same-cpu", "on one CPU"), ("cross-cpu", "on different CPUs")):
+        pipe = ev.micro_fig(f"rtt.pipe[{place}]")
+        queue = ev.micro_fig(f"rtt.thread_queue[{place}]")
+        figures.append(
+            f"{words}: processes over a pipe {_fig(pipe, 'us')}, threads over queue.Queue "
+            f"{_fig(queue, 'us')}"
         )
-        verdicts.append(f"creating a process costs {fmt.ratio(fork / thread)} creating a thread")
-    s = summarise(_scen(run, "per-request"), "cpu_us_per_req")
-    pair = _pair(s, "process", "thread")
-    if pair is not None:
-        conns, fp, ft = pair
-        parts.append(
-            f"server CPU per connection ({conns} clients): fork {fmt.num(fp.median)} us, "
-            f"thread {fmt.num(ft.median)} us"
+        outcomes.append(less(queue, pipe, f"round trip {words}, threads vs processes"))
+    task = ev.micro_fig("rtt.asyncio_queue.default")
+    if task is not None:
+        figures.append(f"between two asyncio tasks (asyncio.Queue) {_fig(task, 'us')}")
+    text, outcome = _end_to_end(ev, "pipe", "children's counts sent over a pipe")
+    figures.append(text)
+    outcomes.append(outcome)
+    return _claim(claim, rule, figures, outcomes)
+
+
+def shared_memory_cost(ev: Evidence) -> Claim:
+    claim = (
+        "Sharing memory between processes costs more than between threads (12.1.2: explicit IPC)"
+    )
+    rule = (
+        "a counter update under a process-shared lock in shared memory costs more than under "
+        "a threading.Lock, 2 workers on different CPUs and on one CPU; and a shared-memory "
+        f"counter slows {BOOK_PROCESS}; each by: {RULE}"
+    )
+    figures, outcomes = [], []
+    for place, words in (("cross-cpu", "on different CPUs"), ("same-cpu", "on one CPU")):
+        shm = ev.micro_fig(f"counter.shm_lock.2w[{place}]")
+        lock = ev.micro_fig(f"counter.thread_lock.2w[{place}]")
+        figures.append(
+            f"2 workers {words}: shared memory + process lock {_fig(shm, 'us')}, "
+            f"threading.Lock {_fig(lock, 'us')} per increment"
         )
-        verdicts.append(
-            f"the forking server spends {fmt.ratio(fp.median / ft.median)} the threaded "
-            f"server's CPU per connection{_caveats(fp, ft)}"
-        )
-    if not parts:
-        return _not(claim, "needs the fork/thread microbenchmarks or monitored 'per-request' cells")
-    return Claim(claim, "; ".join(parts), "; ".join(verdicts))
+        outcomes.append(less(lock, shm, f"locked increment {words}, threads vs processes"))
+    text, outcome = _end_to_end(ev, "shm", "a shared-memory counter")
+    figures.append(text)
+    outcomes.append(outcome)
+    return _claim(claim, rule, figures, outcomes)
 
 
-def ipc_overhead(run: Run) -> Claim:
-    claim = "IPC is expensive next to memory shared in one address space (12.1.2)"
-    m = micro.load(run.path)
-    parts, verdicts = [], []
-    lock = micro.figure(m, "counter.thread_lock.1w")
-    for place in ("same-cpu", "cross-cpu"):
-        rtt = micro.figure(m, f"rtt.pipe[{place}]")
-        if rtt is None:
-            continue
-        parts.append(f"pipe round trip between processes, {place}: {fmt.num(rtt)} us")
-        if lock is not None:
-            verdicts.append(
-                f"one message to another process and back ({place}) costs {fmt.ratio(rtt / lock)} "
-                "a locked update of memory threads share"
-            )
-    if lock is not None and parts:
-        parts.append(f"threading.Lock-guarded increment {fmt.num(lock)} us")
-    s = summarise(_scen(run, "shared-counter"), "requests_per_s")
-    for server in ("prefork", "process"):
-        off = pick(s, server, shared_counter=None)
-        pipe = pick(s, server, shared_counter="pipe")
-        if off and pipe:
-            parts.append(
-                f"{server} requests/s, no counter {fmt.num(off.median)}, "
-                f"counts sent over a pipe {fmt.num(pipe.median)}"
-            )
-            verdicts.append(
-                f"reporting counts over a pipe changes {server}'s throughput by "
-                f"{fmt.pct(pipe.median / off.median - 1)}{_caveats(off, pipe)}"
-            )
-            break
-    if not parts:
-        return _not(claim, "needs IPC round-trip microbenchmarks or 'shared-counter' pipe cells")
-    return Claim(claim, "; ".join(parts), "; ".join(verdicts) or "see the figure")
-
-
-def _counter_rows(run: Run, mode: str) -> pd.DataFrame:
-    d = _scen(run, "shared-counter")
+def _counter_rows(ev: Evidence, mode: str, server: str = BOOK_PROCESS) -> pd.DataFrame:
+    """All trials (ok or failed) of `server`'s shared-counter cells in `mode`."""
+    d = ev.df
     if d.empty or "stats_bytes" not in d.columns:
         return d.iloc[0:0]
-    d = d[(d["shared_counter"] == mode) & d["stats_bytes"].notna()]
-    return d[d["bytes_received_total"].notna()]
+    return d[
+        (d["scenario"] == "shared-counter")
+        & (d["shared_counter"] == mode)
+        & (d["server"] == server)
+    ]
 
 
-def sharing_needs_ipc(run: Run) -> Claim:
+def sharing_needs_ipc(ev: Evidence) -> Claim:
     claim = "Sharing state between processes needs explicit IPC (12.1.2)"
-    d = run.df
-    s = summarise(_scen(run, "shared-counter"), "requests_per_s")
-    parts, verdicts = [], []
+    rule = (
+        f"in {BOOK_PROCESS}, a plain global counter (no IPC) misses the children's updates "
+        "while a shared-memory and a pipe counter count every echoed byte: confirmed when "
+        "both hold in every trial; contradicted when the plain global counts everything; not "
+        "confirmed when an IPC counter miscounts; inconclusive without those cells"
+    )
+    figures, outcomes = [], []
+    naive = _counter_rows(ev, "naive")
+    naive = naive[naive["status"] == "ok"]
+    if naive.empty:
+        outcomes.append(Outcome(Verdict.INCONCLUSIVE, "no plain-global (naive) counter cells"))
+    else:
+        counted, echoed = int(naive["stats_bytes"].sum()), int(naive["bytes_received_total"].sum())
+        figures.append(f"plain global: parent counted {counted:,} of {echoed:,} B echoed")
+        outcomes.append(
+            Outcome(Verdict.CONFIRMED, "without IPC the parent's count misses the children's")
+            if counted < echoed
+            else Outcome(Verdict.CONTRADICTED, "the plain global counted every byte")
+        )
     for mode in ("shm", "pipe"):
-        cells = d[(d["scenario"] == "shared-counter") & (d["shared_counter"] == mode)]
-        cells = cells[cells["model"] == "process"]
-        if cells.empty:
+        c = _counter_rows(ev, mode)
+        if c.empty:
+            outcomes.append(Outcome(Verdict.INCONCLUSIVE, f"no {mode} counter cells"))
             continue
-        server = str(cells["server"].iloc[0])
-        c = cells[cells["server"] == server]
-        # The runner compares the server's STATS count with every byte the client got back
-        # (its primer included) and fails the cell when they differ.
-        wrong = c[(c["status"] == "failed") & c["reason"].str.startswith("shared counter")]
+        # The runner fails a cell whose exact counter disagrees with the bytes echoed.
+        wrong = c[(c["status"] == "failed") & c["reason"].fillna("").str.startswith("shared")]
         right = c[c["status"] == "ok"]
-        counted = int(right["stats_bytes"].sum()) if "stats_bytes" in right else 0
-        parts.append(
-            f"{server} + {mode}: {len(right)} trial(s) counted exactly ({counted:,} B in all), "
-            f"{len(wrong)} miscounted"
+        figures.append(
+            f"{mode}: {len(right)} trial(s) counted exactly "
+            f"({int(right['stats_bytes'].sum()):,} B), {len(wrong)} miscounted"
         )
-        off, on = pick(s, server, shared_counter=None), pick(s, server, shared_counter=mode)
-        cost = (
-            f", at {fmt.pct(on.median / off.median - 1)} throughput vs no counter"
-            f"{_caveats(off, on)}"
-            if off and on
-            else ""
+        outcomes.append(
+            Outcome(Verdict.CONFIRMED, f"{mode} counted every byte")
+            if wrong.empty and len(right)
+            else Outcome(Verdict.NOT_CONFIRMED, f"{mode} miscounted {len(wrong)} trial(s)")
         )
-        verdicts.append(
-            f"with {mode} the children's counts {'add up' if wrong.empty else 'do NOT add up'}"
-            + cost
-        )
-    if not parts:
-        return _not(claim, "needs 'shared-counter' cells of a process model in shm or pipe mode")
-    return Claim(claim, "; ".join(parts), "; ".join(verdicts))
+    return _claim(claim, rule, figures, outcomes)
 
 
-def address_spaces_protect(run: Run) -> Claim:
+def address_spaces_protect(ev: Evidence) -> Claim:
     claim = "Separate address spaces protect: a child cannot write the parent's memory (12.1.2)"
-    rows = _counter_rows(run, "naive")
+    rule = (
+        f"{BOOK_PROCESS}'s children increment a plain global counter (fork copies it, "
+        "copy-on-write): confirmed when the parent's own copy reports fewer bytes than were "
+        "echoed, contradicted when it reports them all, inconclusive without the cells"
+    )
+    rows = _counter_rows(ev, "naive")
+    rows = rows[(rows["status"] == "ok") & rows["bytes_received_total"].notna()]
     if rows.empty:
-        return _not(claim, "needs 'shared-counter' cells in naive mode with the server's STATS")
-    server = str(rows["server"].iloc[0])
-    r = rows[rows["server"] == server]
-    counted, echoed = int(r["stats_bytes"].sum()), int(r["bytes_received_total"].sum())
-    figure = f"{server}, naive global counter: parent reports {counted:,} B of {echoed:,} B echoed"
-    if counted < echoed:
-        verdict = (
-            f"confirmed: the children's {echoed - counted:,} B of increments landed in their own "
-            "copy-on-write copies and never reached the parent"
+        return _claim(
+            claim, rule, [fmt.NOT_MEASURED],
+            [Outcome(Verdict.INCONCLUSIVE, "needs 'shared-counter' cells in naive mode")],
+        )  # fmt: skip
+    counted, echoed = int(rows["stats_bytes"].sum()), int(rows["bytes_received_total"].sum())
+    figure = f"{label(BOOK_PROCESS)}, plain global counter: parent reports {counted:,} B of "
+    figure += f"{echoed:,} B echoed"
+    outcome = (
+        Outcome(
+            Verdict.CONFIRMED,
+            f"the children's {echoed - counted:,} B of increments landed in their own "
+            "copy-on-write copies and never reached the parent",
+        )
+        if counted < echoed
+        else Outcome(Verdict.CONTRADICTED, "the parent's copy saw every increment")
+    )
+    return _claim(claim, rule, [figure], [outcome])
+
+
+def _process_control(ev: Evidence, fault: str) -> pd.DataFrame:
+    """The process server as Fig. 12.5 writes it, in the fault scenario's control cells (same
+    load, same limits as the cells with the bug switched on)."""
+    d = ev.ok(faults=True)
+    if d.empty:
+        return d
+    d = d[(d["scenario"] == fault) & (d["fault"].fillna("") == "")]
+    return d[(d["server"] == BOOK_PROCESS) & d["fds_peak"].notna()]
+
+
+def _fault_cells(ev: Evidence, fault: str) -> pd.DataFrame:
+    d = ev.ok(faults=True)
+    return d if d.empty else d[d["fault"] == fault]
+
+
+def parent_must_close_connfd(ev: Evidence) -> Claim:
+    claim = "The parent must close its copy of connfd (12.1.1, Fig. 12.5)"
+    rule = (
+        "with --leak-connfd the server tree's open descriptors grow past what its live "
+        "clients explain (8 per client + 8), while Fig. 12.5 as written stays within it under "
+        "the same load: confirmed when both hold; contradicted when the leaking server stays "
+        "within it; not confirmed when the correct server grows too; inconclusive without "
+        "both cells"
+    )
+    leak = _fault_cells(ev, "leak-connfd")
+    leak = leak if leak.empty else leak[leak["fds_peak"].notna()]
+    control = _process_control(ev, "leak-connfd")
+    if leak.empty or control.empty:
+        return _claim(
+            claim, rule, [fmt.NOT_MEASURED],
+            [Outcome(Verdict.INCONCLUSIVE, "needs the leak-connfd cells and their control")],
+        )  # fmt: skip
+    i = (leak["fds_peak"] - leak["fds_base"]).idxmax()
+    base, peak = int(leak["fds_base"][i]), int(leak["fds_peak"][i])
+    conns = int(leak["connections"][i])
+    cw = leak["close_wait_peak"].get(i)
+    bound = 8 * conns + 8
+    grow_c = int((control["fds_peak"] - control["fds_base"]).max())
+    figures = [
+        f"--leak-connfd, {conns} clients: open descriptors (whole process tree) rose from "
+        f"{base:,} to {peak:,}"
+        + (f", {int(cw):,} sockets in CLOSE_WAIT" if pd.notna(cw) and cw else ""),
+        f"Fig. 12.5 as written, same load: grew by at most {grow_c:,} (bound {bound:,})",
+    ]
+    if peak - base <= bound:
+        outcome = Outcome(Verdict.CONTRADICTED, "the leaking server's descriptors stayed bounded")
+    elif grow_c > bound:
+        outcome = Outcome(Verdict.NOT_CONFIRMED, "the correct server's descriptors grew too")
+    else:
+        outcome = Outcome(
+            Verdict.CONFIRMED,
+            "the parent kept a descriptor for every client that had left; closing connfd "
+            "keeps the count to the live clients",
+        )
+    return _claim(claim, rule, figures, [outcome])
+
+
+def zombies_reaped_in_loop(ev: Evidence) -> Claim:
+    claim = "Zombies must be reaped, in a loop, by the SIGCHLD handler (12.1.1, Fig. 12.5)"
+    rule = (
+        "with --naive-reaper (one waitpid per SIGCHLD) the peak of zombies exceeds both the "
+        "clients in flight and the loop reaper's peak under the same load: confirmed when it "
+        "does; contradicted when the naive reaper's peak is no higher than the loop's; not "
+        "confirmed when it is higher but within the clients in flight; inconclusive without "
+        "both cells"
+    )
+    naive = _fault_cells(ev, "naive-reaper")
+    naive = naive if naive.empty else naive[naive["zombies_peak"].notna()]
+    control = _process_control(ev, "naive-reaper")
+    if naive.empty or control.empty:
+        return _claim(
+            claim, rule, [fmt.NOT_MEASURED],
+            [Outcome(Verdict.INCONCLUSIVE, "needs the naive-reaper cells and their control")],
+        )  # fmt: skip
+    peak_n = int(naive["zombies_peak"].max())
+    peak_c = int(control["zombies_peak"].max())
+    clients = int(naive["connections"].max())
+    figures = [
+        f"--naive-reaper: up to {peak_n:,} zombies at once ({clients} clients)",
+        f"loop reaper, same load: up to {peak_c:,}",
+    ]
+    if peak_n <= peak_c:
+        outcome = Outcome(Verdict.CONTRADICTED, "the naive reaper left no more zombies")
+    elif peak_n <= clients:
+        outcome = Outcome(
+            Verdict.NOT_CONFIRMED, "more zombies, but no more than the clients in flight"
         )
     else:
-        verdict = "not confirmed: the parent's counter saw every byte (did the server fork?)"
-    return Claim(claim, figure, verdict)
-
-
-def _worst_cell(d: pd.DataFrame, col: str, base: str | None) -> tuple[int, int, int]:
-    """(growth of `col`, connections opened, concurrent clients) of the cell that grew most
-    relative to the connections it served."""
-    growth = (d[col] - (d[base] if base else 0)).fillna(0)
-    opened = d["connections_opened"].fillna(0).clip(lower=1)
-    i = (growth / opened).idxmax()
-    return int(growth[i]), int(d["connections_opened"].fillna(0)[i]), int(d["connections"][i])
-
-
-def _process_control(run: Run, fault: str | None = None) -> pd.DataFrame:
-    """The process server as Fig. 12.5 writes it: a fault scenario's control cells when the run
-    has them (same load, same limits), else its monitored per-request cells."""
-    if fault is not None:
-        d = ok_cells(run, faults=True)
-        d = d[(d["scenario"] == fault) & (d["fault"].fillna("") == "")]
-        d = d[(d["server"] == "process") & d["fds_peak"].notna()]
-        if not d.empty:
-            return d
-    d = _scen(run, "per-request")
-    return d if d.empty else d[(d["server"] == "process") & d["fds_peak"].notna()]
-
-
-def parent_must_close_connfd(run: Run) -> Claim:
-    claim = "The parent must close its copy of connfd (12.1.1, Fig. 12.5)"
-    leak = _fault(run, "leak-connfd")
-    leak = leak if leak.empty else leak[leak["fds_peak"].notna()]
-    control = _process_control(run, "leak-connfd")
-    parts, verdicts = [], []
-    if not leak.empty:
-        # One cell for every number quoted: the one whose descriptors grew most. Connections
-        # are not the yardstick (the measured phase's count leaves out the warm-up's, while the
-        # leak keeps both); the clients in flight are: a correct server holds about one
-        # descriptor per live client, a leaking one keeps every finished client's too.
-        i = (leak["fds_peak"] - leak["fds_base"]).idxmax()
-        base, peak = int(leak["fds_base"][i]), int(leak["fds_peak"][i])
-        end, cw = leak["fds_end"].get(i), leak["close_wait_peak"].get(i)
-        conns = int(leak["connections"][i])
-        parts.append(
-            f"--leak-connfd, {conns} clients: open descriptors (whole process tree) rose "
-            f"from {base:,} to {peak:,}"
-            + (f" ({int(end):,} open at the end)" if pd.notna(end) else "")
-            + (
-                f", {int(cw):,} sockets in CLOSE_WAIT (clients gone, connections never freed)"
-                if pd.notna(cw) and cw
-                else ""
-            )
+        outcome = Outcome(
+            Verdict.CONFIRMED,
+            "signals do not queue: one waitpid per SIGCHLD left children unreaped",
         )
-        verdicts.append(
-            "confirmed: the parent kept a descriptor for every client that had left"
-            if peak - base > 8 * conns + 8
-            else "not confirmed: descriptors stayed within what the live clients explain"
-        )
-    if not control.empty:
-        grow, opened, conns = _worst_cell(control, "fds_peak", "fds_base")
-        parts.append(
-            f"Fig. 12.5 as written: descriptors (whole process tree) grew by at most "
-            f"{grow:,} over {opened:,} connections from {conns} clients"
-        )
-        if leak.empty:
-            # each child in the tree holds a few descriptors of its own (stdio, listenfd copy)
-            bounded = grow < max(0.5 * opened, 8 * conns + 8)
-            state = "bounded by the clients in flight" if bounded else "GROWING"
-            verdicts.append(
-                f"with connfd closed the descriptors stay {state}; the leak "
-                f"experiment was {fmt.NOT_MEASURED}"
-            )
-    if not parts:
-        return _not(claim, "needs 'leak-connfd' cells or monitored 'per-request' process cells")
-    return Claim(claim, "; ".join(parts), "; ".join(verdicts))
+    return _claim(claim, rule, figures, [outcome])
 
 
-def zombies_reaped_in_loop(run: Run) -> Claim:
-    claim = "Zombies must be reaped, in a loop, by the SIGCHLD handler (12.1.1, Fig. 12.5)"
-    naive = _fault(run, "naive-reaper")
-    naive = naive if naive.empty else naive[naive["zombies_peak"].notna()]
-    control = _process_control(run, "naive-reaper")
-    parts, verdicts = [], []
-    if not naive.empty:
-        peak, opened, _ = _worst_cell(naive, "zombies_peak", None)
-        parts.append(f"--naive-reaper: up to {peak:,} zombies over {opened:,} connections")
-        verdicts.append(
-            "confirmed: a handler that reaps one child per signal leaves zombies behind"
-            if peak > 0
-            else "no zombie was seen with the naive reaper in this run"
-        )
-    if not control.empty:
-        peak = int(control["zombies_peak"].max())
-        opened = int(control["connections_opened"].fillna(0).sum())
-        parts.append(f"loop reaper: at most {peak:,} zombies at once over {opened:,} connections")
-        if naive.empty:
-            verdicts.append(
-                f"the loop reaper kept zombies at {peak:,} or fewer (a child is a "
-                "zombie briefly between exit and SIGCHLD); the naive-reaper "
-                f"experiment was {fmt.NOT_MEASURED}"
-            )
-    if not parts:
-        return _not(claim, "needs 'naive-reaper' cells or monitored 'per-request' process cells")
-    return Claim(claim, "; ".join(parts), "; ".join(verdicts))
-
-
-CLAIMS: list[Callable[[Run], Claim]] = [
+CLAIMS: list[Callable[[Evidence], Claim]] = [
     processes_are_slower,
     process_control_overhead,
-    ipc_overhead,
+    message_passing_cost,
+    shared_memory_cost,
     sharing_needs_ipc,
     address_spaces_protect,
     parent_must_close_connfd,
@@ -362,4 +401,5 @@ CLAIMS: list[Callable[[Run], Claim]] = [
 
 
 def scorecard(run: Run) -> list[Claim]:
-    return [claim(run) for claim in CLAIMS]
+    ev = Evidence.of(run)
+    return [claim(ev) for claim in CLAIMS]

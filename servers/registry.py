@@ -25,6 +25,18 @@ class Model(StrEnum):
     EVENT = "event"  # 12.2: one thread multiplexes descriptors
 
 
+class Role(StrEnum):
+    """What a server stands for in the book's argument: claims name servers by role, never by
+    their place in a sort order."""
+
+    BOOK_PROCESS = "book-process"  # CS:APP Fig. 12.5: the process-based server under test
+    BOOK_THREAD = "book-thread"  # CS:APP Fig. 12.14: its threaded twin
+    FORK_EXEC = "fork-exec"  # fork + exec per connection: nothing of the parent is kept
+    PROCESS_POOL = "process-pool"
+    THREAD_POOL = "thread-pool"
+    EVENT_LOOP = "event-loop"
+
+
 @dataclass(frozen=True, slots=True)
 class ServerSpec:
     name: str
@@ -33,6 +45,7 @@ class ServerSpec:
     label: str  # short human label for charts and tables
     description: str
     reference: str  # where the model comes from (book figure or practice)
+    role: Role
     forks_per_connection: bool = False
 
     def load(self) -> ModuleType:
@@ -47,6 +60,7 @@ _SPECS = (
         "fork per connection",
         "parent accepts and forks a child per client; SIGCHLD handler reaps in a loop",
         "CS:APP Fig. 12.5",
+        role=Role.BOOK_PROCESS,
         forks_per_connection=True,
     ),
     ServerSpec(
@@ -56,6 +70,7 @@ _SPECS = (
         "fork + exec per connection",
         "child dup2s the connection onto stdin/stdout and execs a handler (cat or python)",
         "fork/exec/waitpid (CS:APP 8.4), inetd",
+        role=Role.FORK_EXEC,
         forks_per_connection=True,
     ),
     ServerSpec(
@@ -65,6 +80,7 @@ _SPECS = (
         "prefork workers",
         "N worker processes accept on one shared listening socket",
         "Apache prefork, gunicorn sync",
+        role=Role.PROCESS_POOL,
     ),
     ServerSpec(
         "thread",
@@ -73,6 +89,7 @@ _SPECS = (
         "thread per connection",
         "main thread accepts and starts a detached thread per client",
         "CS:APP Fig. 12.14",
+        role=Role.BOOK_THREAD,
     ),
     ServerSpec(
         "threadpool",
@@ -81,6 +98,7 @@ _SPECS = (
         "prethreaded pool",
         "N worker threads take connected sockets from a bounded buffer (sbuf)",
         "CS:APP Fig. 12.28",
+        role=Role.THREAD_POOL,
     ),
     ServerSpec(
         "multiplex",
@@ -89,6 +107,7 @@ _SPECS = (
         "I/O multiplexing (selectors)",
         "one thread, one selector, a state machine per connection",
         "CS:APP 12.2",
+        role=Role.EVENT_LOOP,
     ),
     ServerSpec(
         "asyncio",
@@ -97,6 +116,7 @@ _SPECS = (
         "asyncio",
         "asyncio Protocol on the default event loop",
         "asyncio",
+        role=Role.EVENT_LOOP,
     ),
     ServerSpec(
         "uvloop",
@@ -105,10 +125,16 @@ _SPECS = (
         "uvloop",
         "the asyncio Protocol server on uvloop (libuv)",
         "uvloop",
+        role=Role.EVENT_LOOP,
     ),
 )
 
 SERVERS: dict[str, ServerSpec] = {spec.name: spec for spec in _SPECS}
+
+
+def by_role(role: Role) -> str:
+    """The one server that plays `role` (the book's two servers); the first for shared roles."""
+    return next(spec.name for spec in _SPECS if spec.role == role)
 
 
 def get(name: str) -> ServerSpec:

@@ -1,0 +1,92 @@
+"""Verdicts that can fail: the rule every scorecard claim maps its figures through.
+
+A claim of the book predicts a direction ("a process is slower than a thread"). The run gives,
+for each side, a median with an interval: the [min-max] of its trials (or of a
+microbenchmark's rounds), which holds the true median with probability 1 - 2 * 0.5**n
+(analysis.stats.coverage). The rule, the same for every comparison:
+
+* **confirmed**: the intervals do not overlap, in the direction the book predicts;
+* **contradicted**: they do not overlap, in the other direction: this machine disagrees with
+  the book, and the report says so plainly (a finding, not a failure);
+* **not confirmed**: they overlap, with at least MIN_TRIALS on each side: the predicted
+  difference is inside this run's noise;
+* **inconclusive**: a side is missing, has fewer than MIN_TRIALS, is client-saturated or
+  starved (it did not measure what its label says), so the run cannot decide.
+
+A claim made of several comparisons combines them: contradicted if any is, confirmed if all
+are, inconclusive if all are, else not confirmed. The threshold is the data's own spread, not
+a fixed percentage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from analysis.stats import Figure
+
+MIN_TRIALS = 3
+
+
+class Verdict(StrEnum):
+    CONFIRMED = "confirmed"
+    NOT_CONFIRMED = "not confirmed"
+    CONTRADICTED = "contradicted"
+    INCONCLUSIVE = "inconclusive"
+
+
+RULE = (
+    "confirmed when the two intervals (min-max over trials) do not overlap in the book's "
+    "direction; contradicted when they do not overlap the other way; not confirmed when they "
+    f"overlap with at least {MIN_TRIALS} trials each; inconclusive when a side is missing, "
+    "client-saturated, starved or has fewer trials"
+)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    verdict: Verdict
+    why: str
+
+
+def usable(f: Figure | None) -> str | None:
+    """Why a figure cannot decide anything, or None when it can."""
+    if f is None:
+        return "not measured in this run"
+    if f.starved:
+        return "a cell did not serve every client it names"
+    if f.saturated:
+        return "client-saturated: the load generator was the limit"
+    if f.n < MIN_TRIALS:
+        return f"only {f.n} trial(s)"
+    return None
+
+
+def less(low: Figure | None, high: Figure | None, what: str) -> Outcome:
+    """The book predicts `low` < `high` (e.g. conn/s of a process vs a thread server)."""
+    for f in (low, high):
+        bad = usable(f)
+        if bad:
+            return Outcome(Verdict.INCONCLUSIVE, f"{what}: {bad}")
+    assert low is not None and high is not None
+    if low.hi < high.lo:
+        return Outcome(Verdict.CONFIRMED, f"{what}: the intervals do not overlap")
+    if low.lo > high.hi:
+        return Outcome(
+            Verdict.CONTRADICTED, f"{what}: the other way round, beyond the trials' spread"
+        )
+    return Outcome(Verdict.NOT_CONFIRMED, f"{what}: the intervals overlap (inside the noise)")
+
+
+def combine(outcomes: Iterable[Outcome]) -> Verdict:
+    verdicts = [o.verdict for o in outcomes]
+    if not verdicts:
+        return Verdict.INCONCLUSIVE
+    if Verdict.CONTRADICTED in verdicts:
+        return Verdict.CONTRADICTED
+    if all(v == Verdict.CONFIRMED for v in verdicts):
+        return Verdict.CONFIRMED
+    if all(v == Verdict.INCONCLUSIVE for v in verdicts):
+        return Verdict.INCONCLUSIVE
+    return Verdict.NOT_CONFIRMED
