@@ -447,24 +447,32 @@ def creation_and_ipc_costs(run: Run, out: Path) -> Chart:
     m = micro.load(run.path)
     if m.empty:
         return _not_measured(out, name, title, caption, micro.absent_reason(run.path))
-    py = m[m["impl"] == "python"].sort_values(["group", "median_us"]).reset_index(drop=True)
+    py = m[m["impl"] == "python"].copy()
+    py["order"] = py["name"].map(micro.order)
+    py = py.sort_values("order", ascending=False).reset_index(drop=True)  # top to bottom
     c = m[m["impl"] == "c"]
-    fig, ax = plt.subplots(figsize=(10, max(4.0, 0.4 * len(py) + 1.5)))
+    fig, ax = plt.subplots(figsize=(11, max(4.0, 0.4 * len(py) + 1.5)))
     ys = np.arange(len(py))
     err = np.vstack([py["median_us"] - py["min_us"], py["max_us"] - py["median_us"]])
-    groups = {"process-control": "#4c72b0", "ipc": "#dd8452", "shared-counter": "#55a868"}
-    for group, col in groups.items():
-        sel = (py["group"] == group).to_numpy()
+    colours = {
+        "creating work": "#4c72b0",
+        "message between processes": "#dd8452",
+        "message inside one process": "#8172b3",
+        "shared counter": "#55a868",
+    }
+    cats = py["name"].map(micro.category).to_numpy()
+    for cat, col in colours.items():
+        sel = cats == cat
         if sel.any():
             ax.barh(ys[sel], py["median_us"][sel], xerr=err[:, sel], color=col, capsize=3,
-                    label=f"Python: {group}")  # fmt: skip
+                    label=f"Python: {cat}")  # fmt: skip
     for i, op in enumerate(py["name"]):
         floor = c[c["name"] == op]
         if not floor.empty:
             ax.scatter(floor["median_us"].iloc[0], i, marker="D", color="black", zorder=3)
     if not c.empty:
         ax.scatter([], [], marker="D", color="black", label="C floor")
-    ax.set_yticks(ys, list(py["name"]), fontsize=8)
+    ax.set_yticks(ys, [micro.words(n) for n in py["name"]], fontsize=8)
     ax.set_xscale("log")
     ax.set_xlabel("microseconds per operation (log)")
     ax.set_title(title)
@@ -472,10 +480,12 @@ def creation_and_ipc_costs(run: Run, out: Path) -> Chart:
     ax.legend(fontsize=8)
     png, svg = _save(fig, out, name)
     rows = []
-    for _, r in m.iterrows():
+    for _, r in (
+        m.assign(order=m["name"].map(micro.order)).sort_values(["order", "impl"]).iterrows()
+    ):
         rows.append(
             [
-                str(r["name"]),
+                micro.words(str(r["name"])),
                 str(r["impl"]),
                 fmt.spread(r["median_us"], r["min_us"], r["max_us"], int(r["rounds"])),
                 str(int(r["rounds"])),

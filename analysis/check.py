@@ -1,8 +1,10 @@
 """`python -m analysis check-report RUN_DIR`: open report.html in headless Chromium.
 
 Takes a screenshot (RUN_DIR/report-screenshot.png) and reads back, from Chromium's rendered DOM,
-how many of the report's images decoded (the report's inline script writes `data-images="k/n"`
-on <body> after the load event). Passes only when every image loaded. Chromium runs in its own
+how many of the report's images decoded and how many errors the page saw (the report's inline
+script writes `data-images="k/n"` and `data-errors="e"` on <body> after the load event: failed
+loads, script errors, console.error), and which of the required sections are there. Passes only
+when every image loaded, no error was seen and no section is missing. Chromium runs in its own
 process group with a fresh profile directory and no network features, and is ended by its
 process group if it hangs.
 """
@@ -21,6 +23,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
+# Sections a report must have (anchors of its level-2 headings, see document.slug).
+REQUIRED_SECTIONS = (
+    "in-one-screen",
+    "the-csapp-1212-scorecard",
+    "fork-exec-waitpid",
+    "why-is-ipc-a-disadvantage",
+    "how-sure-method-and-noise",
+    "glossary",
+)
 TIMEOUT_S = 90.0
 
 
@@ -33,10 +44,17 @@ class CheckResult:
     screenshot: Path
     images_loaded: int
     images_total: int
+    errors: int = 0
+    missing_sections: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
-        return self.images_total > 0 and self.images_loaded == self.images_total
+        return (
+            self.images_total > 0
+            and self.images_loaded == self.images_total
+            and self.errors == 0
+            and not self.missing_sections
+        )
 
 
 def find_browser() -> str | None:
@@ -112,4 +130,6 @@ def check_report(run_dir: Path, browser: str | None = None, screenshot: bool = T
     m = re.search(r'data-images="(\d+)/(\d+)"', dom)
     if m is None:
         raise CheckError("the report's image check did not run (no data-images on <body>)")
-    return CheckResult(shot, int(m.group(1)), int(m.group(2)))
+    e = re.search(r'data-errors="(\d+)"', dom)
+    missing = tuple(s for s in REQUIRED_SECTIONS if f'id="{s}"' not in dom)
+    return CheckResult(shot, int(m.group(1)), int(m.group(2)), int(e.group(1)) if e else 0, missing)

@@ -43,8 +43,10 @@ def cmd_check_report(args: argparse.Namespace) -> int:
     except CheckError as exc:
         print(f"check-report: {exc}", file=sys.stderr)
         return 1
+    missing = ", ".join(result.missing_sections) or "none"
     print(
         f"check-report: {result.images_loaded}/{result.images_total} images loaded; "
+        f"{result.errors} console/page errors; missing sections: {missing}; "
         f"screenshot {result.screenshot}"
     )
     return 0 if result.ok else 1

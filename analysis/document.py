@@ -62,12 +62,27 @@ class Document:
         self.blocks.extend(blocks)
 
 
+def slug(text: str) -> str:
+    """The anchor of a heading, as GitHub renders markdown: lowercase, punctuation dropped,
+    spaces to hyphens (so the same link works in report.md and report.html)."""
+    kept = "".join(ch for ch in text.lower() if ch.isalnum() or ch in " -_")
+    return kept.replace(" ", "-")
+
+
+def contents(doc: Document) -> list[tuple[str, str]]:
+    """(heading text, anchor) of every section heading, in order: the table of contents."""
+    return [(b.text, slug(b.text)) for b in doc.blocks if isinstance(b, Heading) and b.level == 2]
+
+
 def _md_cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
 def to_markdown(doc: Document) -> str:
     out = [f"# {doc.title}", ""]
+    toc = contents(doc)
+    if len(toc) > 3:
+        out += ["**Contents:** " + " · ".join(f"[{t}](#{a})" for t, a in toc), ""]
     for b in doc.blocks:
         if isinstance(b, Heading):
             out += ["#" * b.level + " " + b.text, ""]
@@ -98,23 +113,44 @@ th { background: #f3f3f3; }
 img { max-width: 100%; border: 1px solid #ddd; }
 pre { background: #f7f7f7; padding: 0.8em; overflow-x: auto; font-size: 0.85em; }
 caption { caption-side: top; text-align: left; font-style: italic; padding-bottom: 0.3em; }
+nav#contents { background: #f7f7f7; padding: 0.5em 1em; columns: 2; font-size: 0.9em; }
 """
 
-# Counts images that decoded (naturalWidth > 0) once the page has loaded; check-report reads
-# the attribute from Chromium's --dump-dom output.
+# Counts images that decoded (naturalWidth > 0) and errors (console.error, failed loads, script
+# errors) once the page has loaded; check-report reads both attributes from Chromium's
+# --dump-dom output.
 _SCRIPT = """
+var echobenchErrors = [];
+window.addEventListener('error', function (e) {
+  echobenchErrors.push(String(e.message || (e.target && e.target.src) || 'error'));
+}, true);
+(function () {
+  var original = console.error;
+  console.error = function () {
+    echobenchErrors.push(Array.prototype.join.call(arguments, ' '));
+    return original.apply(console, arguments);
+  };
+})();
 window.addEventListener('load', function () {
   var imgs = document.images, ok = 0;
   for (var i = 0; i < imgs.length; i++) { if (imgs[i].complete && imgs[i].naturalWidth > 0) ok++; }
   document.body.setAttribute('data-images', ok + '/' + imgs.length);
+  document.body.setAttribute('data-errors', String(echobenchErrors.length));
 });
 """
 
 
 def _inline(text: str) -> str:
-    """Escape, then render the one inline markup the report uses: `code`."""
+    """Escape, then render the inline markup the report uses: `code` and **bold**."""
     parts = html.escape(text).split("`")
-    return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
+    out = []
+    for i, p in enumerate(parts):
+        if i % 2:
+            out.append(f"<code>{p}</code>")
+            continue
+        bold = p.split("**")
+        out.append("".join(f"<strong>{x}</strong>" if j % 2 else x for j, x in enumerate(bold)))
+    return "".join(out)
 
 
 def to_html(doc: Document) -> str:
@@ -127,9 +163,14 @@ def to_html(doc: Document) -> str:
         "</head><body>",
         f"<h1>{html.escape(doc.title)}</h1>",
     ]
+    toc = contents(doc)
+    if len(toc) > 3:
+        links = "".join(f'<li><a href="#{a}">{_inline(t)}</a></li>' for t, a in toc)
+        out.append(f'<nav id="contents"><strong>Contents</strong><ol>{links}</ol></nav>')
     for b in doc.blocks:
         if isinstance(b, Heading):
-            out.append(f"<h{b.level}>{_inline(b.text)}</h{b.level}>")
+            anchor = f' id="{slug(b.text)}"' if b.level == 2 else ""
+            out.append(f"<h{b.level}{anchor}>{_inline(b.text)}</h{b.level}>")
         elif isinstance(b, Para):
             out.append(f"<p>{_inline(b.text)}</p>")
         elif isinstance(b, Bullets):

@@ -61,3 +61,81 @@ def figure(m: pd.DataFrame, name: str, impl: str = "python") -> float | None:
         return None
     sel = m[(m["name"] == name) & (m["impl"] == impl)]
     return float(sel["median_us"].iloc[0]) if not sel.empty else None
+
+
+# Every microbenchmark in words, in reading order, with what it belongs to. A report names a
+# benchmark by what it does ("pipe round trip between two processes on different CPUs"), never
+# by its key; the order puts like beside like (a 1 GB fork beside the other forks).
+_PLACE = {"same-cpu": "on one CPU", "cross-cpu": "on different CPUs", "n/a": ""}
+_WORDS: list[tuple[str, str, str]] = [
+    ("fork_wait.small_parent", "fork + exit + waitpid, small parent", "creating work"),
+    ("fork_wait.pytest_parent", "fork + exit + waitpid, pytest-sized parent", "creating work"),
+    ("fork_wait.heap_100mb", "fork + exit + waitpid, parent with 100 MiB touched",
+     "creating work"),
+    ("fork_wait.heap_1gb", "fork + exit + waitpid, parent with 1 GiB touched", "creating work"),
+    ("fork_exec_wait.true", "fork + exec /bin/true + waitpid", "creating work"),
+    ("posix_spawn.true", "posix_spawn /bin/true + wait", "creating work"),
+    ("subprocess_run.true", "subprocess.run(/bin/true)", "creating work"),
+    ("mp_start_join.fork", "multiprocessing Process start + join (fork)", "creating work"),
+    ("mp_start_join.forkserver", "multiprocessing Process start + join (forkserver)",
+     "creating work"),
+    ("mp_start_join.spawn", "multiprocessing Process start + join (spawn)", "creating work"),
+    ("thread_start_join", "thread start + join", "creating work"),
+    ("asyncio_task.default", "asyncio task create + await (default loop)", "creating work"),
+    ("asyncio_task.uvloop", "asyncio task create + await (uvloop)", "creating work"),
+    ("rtt.pipe", "pipe round trip between two processes", "message between processes"),
+    ("rtt.socketpair", "socketpair round trip between two processes",
+     "message between processes"),
+    ("rtt.mp_pipe", "multiprocessing Pipe round trip between two processes",
+     "message between processes"),
+    ("rtt.mp_queue", "multiprocessing Queue round trip between two processes",
+     "message between processes"),
+    ("rtt.thread_queue", "queue.Queue round trip between two threads",
+     "message inside one process"),
+    ("rtt.asyncio_queue.default", "asyncio.Queue round trip between two tasks (default loop)",
+     "message inside one process"),
+    ("rtt.asyncio_queue.uvloop", "asyncio.Queue round trip between two tasks (uvloop)",
+     "message inside one process"),
+    ("counter.shm_lock", "counter in shared memory + process lock", "shared counter"),
+    ("counter.thread_lock", "counter under threading.Lock", "shared counter"),
+    ("counter.asyncio_nolock", "plain counter (no lock needed)", "shared counter"),
+]  # fmt: skip
+
+
+def _split(name: str) -> tuple[str, str]:
+    """('rtt.pipe', 'cross-cpu') from 'rtt.pipe[cross-cpu]'."""
+    base, _, rest = name.partition("[")
+    return base, rest.rstrip("]")
+
+
+def words(name: str) -> str:
+    """A benchmark key in plain words: 'rtt.pipe[cross-cpu]' -> 'pipe round trip between two
+    processes on different CPUs'."""
+    base, place = _split(name)
+    workers = ""
+    if base.endswith((".1w", ".2w")):
+        base, n = base.rsplit(".", 1)
+        count = int(n[0])
+        one, many = (
+            ("task", "tasks") if "asyncio" in base
+            else ("process", "processes") if "shm" in base
+            else ("thread", "threads")
+        )  # fmt: skip
+        workers = f", {count} {many if count > 1 else one}"
+    for key, text, _ in _WORDS:
+        if base == key:
+            where = _PLACE.get(place, place)
+            return f"{text}{workers}{' ' + where if where else ''}"
+    return name
+
+
+def category(name: str) -> str:
+    base = _split(name)[0].removesuffix(".1w").removesuffix(".2w")
+    return next((cat for key, _, cat in _WORDS if key == base), "other")
+
+
+def order(name: str) -> tuple[int, str]:
+    """Sort key: the reading order of _WORDS, then the key (placements side by side)."""
+    base = _split(name)[0].removesuffix(".1w").removesuffix(".2w")
+    keys = [k for k, _, _ in _WORDS]
+    return (keys.index(base) if base in keys else len(keys), name)

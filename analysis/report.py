@@ -13,7 +13,7 @@ import json
 import math
 from pathlib import Path
 
-from analysis import charts, fmt, method, questions
+from analysis import charts, fmt, method, questions, summary
 from analysis.document import (
     Bullets,
     Code,
@@ -211,6 +211,14 @@ def build(run: Run) -> Document:
     out = run.path / "charts"
     drawn = charts.draw_all(run, out)
     doc = Document(f"echobench report: {run.run_id}")
+    headers, rows = summary.which_model_when(run)
+    doc.add(
+        Heading("In one screen"),
+        Para(summary.what_was_run(run)),
+        Para(summary.answer_fork(run)),
+        Para(summary.answer_ipc(run)),
+        Table(headers, rows, "Which model when (medians; starved cells are never a capacity)"),
+    )
     doc.add(Para(" ".join(_overview(run))))
     warnings = _warnings(run)
     if warnings:
@@ -218,21 +226,27 @@ def build(run: Run) -> Document:
     doc.add(
         Heading("The CS:APP 12.1.2 scorecard"),
         Para(
-            "Each claim of section 12.1 / 12.1.2, the figure from this run that tests it, and a "
-            "verdict computed from the data."
+            "Each claim of section 12.1 / 12.1.2, the figures from this run that test it, and a "
+            "verdict that its written rule computes from them: confirmed, not confirmed (inside "
+            "the noise), contradicted (this machine disagrees with the book), or inconclusive "
+            "(the run cannot decide). Figures are medians [min-max over trials or rounds]."
         ),
         Table(
-            ["claim", "figure from this run", "verdict"],
-            [[c.claim, c.figure, c.verdict] for c in scorecard(run)],
+            ["claim", "figures from this run", "verdict", "rule"],
+            [[c.claim, c.figure, c.verdict_text, c.rule] for c in scorecard(run)],
         ),
         Heading("Fork, exec, waitpid?"),
-        *[Para(p) for p in questions.fork_exec_waitpid(run)],
+        Para("What Fig. 12.5 does for each client, step by step:"),
+        Code(questions.fig_12_5_picture()),
+        *[Para(p) for p in questions.fork_exec_waitpid(run) if p],
         Heading("Why is IPC a disadvantage?"),
-        *[Para(p) for p in questions.why_ipc_hurts(run)],
+        *[Para(p) for p in questions.why_ipc_hurts(run) if p],
         Heading("How to read this report"),
         Bullets(HOW_TO_READ),
         Heading("How sure: method and noise"),
         *_paragraphs(method.section(run)),
+        Heading("Glossary"),
+        Bullets(summary.GLOSSARY),
     )
     for i, ch in enumerate(drawn, start=1):
         doc.add(Heading(f"{i}. {ch.title}"), Para(ch.caption))
