@@ -67,7 +67,7 @@ report: $(STAMP)
 
 compare: $(STAMP)
 	@test -n "$(A)" -a -n "$(B)" || { echo "usage: make compare A=<run> B=<run>" >&2; exit 2; }
-	$(PY) -m analysis compare $(A) $(B)
+	$(PY) -m analysis compare $(A) $(B) --chart $(B)/compare-vs-$(notdir $(patsubst %/,%,$(A))).png
 
 check-report: $(STAMP)
 	@test -n "$(RUN)" || { echo "usage: make check-report RUN=results/<run>" >&2; exit 2; }

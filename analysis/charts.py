@@ -18,6 +18,9 @@ matplotlib runs headless (Agg); servers keep one colour each, in registry order.
 
 from __future__ import annotations
 
+import contextlib
+import html
+import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,13 +37,12 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FuncFormatter
 
 from analysis import fmt, micro
 from analysis.document import Table
 from analysis.load import Run, merged_histogram, ok_cells, percentiles_us
 from analysis.stats import CV_LIMIT, summarise
-from records.schema import LoadResult
 from servers.registry import SERVERS
 
 _PALETTE = plt.get_cmap("tab10")
@@ -72,14 +74,53 @@ class Chart:
     tables: list[Table] = field(default_factory=list)
 
 
+# Hover values: a point's artist gets an SVG id and its text here; _save writes the text as the
+# SVG <title> of that element, which a browser shows on hover (the HTML inlines the SVG).
+_TIPS: dict[str, str] = {}
+_TIP_IDS = itertools.count()
+
+
+def _tip(artist: Any, text: str) -> None:
+    gid = f"tip{next(_TIP_IDS)}"
+    artist.set_gid(gid)
+    _TIPS[gid] = text
+
+
+def _svg_titles(svg: Path) -> None:
+    text = svg.read_text(encoding="utf-8")
+    for gid, tip in list(_TIPS.items()):
+        anchor = f'<g id="{gid}">'
+        if anchor in text:
+            text = text.replace(anchor, f"{anchor}<title>{html.escape(tip)}</title>", 1)
+            del _TIPS[gid]
+    svg.write_text(text, encoding="utf-8")
+
+
+def _tick(value: float, _pos: object = None) -> str:
+    """A log axis's tick as a plain number: 1, 10, 100, 1,000 (never 10^0, 10^1)."""
+    if value >= 1:
+        return f"{value:,.0f}"
+    return f"{value:g}"
+
+
+def _plain_log_ticks(fig: Figure) -> None:
+    for ax in fig.axes:
+        if ax.get_xscale() == "log":
+            ax.xaxis.set_major_formatter(FuncFormatter(_tick))
+        if ax.get_yscale() == "log":
+            ax.yaxis.set_major_formatter(FuncFormatter(_tick))
+
+
 def _save(fig: Figure, out: Path, name: str) -> tuple[Path, Path]:
     out.mkdir(parents=True, exist_ok=True)
+    _plain_log_ticks(fig)
     png, svg = out / f"{name}.png", out / f"{name}.svg"
     # one layout pass, not bbox_inches="tight" (which draws every figure twice per format)
     fig.tight_layout()
     fig.savefig(png, dpi=100)
     fig.savefig(svg)
     plt.close(fig)
+    _svg_titles(svg)
     return png, svg
 
 
@@ -110,22 +151,45 @@ def _flags(row: pd.Series) -> str:
 
 
 def summary_table(s: pd.DataFrame, x: str, x_name: str, metric_name: str, caption: str) -> Table:
-    """The numbers behind a chart: median [min-max] over trials, n, CV and flags per point."""
+    """The numbers behind a chart as a grid: one row per server (the registry's order), one
+    column per value of `x`; each cell the median [min-max] over trials, with its flags."""
+    xs = list(dict.fromkeys(s[x].dropna().tolist())) if not s.empty else []
+    with contextlib.suppress(TypeError, ValueError):
+        xs = sorted(xs, key=float)  # numbers in order; words (placements, counters) as found
     rows = []
-    for _, r in s.sort_values(["server", x]).iterrows():
-        cv = "" if math.isnan(r["cv"]) else fmt.pct(r["cv"])
-        rows.append(
-            [
-                label(r["server"]),
-                fmt.param(r[x]),
-                fmt.spread(r["median"], r["lo"], r["hi"], int(r["n"])),
-                str(int(r["n"])),
-                cv,
-                _flags(r),
-            ]
-        )
-    headers = ["server", x_name, f"{metric_name}, median [min-max]", "trials", "CV", "flags"]
-    return Table(headers, rows, caption)
+    notes: list[str] = []
+    for server in _server_sort(list(s["server"].unique())) if not s.empty else []:
+        own = s[s["server"] == server]
+        row = [label(server)]
+        for xv in xs:
+            hit = own[own[x] == xv]
+            if hit.empty:
+                row.append("")
+                continue
+            r = hit.iloc[0]
+            text = fmt.spread(r["median"], r["lo"], r["hi"], int(r["n"]))
+            marks = []
+            if not math.isnan(r["cv"]) and r["cv"] > CV_LIMIT:
+                marks.append("noisy")
+            if r["saturated"]:
+                marks.append("client-limited")
+            if r["port_bound"]:
+                marks.append("port-bound")
+            if r.get("starved", 0):
+                served, asked = int(r.get("served", 0) or 0), int(r.get("asked", 0) or 0)
+                text = f"STARVED: {served} of {asked} served"
+            row.append(text + (f" ({', '.join(marks)})" if marks else ""))
+        rows.append(row)
+    if any("client-limited" in c for r in rows for c in r):
+        notes.append("client-limited: the load generator's CPUs were the limit, a lower bound")
+    if any("STARVED" in c for r in rows for c in r):
+        notes.append("STARVED: not every connection was served in the window: not a figure")
+    if any("noisy" in c for r in rows for c in r):
+        notes.append(f"noisy: trials' CV over {fmt.pct(CV_LIMIT)}")
+    text = f"{caption}: {metric_name}, median [min-max] over trials"
+    if notes:
+        text += ". " + "; ".join(notes)
+    return Table(["server", *[f"{fmt.param(v)} {x_name}" for v in xs]], rows, text)
 
 
 def _line(ax: Axes, s: pd.DataFrame, server: str, x: str, scale: float = 1.0) -> None:
@@ -151,8 +215,17 @@ def _line(ax: Axes, s: pd.DataFrame, server: str, x: str, scale: float = 1.0) ->
     err = np.vstack([med - d["lo"].to_numpy() * scale, d["hi"].to_numpy() * scale - med])
     ax.errorbar(xs, med, yerr=err, color=c, marker=None, capsize=3, label=label(server))
     limited = (d["saturated"] | d["port_bound"]).to_numpy()
-    ax.scatter(xs[~limited], med[~limited], color=c, marker="o", zorder=3)
-    ax.scatter(xs[limited], med[limited], facecolors="none", edgecolors=c, marker="o", zorder=3)
+    for i, (px, py) in enumerate(zip(xs, med, strict=True)):
+        # One artist per point, so the SVG can carry each point's value as a hover title.
+        r = d.iloc[i]
+        tip = (
+            f"{label(server)}, {fmt.param(r[x])} {x}: "
+            f"{fmt.spread(r['median'] * scale, r['lo'] * scale, r['hi'] * scale, int(r['n']))}"
+            + (" (client-limited)" if limited[i] else "")
+        )
+        face = "none" if limited[i] else c
+        dot = ax.scatter([px], [py], facecolors=face, edgecolors=c, marker="o", zorder=3)
+        _tip(dot, tip)
     noisy = (d["cv"].fillna(0) > CV_LIMIT).to_numpy()
     for px, py in zip(xs[noisy], med[noisy], strict=True):
         ax.annotate("*", (px, py), xytext=(4, 4), textcoords="offset points", color="red")
@@ -356,8 +429,9 @@ def memory_per_connection(run: Run, out: Path) -> Chart:
         for server in _server_sort(list(s["server"].unique())):
             _line(ax, s, server, "connections", scale=1 / 1024)
         ax.set_xscale("log")
+        ax.set_yscale("log")  # 1 KiB (event loop) to ~1 MiB (a forked child): decades apart
         ax.set_xlabel("persistent connections (log)")
-        ax.set_ylabel("KiB per connection")
+        ax.set_ylabel("KiB per connection (log)")
         ax.set_title("PSS" if m.startswith("pss") else "RSS")
         ax.grid(True, alpha=0.3)
     _legend(axes[0], hollow=False)
@@ -379,9 +453,10 @@ def memory_per_connection(run: Run, out: Path) -> Chart:
 def cpu_per_request(run: Run, out: Path) -> Chart:
     name, title = "06-cpu-per-request", "Server CPU per request, user vs sys"
     caption = (
-        "Server CPU (whole process tree, reaped children included) per request while loaded, "
-        "split into user and kernel (sys) time, at 10 clients. Persistent: the cost of an echo; "
-        "per request: the echo plus accept, fork/thread/task and close. Lower is better."
+        "Server CPU per request over exactly the measured window (the busy time of the server's "
+        "own CPU: parent, children and the kernel's work for them), split into user and kernel "
+        "(sys) time, at 10 clients, log scale. Persistent: the cost of an echo; per request: "
+        "the echo plus accept, fork/thread/task and close. Lower is better."
     )
     panels = [("concurrency", "persistent connections"), ("per-request", "connection per request")]
     data = []
@@ -406,12 +481,17 @@ def cpu_per_request(run: Run, out: Path) -> Chart:
         user = [su[su["server"] == s]["median"].iloc[0] for s in servers]
         sys_ = [ss[ss["server"] == s]["median"].iloc[0] for s in servers]
         tot = st.set_index("server").loc[servers]
-        ax.bar(xs, user, color="#4c72b0", label="user")
-        ax.bar(xs, sys_, bottom=user, color="#dd8452", label="sys")
+        # Side by side on a log axis, not stacked: a fork's thousands of us and an event loop's
+        # few us are decades apart, and medians of user and of sys need not add up to the
+        # median of the total (each is the middle trial of its own figure).
+        ax.bar(xs - 0.2, user, width=0.4, color="#4c72b0", label="user (median)")
+        ax.bar(xs + 0.2, sys_, width=0.4, color="#dd8452", label="sys (median)")
         err = np.vstack([tot["median"] - tot["lo"], tot["hi"] - tot["median"]])
-        ax.errorbar(xs, np.add(user, sys_), yerr=err, fmt="none", color="black", capsize=3)
+        ax.errorbar(xs, tot["median"], yerr=err, fmt="D", color="black", capsize=3,
+                    label="total, median [min-max]")  # fmt: skip
+        ax.set_yscale("log")
         ax.set_xticks(xs, [label(s) for s in servers], rotation=30, ha="right", fontsize=8)
-        ax.set_ylabel("server CPU us per request")
+        ax.set_ylabel("server CPU us per request (log)")
         ax.grid(True, axis="y", alpha=0.3)
         ax.legend(fontsize=8)
         rows = []
@@ -426,7 +506,8 @@ def cpu_per_request(run: Run, out: Path) -> Chart:
                     str(int(t["n"])),
                 ]
             )
-        headers = ["server", "user us", "sys us", "total us, median [min-max]", "trials"]
+        headers = ["server", "user us (median)", "sys us (median)", "total us, median [min-max]",
+                   "trials"]  # fmt: skip
         tables.append(Table(headers, rows, f"CPU per request, {ptitle}, 10 clients"))
     fig.suptitle(title)
     png, svg = _save(fig, out, name)
@@ -592,61 +673,38 @@ def open_loop_tail(run: Run, out: Path) -> Chart:
 # --------------------------------------------------------------------------- 10
 
 
-def per_second_rates(load: LoadResult) -> tuple[list[int], list[float]]:
-    """Requests/s in each second of the measured phase. The last second is usually partial:
-    its count is divided by the part of it that was measured, so it does not look like a dip."""
-    secs, rates = [], []
-    for t in load.timeline:
-        length = min(1.0, load.elapsed_s - t.second)
-        if length > 0.05:  # a sliver of a second says nothing about a rate
-            secs.append(t.second)
-            rates.append(t.completed / length)
-    return secs, rates
-
-
-def steadiness(run: Run, out: Path) -> Chart:
-    name, title = "10-requests-over-time", "Requests/s over time, longest cell of each server"
+def machine_speed(run: Run, out: Path) -> Chart:
+    name, title = "10-machine-speed", "The machine's own speed through the run (canary)"
     caption = (
-        "Requests/s in each second of the measured phase (the partial last second scaled to its "
-        "length), for each server's longest cell. A steady server draws a flat line; a trend or "
-        "a dip means the average hides something (warm-up, a leak, a stall). Cells shorter than "
-        "two seconds show a single point: no trend can be seen in them."
+        "Every 10 cells the runner times two fixed workloads: a CPU loop on the server's CPU and "
+        "a 1-byte pipe round trip between the server's and the client's CPU. Plotted as speed "
+        "relative to the run's median (1 = typical, below 1 = slower). A drop that no server "
+        "can explain is the host: trials run next to a canary below the dashed line (0.7) are "
+        "run again at the end. (Each cell is 0.8 s long, too short for a per-second timeline.)"
     )
-    d = ok_cells(run)
-    if d.empty or d["elapsed_s"].isna().all():
-        return _not_measured(out, name, title, caption, "no ok cell with a timeline")
-    fig, ax = plt.subplots(figsize=(10, 5))
-    rows = []
-    for server in _server_sort(list(d["server"].unique())):
-        ds = d[d["server"] == server].sort_values(["elapsed_s", "requests"], ascending=False)
-        cell = run.cells[ds["cell_id"].iloc[0]]
-        if cell.load is None:
-            continue
-        secs, rates = per_second_rates(cell.load)
-        if not rates:
-            continue
-        ax.plot(secs, rates, color=colour(server), marker="o", label=label(server))
-        mean = float(np.mean(rates))
-        cv = float(np.std(rates, ddof=1)) / mean if len(rates) > 1 and mean > 0 else math.nan
-        rows.append(
-            [
-                label(server),
-                cell.cell_id,
-                fmt.num(cell.load.elapsed_s),
-                fmt.num(min(rates)),
-                fmt.num(max(rates)),
-                "" if math.isnan(cv) else fmt.pct(cv),
-            ]
-        )
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("second of the measured phase")
-    ax.set_ylabel("requests/s in that second")
+    m = run.manifest
+    if m is None or len(m.canary) < 2:
+        return _not_measured(out, name, title, caption, "no canary in this run (version 1)")
+    t = [c.t_s for c in m.canary]
+    spin = np.array([c.spin_us for c in m.canary])
+    rtt = np.array([c.pipe_rtt_us for c in m.canary])
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    ax.plot(t, np.median(spin) / spin, marker="o", label="CPU loop on the server's CPU")
+    ax.plot(t, np.median(rtt) / rtt, marker="s", label="pipe round trip across CPUs")
+    ax.axhline(0.7, color="red", linestyle="--", linewidth=1, label="episode threshold (0.7)")
+    ax.axhline(1.0, color="grey", linewidth=0.8)
+    ax.set_xlabel("seconds since the run started")
+    ax.set_ylabel("speed relative to the run's median")
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     png, svg = _save(fig, out, name)
-    headers = ["server", "cell", "measured s", "min req/s", "max req/s", "CV over seconds"]
-    return Chart(name, title, caption, png, svg, True, [Table(headers, rows, "Timelines")])
+    rows = [
+        [c.at[11:19], str(c.after_cell), fmt.num(c.spin_us), fmt.num(c.pipe_rtt_us)]
+        for c in m.canary
+    ]
+    headers = ["UTC", "after cell", "CPU loop us", "pipe round trip us"]
+    return Chart(name, title, caption, png, svg, True, [Table(headers, rows, "Canary runs")])
 
 
 def _fault_lines(run: Run, scenario: str) -> list[tuple[str, str, list[float], list[int], Any]]:
@@ -677,7 +735,9 @@ def book_warnings(run: Run, out: Path) -> Chart:
         "sockets left in CLOSE_WAIT (the client closed, the server never will), next to the "
         "same server closing connfd (flat). Right: zombies with --naive-reaper (one waitpid per "
         "SIGCHLD: signals do not queue, so children that exit together stay unreaped) next to "
-        "the loop reaper."
+        "the loop reaper. The descriptor count covers the whole process tree: every live "
+        "child holds its own descriptors too, so the tree's total can pass the open-files "
+        "limit, which binds each process (the parent's accept fails at it)."
     )
     leak, naive = _fault_lines(run, "leak-connfd"), _fault_lines(run, "naive-reaper")
     if not leak and not naive:
@@ -708,12 +768,59 @@ def book_warnings(run: Run, out: Path) -> Chart:
             ax.legend(fontsize=8)
         else:
             ax.text(0.5, 0.5, fmt.NOT_MEASURED, ha="center", va="center", transform=ax.transAxes)
+    limit = _nofile(run)
+    if leak and limit:
+        left.axhline(limit, color="grey", linestyle=":", linewidth=1,
+                     label=f"open-files limit of one process ({limit:,})")  # fmt: skip
+        left.legend(fontsize=8)
     left.set_title("--leak-connfd vs closing connfd")
     right.set_title("--naive-reaper vs the loop reaper")
     fig.suptitle(title)
     png, svg = _save(fig, out, name)
     headers = ["switch", "server", "cell", "descriptors start -> peak", "at end", "CLOSE_WAIT peak"]
     return Chart(name, title, caption, png, svg, True, [Table(headers, rows, "The two warnings")])
+
+
+def _nofile(run: Run) -> int | None:
+    """The leak-connfd scenario's RLIMIT_NOFILE, as the run's profile set it."""
+    if run.manifest is None:
+        return None
+    for sc in run.manifest.profile.get("scenarios", []):
+        if isinstance(sc, dict) and sc.get("name") == "leak-connfd" and "nofile" in sc:
+            return int(sc["nofile"])
+    return None
+
+
+# --------------------------------------------------------------------------- 12
+
+
+def message_size(run: Run, out: Path) -> Chart:
+    name, title = "12-message-size", "Echo throughput vs message size (10 persistent connections)"
+    caption = (
+        "Bytes echoed per second (requests/s x message size) against the message size, log "
+        "scales. Small messages measure the per-request cost of the model; big ones the copy "
+        "cost, which the kernel pays alike for every model, so the lines should meet there."
+    )
+    d = _scenario(run, "size")
+    s = summarise(d, "requests_per_s")
+    if s.empty:
+        return _not_measured(out, name, title, caption, "no ok cell of scenario 'size'")
+    mb = s.copy()
+    for col in ("median", "lo", "hi"):
+        mb[col] = mb[col] * mb["size"].astype(float) / 1e6
+    fig, ax = plt.subplots(figsize=(9, 5))
+    for server in _server_sort(list(mb["server"].unique())):
+        _line(ax, mb, server, "size")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("message size, bytes (log)")
+    ax.set_ylabel("MB/s echoed (log)")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    _legend(ax, bool((mb["saturated"] | mb["port_bound"]).any()))
+    png, svg = _save(fig, out, name)
+    table = summary_table(mb, "size", "bytes", "MB/s", "Throughput by message size")
+    return Chart(name, title, caption, png, svg, True, [table])
 
 
 ALL: list[Callable[[Run, Path], Chart]] = [
@@ -726,8 +833,9 @@ ALL: list[Callable[[Run, Path], Chart]] = [
     creation_and_ipc_costs,
     shared_counter,
     open_loop_tail,
-    steadiness,
+    machine_speed,
     book_warnings,
+    message_size,
 ]
 
 

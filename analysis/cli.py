@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from analysis.check import CheckError, check_report
-from analysis.compare import compare
+from analysis.compare import compare, ratio_chart
 from analysis.load import RunError, load_run
 from analysis.report import write_report
 from records.schema import SchemaError
@@ -27,10 +27,13 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    text = compare([load_run(p) for p in args.runs])
+    runs = [load_run(p) for p in args.runs]
+    text = compare(runs)
     print(text)
     if args.output:
         Path(args.output).write_text(text, encoding="utf-8")
+    if args.chart:
+        print(f"chart: {ratio_chart(runs[0], runs[1], args.chart)}")
     return 0
 
 
@@ -61,6 +64,7 @@ def parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compare", help="compare runs cell by cell, as ratios to the first")
     c.add_argument("runs", nargs="+", type=Path, metavar="RUN")
     c.add_argument("--output", "-o", type=Path, help="also write the comparison here")
+    c.add_argument("--chart", type=Path, help="draw B/A per common cell (first two runs) here")
     c.set_defaults(func=cmd_compare)
     k = sub.add_parser("check-report", help="open report.html in headless Chromium")
     k.add_argument("run_dir", type=Path)

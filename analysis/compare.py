@@ -24,12 +24,19 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
+import matplotlib.pyplot as plt
 import pandas as pd
 
-from analysis import fmt
+from analysis import (
+    charts,  # noqa: F401 - sets the headless backend before pyplot draws
+    fmt,
+    micro,
+)
 from analysis.document import Document, Heading, Para, Table, to_markdown
 from analysis.load import Run, ok_cells
+from analysis.scorecard import scorecard
 from analysis.stats import summarise
 
 ENV_KEYS = ("cpu_model", "cpu_count_logical", "kernel", "python", "python_implementation")
@@ -176,6 +183,8 @@ def compare_pair(a: Run, b: Run) -> list[Heading | Para | Table]:
     if only_a or only_b:
         blocks.append(Para(f"Cells only in A: {only_a}; only in B: {only_b}."))
     blocks.append(Para(canary_text(a, b)))
+    blocks += micro_blocks(a, b)
+    blocks += scorecard_blocks(a, b)
     common = [k for k in ra.index if k in rb.index]
     same = sum(_agree(float(ra.loc[k]["median"]), float(rb.loc[k]["median"])) for k in common)
     ba, bb = _book_ratios(ra), _book_ratios(rb)
@@ -189,6 +198,77 @@ def compare_pair(a: Run, b: Run) -> list[Heading | Para | Table]:
         )
     )
     return blocks
+
+
+def micro_blocks(a: Run, b: Run) -> list[Heading | Para | Table]:
+    """The microbenchmarks of both runs, as ratios B/A with the range their rounds allow."""
+    ma, mb = micro.load(a.path), micro.load(b.path)
+    if ma.empty or mb.empty:
+        return [Para("Microbenchmarks: not in both runs.")]
+    ia = ma.set_index(["name", "impl"])
+    ib = mb.set_index(["name", "impl"])
+    rows = []
+    for key in sorted((k for k in ia.index if k in ib.index), key=lambda k: micro.order(k[0])):
+        x, y = ia.loc[key], ib.loc[key]
+        r = Ratio(
+            y["median_us"] / x["median_us"],
+            y["min_us"] / x["max_us"],
+            y["max_us"] / x["min_us"],
+            int(x["rounds"]) < 2 or int(y["rounds"]) < 2,
+        )
+        rows.append(
+            [
+                micro.words(key[0]),
+                key[1],
+                fmt.num(x["median_us"]),
+                fmt.num(y["median_us"]),
+                r.text(),
+                "inside the noise" if r.in_noise else "",
+            ]
+        )
+    headers = ["operation", "impl", "A us", "B us", "B/A [range]", "note"]
+    return [Heading("Microbenchmarks", 3), Table(headers, rows)]
+
+
+def scorecard_blocks(a: Run, b: Run) -> list[Heading | Para | Table]:
+    """Each scorecard claim's verdict in both runs: the book's claims, reproduced or not."""
+    ca, cb = scorecard(a), scorecard(b)
+    rows = [
+        [x.claim, str(x.verdict), str(y.verdict), "same" if x.verdict == y.verdict else "CHANGED"]
+        for x, y in zip(ca, cb, strict=True)
+    ]
+    same = sum(r[3] == "same" for r in rows)
+    return [
+        Heading("Scorecard", 3),
+        Table(["claim", "A", "B", ""], rows),
+        Para(f"scorecard verdicts: {same} of {len(rows)} the same"),
+    ]
+
+
+def ratio_chart(a: Run, b: Run, path: Path) -> Path:
+    """One chart of B/A requests/s per common cell, with the range the trials allow."""
+    ra, rb = _by_key(a, "requests_per_s"), _by_key(b, "requests_per_s")
+    keys = [k for k in ra.index if k in rb.index]
+    ratios = [ratio_of(ra.loc[k], rb.loc[k]) for k in keys]
+    labels = [f"{k[0]} {ra.loc[k]['label']} {fmt.params_text(ra.loc[k])}"[:70] for k in keys]
+    fig, ax = plt.subplots(figsize=(10, max(3.0, 0.18 * len(keys) + 1.5)))
+    ys = list(range(len(keys)))
+    med = [r.ratio for r in ratios]
+    err = [[max(0.0, r.ratio - r.lo) for r in ratios], [max(0.0, r.hi - r.ratio) for r in ratios]]
+    ax.errorbar(med, ys, xerr=err, fmt="o", markersize=3, capsize=2)
+    ax.axvline(1.0, color="black", linewidth=0.8)
+    for edge in (1 - AGREE, 1 + AGREE):
+        ax.axvline(edge, color="grey", linestyle=":", linewidth=0.8)
+    ax.set_yticks(ys, labels, fontsize=6)
+    ax.set_xscale("log")
+    ax.set_xlabel("requests/s, B / A (log; dotted: ±10%)")
+    ax.set_title(f"{b.run_id} / {a.run_id}")
+    ax.grid(True, axis="x", alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
 
 
 def compare(runs: list[Run]) -> str:

@@ -39,7 +39,7 @@ class Table:
 
 @dataclass(frozen=True)
 class Image:
-    path: Path  # PNG on disk, relative links in markdown, inlined in HTML
+    path: Path  # PNG on disk, relative links in markdown; HTML inlines the SVG beside it
     alt: str
     rel: str  # link relative to the report file
 
@@ -111,6 +111,8 @@ table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.9em; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; vertical-align: top; }
 th { background: #f3f3f3; }
 img { max-width: 100%; border: 1px solid #ddd; }
+figure.chart { margin: 0.5em 0 1em; }
+figure.chart svg { max-width: 100%; height: auto; border: 1px solid #ddd; }
 pre { background: #f7f7f7; padding: 0.8em; overflow-x: auto; font-size: 0.85em; }
 caption { caption-side: top; text-align: left; font-style: italic; padding-bottom: 0.3em; }
 nav#contents { background: #f7f7f7; padding: 0.5em 1em; columns: 2; font-size: 0.9em; }
@@ -132,9 +134,15 @@ window.addEventListener('error', function (e) {
   };
 })();
 window.addEventListener('load', function () {
-  var imgs = document.images, ok = 0;
+  var imgs = document.images, ok = 0, total = imgs.length;
   for (var i = 0; i < imgs.length; i++) { if (imgs[i].complete && imgs[i].naturalWidth > 0) ok++; }
-  document.body.setAttribute('data-images', ok + '/' + imgs.length);
+  var charts = document.querySelectorAll('figure.chart');
+  for (var j = 0; j < charts.length; j++) {
+    total++;
+    var svg = charts[j].querySelector('svg');
+    if (svg && svg.getBBox().width > 0 && svg.querySelectorAll('path').length > 0) ok++;
+  }
+  document.body.setAttribute('data-images', ok + '/' + total);
   document.body.setAttribute('data-errors', String(echobenchErrors.length));
 });
 """
@@ -151,6 +159,20 @@ def _inline(text: str) -> str:
         bold = p.split("**")
         out.append("".join(f"<strong>{x}</strong>" if j % 2 else x for j, x in enumerate(bold)))
     return "".join(out)
+
+
+def _figure(b: Image) -> str:
+    """A chart inline: its SVG when there is one (hover a point to read its value), else the
+    PNG as a data URI. Either way the page needs no other file and no network."""
+    svg = b.path.with_suffix(".svg")
+    if svg.exists():
+        text = svg.read_text(encoding="utf-8")
+        text = text[text.index("<svg") :]  # drop the XML declaration and doctype
+        if "<metadata>" in text:  # matplotlib's RDF block: namespaces and a date, no content
+            text = text[: text.index("<metadata>")] + text[text.index("</metadata>") + 11 :]
+        return f'<figure class="chart" role="img" aria-label="{html.escape(b.alt)}">{text}</figure>'
+    data = base64.b64encode(b.path.read_bytes()).decode("ascii")
+    return f'<p><img alt="{html.escape(b.alt)}" src="data:image/png;base64,{data}"></p>'
 
 
 def to_html(doc: Document) -> str:
@@ -183,10 +205,7 @@ def to_html(doc: Document) -> str:
             )
             out.append(f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
         elif isinstance(b, Image):
-            data = base64.b64encode(b.path.read_bytes()).decode("ascii")
-            out.append(
-                f'<p><img alt="{html.escape(b.alt)}" src="data:image/png;base64,{data}"></p>'
-            )
+            out.append(_figure(b))
         else:
             out.append(f"<pre>{html.escape(b.text)}</pre>")
     out.append("</body></html>")
