@@ -19,13 +19,14 @@ import os
 import platform
 import resource
 import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import psutil
+
+from records import gitinfo
 
 PACKAGES = ("echobench", "uvloop", "psutil", "hdrhistogram", "pandas", "matplotlib", "pytest")
 REPO = Path(__file__).resolve().parent.parent
@@ -61,22 +62,7 @@ def package_versions() -> dict[str, str | None]:
 
 
 def git_state() -> dict[str, Any]:
-    def git(*args: str) -> str | None:
-        try:
-            done = subprocess.run(
-                ["git", "-C", str(REPO), *args],
-                capture_output=True,
-                text=True,
-                timeout=10,
-                check=False,
-            )
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        return done.stdout.strip() if done.returncode == 0 else None
-
-    commit = git("rev-parse", "HEAD")
-    status = git("status", "--porcelain", "--untracked-files=no")
-    return {"commit": commit, "dirty": None if status is None else bool(status)}
+    return dict(gitinfo.git_state())
 
 
 def raise_nofile() -> dict[str, Any]:

@@ -389,7 +389,8 @@ class Monitor:
                     # tree) eats into the next wait instead of lowering the rate further.
                     next_ns = max(next_ns + period_ns, time.monotonic_ns())
                     continue
-                wake = mark_ns if not clear else min([next_ns, *([mark_ns] if mark_ns else [])])
+                # not clear: a window edge is due before a sample could finish; wait for it
+                wake = next_ns if mark_ns is None else (min(next_ns, mark_ns) if clear else mark_ns)
                 self._wait(max(0.0, (wake - now) / 1e9))
         finally:
             self._cpu_s = time.thread_time() - cpu0

@@ -25,6 +25,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, cast
 
+from records.limits import MAX_CONNECTIONS, MAX_SIZE
 from records.schema import Placement
 from servers.registry import SERVERS, Model
 
@@ -336,6 +337,15 @@ def _expand(
     servers = _servers(sc.get("servers", shape.get("servers", default_servers)), f"{where}.servers")
     conns = _int_list(sc.get("connections", shape.get("connections")), f"{where}.connections")
     sizes = _int_list(sc.get("size", shape.get("size")), f"{where}.size")
+    # The load generator's own limits, checked here so a bad profile fails before any cell runs.
+    big = [z for z in sizes if z > MAX_SIZE]
+    if big:
+        raise ProfileError(f"{where}.size: {big} over the load generator's {MAX_SIZE:,} bytes")
+    many = [c for c in conns if c > MAX_CONNECTIONS]
+    if many:
+        raise ProfileError(
+            f"{where}.connections: {many} over the load generator's {MAX_CONNECTIONS:,}"
+        )
     d = _num(sc.get("duration_s", duration), f"{where}.duration_s", lo=0.05)
     w = _num(sc.get("warmup_s", warmup), f"{where}.warmup_s", lo=0.0)
     placements: list[Placement] = [

@@ -29,6 +29,7 @@ from typing import Any
 from loadgen.client import FILL_STALL_S, fill_deadline_s
 from loadgen.idle import open_deadline_s
 from records import hist
+from records.limits import MAX_CONNECTIONS, MAX_SIZE
 from records.schema import (
     ERROR_KINDS,
     RATE_MISS_LIMIT,
@@ -40,8 +41,6 @@ from records.schema import (
     TimelineSecond,
 )
 
-MAX_CONNECTIONS = 10_000
-MAX_SIZE = 1 << 20
 MAX_WORKERS = 64
 MAX_SOURCE_ADDRS = 250  # 127.0.0.2 .. 127.0.0.251
 SATURATION = 0.90  # a worker using more than this share of its CPU may be the bottleneck

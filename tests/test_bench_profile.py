@@ -126,6 +126,12 @@ def test_shared_counter_args_and_ids() -> None:
             "no closed-loop cell",
         ),
         ({"scenarios": []}, "at least one"),
+        # the load generator's limits, refused before any cell runs (not by every cell)
+        ({"scenarios": [{"name": "size", "size": [2 << 20]}]}, "over the load generator's"),
+        (
+            {"scenarios": [{"name": "concurrency", "connections": [20_000]}]},
+            "over the load generator's 10,000",
+        ),
     ],
 )
 def test_bad_profiles_are_one_clear_error(data: dict[str, object], needle: str) -> None:
@@ -181,3 +187,14 @@ def test_cli_usage_errors_exit_2_with_one_line(argv: list[str], tmp_path: Path) 
     assert (lines and lines[-1].startswith(("bench:", "usage:"))) or "error:" in lines[-1]
     assert "Traceback" not in done.stderr
     assert not list(tmp_path.iterdir())  # nothing started, nothing written
+
+
+def test_show_profile_refuses_what_the_load_generator_cannot_do(tmp_path: Path) -> None:
+    bad = tmp_path / "big.toml"
+    bad.write_text('trials = 1\n[[scenarios]]\nname = "size"\nsize = [2097152]\n')
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "show-profile", str(bad)],
+        cwd=REPO, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.count("\n") == 1 and "1,048,576 bytes" in done.stderr
