@@ -28,7 +28,7 @@ from analysis.document import (
 from analysis.load import Run, load_run, ok_cells
 from analysis.scorecard import scorecard
 from analysis.stats import CV_LIMIT, placement_summary, summarise
-from records import schema
+from records import gitinfo, schema
 
 HOW_TO_READ = [
     "Each point is the median over trials; error bars and the [min-max] in tables are the "
@@ -81,8 +81,21 @@ def _overview(run: Run) -> list[str]:
         + (f", ended {m.ended_at}" if m and m.ended_at else "")
         + ".",
         f"{n_ok} cell results ok, {n_failed} failed, over {trials} trial(s).",
+        _provenance(run),
     ]
     return lines
+
+
+def _provenance(run: Run) -> str:
+    """The code that measured the cells (their stamps) and the code that rendered this."""
+    measured = sorted({str(c.git.commit)[:12] + ("+dirty" if c.git.dirty else "")
+                       for c in run.cells.values() if c.git is not None})  # fmt: skip
+    here = gitinfo.git_state()
+    rendered = str(here["commit"])[:12] + ("+dirty" if here["dirty"] else "")
+    return (
+        f"Measured by commit {', '.join(measured) or 'unknown (a version 1 run)'}; "
+        f"rendered by commit {rendered}."
+    )
 
 
 def _warnings(run: Run) -> list[str]:
@@ -269,7 +282,7 @@ def build(run: Run) -> Document:
         notes_table(run),
         Heading("Failed cells"),
         failed if failed.rows else Para("None: every cell ran."),
-        Heading("Every cell"),
+        Heading("Appendix: every cell"),
         _all_cells_table(run),
         Heading("Environment (manifest, in full)"),
         Code(

@@ -147,12 +147,20 @@ def which_model_when(run: Run) -> tuple[list[str], list[list[str]]]:
         if d.empty or name not in set(d["server"]):
             continue
         own = conc[(conc["server"] == name) & (conc["starved"].fillna(0) == 0)]
+        # Capacity only from cells the server limited: a client-limited cell says how far the
+        # load generator got, which is said apart, never as the server's capacity.
+        free = own[~own["saturated"].astype(bool)]
+        bound = own[own["saturated"].astype(bool)]
         cap = "n/a"
-        if not own.empty:
-            best = own.loc[own["median"].idxmax()]
+        if not free.empty:
+            best = free.loc[free["median"].idxmax()]
             cap = f"{fmt.num(best['median'])} req/s at {int(best['connections'])} conns"
-            if best["saturated"]:
-                cap += " (client-limited: at least)"
+        if not bound.empty and (free.empty or bound["median"].max() > free["median"].max()):
+            top = bound.loc[bound["median"].idxmax()]
+            cap += (
+                f"; more than the load generator could drive ({fmt.num(top['median'])} req/s "
+                f"client-limited at {int(top['connections'])} conns)"
+            )
         tail = pick(p99, name, connections=100)
         mem = pick(pss, name, connections=1000) or pick(pss, name, connections=100)
         c = pick(cpu, name, connections=10)
@@ -169,7 +177,7 @@ def which_model_when(run: Run) -> tuple[list[str], list[list[str]]]:
         )
     headers = [
         "server",
-        "capacity (best served cell)",
+        "best req/s the server itself limited",
         "p99 at 100 conns",
         "memory per added connection (PSS)",
         "CPU per connection (per request)",
