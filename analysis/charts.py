@@ -195,19 +195,17 @@ def summary_table(s: pd.DataFrame, x: str, x_name: str, metric_name: str, captio
 def _line(ax: Axes, s: pd.DataFrame, server: str, x: str, scale: float = 1.0) -> None:
     """One server's medians with min-max bars; hollow markers where the client was the limit.
 
-    A starved cell is not on the line: a grey cross at the bottom marks where it would be, with
-    how many clients were served (it measured a few clients, not the connections it names)."""
+    A starved cell is not on the line: a cross on the x axis, in the server's colour, marks
+    where it would be (it measured a few clients, not the connections it names; the table
+    under the chart says how many were served)."""
     d = s[s["server"] == server].sort_values(x)
     hungry = d["starved"].fillna(0) > 0 if "starved" in d.columns else d["median"].isna() & False
     starved, d = d[hungry], d[~hungry]
     c = colour(server)
     for _, r in starved.iterrows():
-        ax.annotate(
-            f"{label(server)}: {int(r['served'])}/{int(r['asked'])} served",
-            (float(r[x]), 0.02), xycoords=("data", "axes fraction"), color=c, fontsize=7,
-            rotation=90, ha="center", va="bottom",
-        )  # fmt: skip
-        ax.scatter([float(r[x])], [0.0], marker="x", color=c, transform=ax.get_xaxis_transform())
+        # a cross on the axis where the point would be; how many were served is in the table
+        ax.scatter([float(r[x])], [0.0], marker="x", color=c, clip_on=False, zorder=4,
+                   transform=ax.get_xaxis_transform())  # fmt: skip
     if d.empty:
         return
     xs = d[x].astype(float).to_numpy()
@@ -235,6 +233,8 @@ def _legend(ax: Axes, hollow: bool) -> None:
     handles, labels = ax.get_legend_handles_labels()
     handles.append(Line2D([], [], marker="$*$", color="red", linestyle="none"))
     labels.append(f"* trials' CV > {fmt.pct(CV_LIMIT)}: noisy")
+    handles.append(Line2D([], [], marker="x", color="grey", linestyle="none"))
+    labels.append("x on the axis: clients starved, not a figure (see table)")
     if hollow:
         handles.append(
             Line2D([], [], marker="o", color="grey", markerfacecolor="none", linestyle="none")
