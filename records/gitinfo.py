@@ -27,7 +27,9 @@ def _git(*args: str) -> str | None:
 
 
 def git_state() -> dict[str, str | bool | None]:
-    """{"commit": sha or None, "dirty": tracked files changed (None: not a git checkout)}."""
+    """{"commit": sha or None, "dirty": tracked files outside results/ changed (None: not a
+    git checkout)}."""
     commit = _git("rev-parse", "HEAD")
-    status = _git("status", "--porcelain", "--untracked-files=no")
+    # results/ is data the code writes (a report re-rendered in place), not code.
+    status = _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!results")
     return {"commit": commit, "dirty": None if status is None else bool(status)}
