@@ -162,6 +162,24 @@ def _end_to_end(ev: Evidence, mode: str, what: str) -> tuple[str, Outcome]:
     return text, less(on, off, f"{BOOK_PROCESS} with {what} vs without")
 
 
+PLACEMENTS = (("same-cpu", "on one CPU"), ("cross-cpu", "on different CPUs"))
+
+
+def _by_placement(
+    ev: Evidence, processes: str, threads: str, text: str, what: str
+) -> tuple[list[str], list[Outcome]]:
+    """The same operation between processes and between threads (microbenchmark keys with a
+    `{place}` hole), at each CPU placement: a figure and an outcome per placement.
+    `text` formats the figure from {words}, {procs} and {threads}."""
+    figures, outcomes = [], []
+    for place, words in PLACEMENTS:
+        p = ev.micro_fig(processes.format(place=place))
+        t = ev.micro_fig(threads.format(place=place))
+        figures.append(text.format(words=words, procs=_fig(p, "us"), threads=_fig(t, "us")))
+        outcomes.append(less(t, p, f"{what} {words}, threads vs processes"))
+    return figures, outcomes
+
+
 def message_passing_cost(ev: Evidence) -> Claim:
     claim = "IPC is slow: a message between processes costs more than between threads (12.1.2)"
     rule = (
@@ -169,15 +187,11 @@ def message_passing_cost(ev: Evidence) -> Claim:
         "through queue.Queue between two threads, at the same CPU placement (same CPU and "
         f"different CPUs), and counting over a pipe slows {BOOK_PROCESS}; each by: {RULE}"
     )
-    figures, outcomes = [], []
-    for place, words in (("same-cpu", "on one CPU"), ("cross-cpu", "on different CPUs")):
-        pipe = ev.micro_fig(f"rtt.pipe[{place}]")
-        queue = ev.micro_fig(f"rtt.thread_queue[{place}]")
-        figures.append(
-            f"{words}: processes over a pipe {_fig(pipe, 'us')}, threads over queue.Queue "
-            f"{_fig(queue, 'us')}"
-        )
-        outcomes.append(less(queue, pipe, f"round trip {words}, threads vs processes"))
+    figures, outcomes = _by_placement(
+        ev, "rtt.pipe[{place}]", "rtt.thread_queue[{place}]",
+        "{words}: processes over a pipe {procs}, threads over queue.Queue {threads}",
+        "round trip",
+    )  # fmt: skip
     task = ev.micro_fig("rtt.asyncio_queue.default")
     if task is not None:
         figures.append(f"between two asyncio tasks (asyncio.Queue) {_fig(task, 'us')}")
@@ -196,15 +210,12 @@ def shared_memory_cost(ev: Evidence) -> Claim:
         "a threading.Lock, 2 workers on different CPUs and on one CPU; and a shared-memory "
         f"counter slows {BOOK_PROCESS}; each by: {RULE}"
     )
-    figures, outcomes = [], []
-    for place, words in (("cross-cpu", "on different CPUs"), ("same-cpu", "on one CPU")):
-        shm = ev.micro_fig(f"counter.shm_lock.2w[{place}]")
-        lock = ev.micro_fig(f"counter.thread_lock.2w[{place}]")
-        figures.append(
-            f"2 workers {words}: shared memory + process lock {_fig(shm, 'us')}, "
-            f"threading.Lock {_fig(lock, 'us')} per increment"
-        )
-        outcomes.append(less(lock, shm, f"locked increment {words}, threads vs processes"))
+    figures, outcomes = _by_placement(
+        ev, "counter.shm_lock.2w[{place}]", "counter.thread_lock.2w[{place}]",
+        "2 workers {words}: shared memory + process lock {procs}, threading.Lock {threads} "
+        "per increment",
+        "locked increment",
+    )  # fmt: skip
     text, outcome = _end_to_end(ev, "shm", "a shared-memory counter")
     figures.append(text)
     outcomes.append(outcome)
