@@ -11,6 +11,7 @@ microbenchmarks gives an empty frame and a reason, shown as "not measured in thi
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -53,6 +54,27 @@ def load(run_dir: Path) -> pd.DataFrame:
 
 def absent_reason(run_dir: Path) -> str:
     return _read(run_dir)[1] or "no microbenchmark figures"
+
+
+@dataclass(frozen=True)
+class LikeForLike:
+    """The report's like-for-like IPC figures, both ends on different CPUs (us, medians): a
+    message and its answer between processes (pipe) and between threads (queue.Queue), and a
+    locked counter update shared by 2 processes (shm) and by 2 threads (threading.Lock)."""
+
+    pipe: float | None
+    queue: float | None
+    shm: float | None
+    lock: float | None
+
+
+def like_for_like(m: pd.DataFrame) -> LikeForLike:
+    return LikeForLike(
+        figure(m, "rtt.pipe[cross-cpu]"),
+        figure(m, "rtt.thread_queue[cross-cpu]"),
+        figure(m, "counter.shm_lock.2w[cross-cpu]"),
+        figure(m, "counter.thread_lock.2w[cross-cpu]"),
+    )
 
 
 def figure(m: pd.DataFrame, name: str, impl: str = "python") -> float | None:

@@ -78,14 +78,8 @@ def why_ipc_hurts(run: Run) -> list[str]:
                     f"({fmt.ratio(b.median / a.median)})"
                 )
         placement = "; ".join(bits) or fmt.NOT_MEASURED
-    pipe_x, queue_x = (
-        micro.figure(m, "rtt.pipe[cross-cpu]"),
-        micro.figure(m, "rtt.thread_queue[cross-cpu]"),
-    )
-    shm_x, lock_x = (
-        micro.figure(m, "counter.shm_lock.2w[cross-cpu]"),
-        micro.figure(m, "counter.thread_lock.2w[cross-cpu]"),
-    )
+    ll = micro.like_for_like(m)
+    pipe_x, queue_x, shm_x, lock_x = ll.pipe, ll.queue, ll.shm, ll.lock
     conclusion = []
     if pipe_x and queue_x:
         conclusion.append(

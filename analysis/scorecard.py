@@ -319,6 +319,22 @@ def _fault_cells(ev: Evidence, fault: str) -> pd.DataFrame:
     return d if d.empty else d[d["fault"] == fault]
 
 
+def _with_control(ev: Evidence, fault: str, column: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A fault scenario's cells with the book's bug switched on and its control cells (Fig.
+    12.5 as written, same load), each only where the monitor measured `column`; either may be
+    empty."""
+    bug = _fault_cells(ev, fault)
+    bug = bug if bug.empty else bug[bug[column].notna()]
+    return bug, _process_control(ev, fault)
+
+
+def _needs(claim: str, rule: str, fault: str) -> Claim:
+    return _claim(
+        claim, rule, [fmt.NOT_MEASURED],
+        [Outcome(Verdict.INCONCLUSIVE, f"needs the {fault} cells and their control")],
+    )  # fmt: skip
+
+
 def parent_must_close_connfd(ev: Evidence) -> Claim:
     claim = "The parent must close its copy of connfd (12.1.1, Fig. 12.5)"
     rule = (
@@ -328,14 +344,9 @@ def parent_must_close_connfd(ev: Evidence) -> Claim:
         "within it; not confirmed when the correct server grows too; inconclusive without "
         "both cells"
     )
-    leak = _fault_cells(ev, "leak-connfd")
-    leak = leak if leak.empty else leak[leak["fds_peak"].notna()]
-    control = _process_control(ev, "leak-connfd")
+    leak, control = _with_control(ev, "leak-connfd", "fds_peak")
     if leak.empty or control.empty:
-        return _claim(
-            claim, rule, [fmt.NOT_MEASURED],
-            [Outcome(Verdict.INCONCLUSIVE, "needs the leak-connfd cells and their control")],
-        )  # fmt: skip
+        return _needs(claim, rule, "leak-connfd")
     i = (leak["fds_peak"] - leak["fds_base"]).idxmax()
     base, peak = int(leak["fds_base"][i]), int(leak["fds_peak"][i])
     conns = int(leak["connections"][i])
@@ -370,14 +381,9 @@ def zombies_reaped_in_loop(ev: Evidence) -> Claim:
         "confirmed when it is higher but within the clients in flight; inconclusive without "
         "both cells"
     )
-    naive = _fault_cells(ev, "naive-reaper")
-    naive = naive if naive.empty else naive[naive["zombies_peak"].notna()]
-    control = _process_control(ev, "naive-reaper")
+    naive, control = _with_control(ev, "naive-reaper", "zombies_peak")
     if naive.empty or control.empty:
-        return _claim(
-            claim, rule, [fmt.NOT_MEASURED],
-            [Outcome(Verdict.INCONCLUSIVE, "needs the naive-reaper cells and their control")],
-        )  # fmt: skip
+        return _needs(claim, rule, "naive-reaper")
     peak_n = int(naive["zombies_peak"].max())
     peak_c = int(control["zombies_peak"].max())
     clients = int(naive["connections"].max())

@@ -98,14 +98,8 @@ def answer_fork(run: Run) -> str:
 
 def answer_ipc(run: Run) -> str:
     m = micro.load(run.path)
-    pipe, queue = (
-        micro.figure(m, "rtt.pipe[cross-cpu]"),
-        micro.figure(m, "rtt.thread_queue[cross-cpu]"),
-    )
-    shm, lock = (
-        micro.figure(m, "counter.shm_lock.2w[cross-cpu]"),
-        micro.figure(m, "counter.thread_lock.2w[cross-cpu]"),
-    )
+    ll = micro.like_for_like(m)
+    pipe, queue, shm, lock = ll.pipe, ll.queue, ll.shm, ll.lock
     s = summarise(_ok(run, "shared-counter"), "requests_per_s")
     off, on = (
         pick(s, BOOK_PROCESS, shared_counter=None),
