@@ -114,7 +114,6 @@ class Acceptor:
                 self.loop.remove_reader(self.sock.fileno())
                 self.retry = self.loop.call_later(self.backoff.note(err), self.resume)
                 return
-            self.backoff.ok()
             task: Started = self.loop.create_task(
                 self.loop.connect_accepted_socket(self.factory, conn)
             )

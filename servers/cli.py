@@ -13,6 +13,7 @@ parent never loads asyncio or uvloop (CS:APP 12.1.2: a fork's cost grows with th
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
@@ -129,7 +130,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         leak_connfd=getattr(args, "leak_connfd", False),
         naive_reaper=getattr(args, "naive_reaper", False),
         handler=getattr(args, "handler", "cat"),
+        xray=getattr(args, "xray", None),
+        gc_freeze=getattr(args, "gc_freeze", False),
     )
+    if spec.model is Model.PROCESS:
+        # The forking parent must not carry this CLI's imports: see servers.lean.
+        sys.stdout.flush()
+        lean = [sys.executable, "-m", "servers.lean", spec.module, *cfg.to_argv()]
+        os.execv(sys.executable, lean)
     module = spec.load()  # lazy: only this model's imports
     try:
         code: int = module.run(cfg)

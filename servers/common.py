@@ -2,9 +2,13 @@
 the stop signal and the EMFILE back-off.
 
 Kept apart so each server module reads like its CS:APP figure (12.5, 12.14, 12.28, 12.2) and the
-differences between them are the concurrency model, not plumbing. This module imports only the
-standard library's light parts (socket, signal, os): the forking servers fork from a parent that
-has loaded it, and a fork's cost grows with what the parent has imported (CS:APP 12.1.2).
+differences between them are the concurrency model, not plumbing. This module imports only what
+a bare `python` has already loaded (socket, signal, os, select; no dataclasses, no typing): the
+forking servers fork from a parent that has loaded it, and a fork's cost grows with what the
+parent has imported (CS:APP 12.1.2). Measured (`make bench-servers`): dataclasses, typing,
+argparse and the compression modules argparse drags in through shutil made the process server
+0.86x the connections/s of a minimal twin on their own: ten more shared libraries whose mappings
+every fork copies and every exit tears down.
 """
 
 from __future__ import annotations
@@ -18,9 +22,11 @@ import socket
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from types import FrameType
-from typing import Protocol
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
+if TYPE_CHECKING:
+    from typing import Protocol
 
 # One recv per chunk: 64 KiB is the loopback socket's typical burst, and the size asyncio's own
 # transports read in, so the servers echo in comparable chunks.
@@ -30,29 +36,96 @@ CHUNK = 65536
 MODULES_FILE_ENV = "ECHOBENCH_MODULES_FILE"
 
 
-@dataclass(frozen=True, slots=True)
 class ServerConfig:
-    """The parsed command line; each server reads the fields its model uses."""
+    """The parsed command line; each server reads the fields its model uses.
 
-    name: str
-    host: str = "127.0.0.1"
-    port: int = 0
-    backlog: int = 1024  # the book's LISTENQ
-    workers: int = 4  # the book's NTHREADS (threadpool) and the prefork worker count
-    shared_counter: str | None = None
-    leak_connfd: bool = False  # process only: teaching switch, CS:APP 12.1.1's warning
-    naive_reaper: bool = False  # process only: teaching switch, signals do not queue (8.5.5)
-    handler: str = "cat"  # inetd only: what the child execs
+    A plain class, not a dataclass: see the module's header. `to_argv()`/`from_argv()` carry it
+    whole to the lean interpreter a forking server runs in (servers.lean)."""
+
+    __slots__ = (
+        "backlog", "gc_freeze", "handler", "host", "leak_connfd", "naive_reaper", "name", "port",
+        "shared_counter", "workers", "xray",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        name: str,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        backlog: int = 1024,  # the book's LISTENQ
+        workers: int = 4,  # the book's NTHREADS (threadpool) and the prefork worker count
+        shared_counter: str | None = None,
+        leak_connfd: bool = False,  # process only: teaching switch, CS:APP 12.1.1's warning
+        naive_reaper: bool = False,  # process only: teaching switch, signals do not queue
+        handler: str = "cat",  # inetd only: what the child execs
+        xray: str | None = None,  # forking servers: where to write per-connection records
+        gc_freeze: bool = False,  # forking servers: gc.freeze() before the accept loop
+    ) -> None:
+        self.name = name
+        self.host = host
+        self.port = port
+        self.backlog = backlog
+        self.workers = workers
+        self.shared_counter = shared_counter
+        self.leak_connfd = leak_connfd
+        self.naive_reaper = naive_reaper
+        self.handler = handler
+        self.xray = xray
+        self.gc_freeze = gc_freeze
+
+    def to_argv(self) -> list[str]:
+        """Every field, in `__slots__` order, as strings ("" for None, "0"/"1" for flags)."""
+        out = []
+        for key in self.__slots__:
+            value = getattr(self, key)
+            if isinstance(value, bool):
+                value = int(value)
+            out.append("" if value is None else str(value))
+        return out
+
+    @classmethod
+    def from_argv(cls, argv: list[str]) -> ServerConfig:
+        """The inverse of to_argv (a private format between the CLI and servers.lean)."""
+        if len(argv) != len(cls.__slots__):
+            raise ValueError(f"expected {len(cls.__slots__)} config fields, got {len(argv)}")
+        f = dict(zip(cls.__slots__, argv, strict=True))
+        return cls(
+            name=f["name"],
+            host=f["host"],
+            port=int(f["port"]),
+            backlog=int(f["backlog"]),
+            workers=int(f["workers"]),
+            shared_counter=f["shared_counter"] or None,
+            leak_connfd=f["leak_connfd"] == "1",
+            naive_reaper=f["naive_reaper"] == "1",
+            handler=f["handler"],
+            xray=f["xray"] or None,
+            gc_freeze=f["gc_freeze"] == "1",
+        )
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ServerConfig) and self.to_argv() == other.to_argv()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={getattr(self, k)!r}" for k in self.__slots__)
+        return f"ServerConfig({fields})"
 
 
-class Counter(Protocol):
-    """A shared byte counter; servers call add() once per chunk echoed (see servers.counter)."""
+if TYPE_CHECKING:
 
-    def add(self, n: int) -> None: ...
+    class Counter(Protocol):
+        """A shared byte counter; servers call add() once per chunk echoed (servers.counter)."""
 
-    def child_done(self) -> None: ...
+        def add(self, n: int) -> None: ...
 
-    def totals(self) -> tuple[int, int]: ...
+        def child_done(self) -> None: ...
+
+        def totals(self) -> tuple[int, int]: ...
+
+else:
+    Counter = object  # only ever an annotation outside type checking
 
 
 class Stop(Exception):
@@ -125,6 +198,10 @@ class _StopDeferred:
         self.depth += 1
 
     def __exit__(self, *exc: object) -> None:
+        self.leave()
+
+    def leave(self) -> None:
+        """Leave the region; raise the stop that arrived inside it, if any."""
         self.depth -= 1
         if self.depth == 0 and self.pending is not None:
             why, self.pending = self.pending, None
@@ -172,18 +249,26 @@ class Backoff:
     """Wait before retrying a call that failed for lack of resources, growing 10 ms -> 100 ms.
 
     One stderr line per episode, not per failure: under overload the log must not become the
-    load. `ok()` ends the episode."""
+    load. An episode ends when a second passes without a failure, so the path that succeeds
+    (every accept, every fork) does nothing at all (see servers.process on why that matters)."""
 
     MIN_S = 0.010
     MAX_S = 0.100
+    EPISODE_GAP_S = 1.0
 
     def __init__(self, what: str) -> None:
         self.what = what
         self.delay_s = 0.0
         self.failures = 0
+        self._last_ns = 0
 
     def note(self, err: OSError) -> float:
         """Count a failure (logging the first of an episode); return how long to wait."""
+        now = time.monotonic_ns()
+        if now - self._last_ns > self.EPISODE_GAP_S * 1e9:
+            self.failures = 0
+            self.delay_s = 0.0
+        self._last_ns = now
         if self.failures == 0:
             log(
                 f"{self.what}: {errno.errorcode.get(err.errno or 0, err)}; backing off and retrying"
@@ -194,11 +279,6 @@ class Backoff:
 
     def failed(self, err: OSError) -> None:
         time.sleep(self.note(err))
-
-    def ok(self) -> None:
-        if self.failures:
-            self.failures = 0
-            self.delay_s = 0.0
 
 
 class SignalWakeup:
@@ -244,24 +324,30 @@ class SignalWakeup:
         self._w.close()
 
 
+def accept_failed(err: OSError, backoff: Backoff) -> None:
+    """An accept() that failed: wait out a lack of resources (EMFILE, ENFILE, ...), ignore a
+    client that gave up while queued, raise anything else."""
+    if err.errno in RESOURCE_ERRNOS:
+        backoff.failed(err)
+    elif err.errno != errno.ECONNABORTED:
+        raise err
+
+
 def accept(
     sock: socket.socket, backoff: Backoff, wakeup: SignalWakeup | None = None
 ) -> socket.socket:
     """Accept that survives EMFILE/ENFILE: back off and retry, never crash or spin. With
-    `wakeup`, `sock` must be non-blocking: wait in select() first (see SignalWakeup)."""
+    `wakeup`, `sock` must be non-blocking: accept() first and wait in select() only when no
+    client is queued (see SignalWakeup). Accepting first saves a select() per connection while
+    clients queue up; a non-blocking accept never sleeps through a signal."""
     while True:
-        if wakeup is not None:
-            wakeup.wait_readable(sock)
         try:
             conn, _ = sock.accept()
         except BlockingIOError:
-            continue  # the client left between select and accept
+            if wakeup is not None:
+                wakeup.wait_readable(sock)
+            continue  # nobody queued yet, or the client left between select and accept
         except OSError as err:
-            if err.errno in RESOURCE_ERRNOS:
-                backoff.failed(err)
-                continue
-            if err.errno == errno.ECONNABORTED:
-                continue  # the client gave up while queued: not our problem
-            raise
-        backoff.ok()
+            accept_failed(err, backoff)
+            continue
         return conn

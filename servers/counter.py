@@ -18,14 +18,24 @@ byte stream, so a server knows chunks, not messages) and the server prints
 from __future__ import annotations
 
 import contextlib
-import mmap
 import os
-import struct
-from typing import Any
 
-# A pipe record: (bytes, updates). 16 bytes < PIPE_BUF, so each write is atomic and records from
-# concurrent children never interleave (POSIX write(2) on pipes).
-_RECORD = struct.Struct("=QQ")
+# Imports the forking parent does not need unless a counter uses them (mmap, struct, typing:
+# each extension module is more mappings for every fork to copy, CS:APP 12.1.2) are made
+# inside the counters that use them.
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
+if TYPE_CHECKING:
+    import struct
+    from typing import Any
+
+
+def _record() -> struct.Struct:
+    """A pipe or shm record: (bytes, updates). 16 bytes < PIPE_BUF, so each write is atomic
+    and records from concurrent children never interleave (POSIX write(2) on pipes)."""
+    import struct  # noqa: PLC0415 - see the module's imports
+
+    return struct.Struct("=QQ")
+
 
 MODES = ("global", "lock", "naive", "shm", "pipe")
 
@@ -73,22 +83,24 @@ class ShmCounter:
     def __init__(self) -> None:
         # A process-shared POSIX semaphore; imported here so no other mode pays for
         # multiprocessing in the parent that forks.
+        import mmap  # noqa: PLC0415
         import multiprocessing  # noqa: PLC0415
 
-        self._map = mmap.mmap(-1, _RECORD.size, flags=mmap.MAP_SHARED)
+        self._record = _record()
+        self._map = mmap.mmap(-1, self._record.size, flags=mmap.MAP_SHARED)
         self._lock: Any = multiprocessing.get_context("fork").Lock()
 
     def add(self, n: int) -> None:
         with self._lock:
-            nbytes, updates = _RECORD.unpack_from(self._map, 0)
-            _RECORD.pack_into(self._map, 0, nbytes + n, updates + 1)
+            nbytes, updates = self._record.unpack_from(self._map, 0)
+            self._record.pack_into(self._map, 0, nbytes + n, updates + 1)
 
     def child_done(self) -> None:
         """Every update is already in the shared mapping."""
 
     def totals(self) -> tuple[int, int]:
         with self._lock:
-            nbytes, updates = _RECORD.unpack_from(self._map, 0)
+            nbytes, updates = self._record.unpack_from(self._map, 0)
         return int(nbytes), int(updates)
 
 
@@ -96,6 +108,7 @@ class PipeCounter:
     """`pipe`: children count privately and send one record to the parent when they end."""
 
     def __init__(self) -> None:
+        self._record = _record()
         self._rfd, self.wfd = os.pipe()
         os.set_blocking(self._rfd, False)  # the parent drains it from a signal handler
         self._local = PlainCounter()  # the child's private count (0 in the parent)
@@ -111,21 +124,21 @@ class PipeCounter:
         whole life's count)."""
         local = self._local
         if local.updates:
-            os.write(self.wfd, _RECORD.pack(local.nbytes, local.updates))
+            os.write(self.wfd, self._record.pack(local.nbytes, local.updates))
             local.nbytes = local.updates = 0
 
     def collect(self) -> None:
         """In the parent: sum every record waiting in the pipe (non-blocking)."""
         while True:
             try:
-                data = os.read(self._rfd, 64 * _RECORD.size)
+                data = os.read(self._rfd, 64 * self._record.size)
             except BlockingIOError:
                 return
             if not data:
                 return
             data = self._partial + data
-            whole = len(data) - len(data) % _RECORD.size
-            for nbytes, updates in _RECORD.iter_unpack(data[:whole]):
+            whole = len(data) - len(data) % self._record.size
+            for nbytes, updates in self._record.iter_unpack(data[:whole]):
                 self._nbytes += nbytes
                 self._updates += updates
             self._partial = data[whole:]

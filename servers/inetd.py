@@ -19,7 +19,6 @@ import os
 import signal
 import socket
 import sys
-from functools import partial
 from pathlib import Path
 
 from servers.common import (
@@ -85,10 +84,9 @@ def run(cfg: ServerConfig) -> int:
                 fork_failures.note(err)
                 connfd.close()
                 continue
-            fork_failures.ok()
             if pid == 0:
                 # The handler's own count (if any) is its business: no child_done here.
-                child_exit(None, partial(exec_handler, listenfd, connfd, argv, counter))
+                child_exit(None, exec_handler, listenfd, connfd, argv, counter)
             connfd.close()
     except Stop:
         pass

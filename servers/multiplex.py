@@ -92,7 +92,6 @@ class Multiplexer:
                 if err.errno == errno.ECONNABORTED:
                     continue
                 raise
-            self.backoff.ok()
             sock.setblocking(False)
             self.sel.register(sock, selectors.EVENT_READ, Conn(sock))
 

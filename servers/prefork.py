@@ -14,7 +14,6 @@ import os
 import signal
 import socket
 import time
-from functools import partial
 
 from servers.common import (
     Backoff,
@@ -52,7 +51,7 @@ def spawn(children: Children, listenfd: socket.socket, counter: Counter | None) 
             time.sleep(failures.note(err))
             continue
         if pid == 0:
-            child_exit(counter, partial(worker, listenfd, counter))
+            child_exit(counter, worker, listenfd, counter)
         return
 
 

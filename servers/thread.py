@@ -57,7 +57,6 @@ def run(cfg: ServerConfig) -> int:
                 conns.done(connfd)
                 connfd.close()
                 continue
-            start_failures.ok()
     except Stop:
         pass
     finally:
