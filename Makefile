@@ -30,12 +30,13 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# C reference programs (the floor for fork, pipe round trips and the load generator); skipped
-# with a message when there is no C compiler.
+# C programs: the book's servers in C (c-process, c-thread, c-epoll), the floor for fork and pipe
+# round trips, and the C load generator; skipped with one line when there is no C compiler.
 native:
 	@if command -v $${CC:-cc} >/dev/null 2>&1; then \
-	  $(MAKE) --no-print-directory -C microbench/c && $(MAKE) --no-print-directory -C loadgen/native; \
-	else echo "native: no C compiler (cc) found: C reference figures will be skipped"; fi
+	  $(MAKE) --no-print-directory -C microbench/c && $(MAKE) --no-print-directory -C loadgen/native \
+	  && $(MAKE) --no-print-directory -C servers/c; \
+	else echo "native: no C compiler (cc) found: the C servers and C reference figures will be skipped"; fi
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
@@ -77,3 +78,4 @@ clean:
 	rm -rf build *.egg-info .pytest_cache .mypy_cache .ruff_cache
 	-$(MAKE) --no-print-directory -C microbench/c clean
 	-$(MAKE) --no-print-directory -C loadgen/native clean
+	-$(MAKE) --no-print-directory -C servers/c clean

@@ -19,19 +19,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from servers.common import ServerConfig, log
-from servers.registry import SERVERS, Model, ServerSpec, get
-
-# --shared-counter modes by model (servers.counter explains each).
-COUNTER_MODES: dict[Model, tuple[str, ...]] = {
-    Model.PROCESS: ("naive", "shm", "pipe"),
-    Model.THREAD: ("lock",),
-    Model.EVENT: ("global",),
-}
-# inetd's child execs another program: a shared mapping does not survive exec, and `cat` counts
-# nothing. With `--handler python` the handler keeps a private count (naive) or reports it over
-# an inherited pipe (pipe); with `cat` the switch is refused.
-INETD_COUNTER_MODES = ("naive", "pipe")
-POOLS = frozenset({"prefork", "threadpool"})
+from servers.registry import SERVERS, Model, Option, ServerSpec, get
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -57,6 +45,7 @@ def _positive(text: str) -> int:
 
 def _server_table() -> str:
     rows = [f"  {s.name:<11} {s.label:<29} {s.model.value:<8} {s.reference}" for s in _specs()]
+    rows.append("  (the c-* servers are C programs: `make native` builds them)")
     return "servers (name, label, model, reference):\n" + "\n".join(rows)
 
 
@@ -73,32 +62,47 @@ def _add_server_parser(sub: argparse._SubParsersAction[OneLineParser], spec: Ser
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=_port, default=0, help="port (default 0: a free one)")
     p.add_argument("--backlog", type=_positive, default=1024, help="listen backlog (1024)")
-    modes = INETD_COUNTER_MODES if spec.name == "inetd" else COUNTER_MODES[spec.model]
-    p.add_argument(
-        "--shared-counter",
-        choices=modes,
-        default=None,
-        help="count echoed bytes in one counter shared by all connections; print STATS at exit",
-    )
-    if spec.name in POOLS:
+    if spec.counter_modes:
+        p.add_argument(
+            "--shared-counter",
+            choices=spec.counter_modes,
+            default=None,
+            help="count echoed bytes in one counter shared by all connections; print STATS at exit",
+        )
+    opts = spec.options
+    if Option.WORKERS in opts:
         p.add_argument("--workers", type=_positive, default=4, help="pool size (default 4)")
-    if spec.name == "process":
+    if Option.LEAK_CONNFD in opts:
         p.add_argument(
             "--leak-connfd",
             action="store_true",
             help="teaching bug: the parent never closes its copy of the connected socket",
         )
+    if Option.NAIVE_REAPER in opts:
         p.add_argument(
             "--naive-reaper",
             action="store_true",
             help="teaching bug: one waitpid per SIGCHLD, so some children stay zombies",
         )
-    if spec.name == "inetd":
+    if Option.HANDLER in opts:
         p.add_argument(
             "--handler",
             choices=("cat", "python"),
             default="cat",
             help="what the child execs: the system's cat (default) or a Python echo handler",
+        )
+    if Option.XRAY in opts:
+        p.add_argument(
+            "--xray",
+            metavar="FILE",
+            help="write every connection's fork, echo, exit and reap times to FILE at exit",
+        )
+    if Option.GC_FREEZE in opts:
+        p.add_argument(
+            "--gc-freeze",
+            action="store_true",
+            help="gc.freeze() before the first fork: the collector never writes the parent's "
+            "objects again",
         )
     p.set_defaults(func=cmd_serve, server=spec.name, parser=p)
 
@@ -118,7 +122,7 @@ def build_parser() -> OneLineParser:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     spec = get(args.server)
-    if spec.name == "inetd" and args.shared_counter and args.handler == "cat":
+    if spec.name == "inetd" and getattr(args, "shared_counter", None) and args.handler == "cat":
         args.parser.error("--shared-counter needs --handler python (cat counts nothing)")
     cfg = ServerConfig(
         name=spec.name,
@@ -126,14 +130,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         port=args.port,
         backlog=args.backlog,
         workers=getattr(args, "workers", 4),
-        shared_counter=args.shared_counter,
+        shared_counter=getattr(args, "shared_counter", None),
         leak_connfd=getattr(args, "leak_connfd", False),
         naive_reaper=getattr(args, "naive_reaper", False),
         handler=getattr(args, "handler", "cat"),
         xray=getattr(args, "xray", None),
         gc_freeze=getattr(args, "gc_freeze", False),
     )
-    if spec.model is Model.PROCESS:
+    if spec.native is None and spec.model is Model.PROCESS:
         # The forking parent must not carry this CLI's imports: see servers.lean.
         sys.stdout.flush()
         lean = [sys.executable, "-m", "servers.lean", spec.module, *cfg.to_argv()]

@@ -7,6 +7,11 @@ report's labels all read this table, so a server is added in exactly one place.
 Modules are named, not imported: `python -m servers process` must not pay for asyncio or
 uvloop in the parent it forks from (a fork's cost grows with the parent's memory and imports,
 CS:APP 12.1.2), so `load()` imports a model's module only when it is chosen.
+
+Each server declares the options it takes (its `options` and `counter_modes`): the CLI offers
+exactly those, and the profiles refuse a scenario that needs one a server lacks. The C servers
+(`native`, built by `make native` into servers/c/bin) take the same command line and keep the
+same contract; the CLI execs them.
 """
 
 from __future__ import annotations
@@ -14,7 +19,10 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 from types import ModuleType
+
+NATIVE_DIR = Path(__file__).with_name("c") / "bin"
 
 
 class Model(StrEnum):
@@ -35,6 +43,23 @@ class Role(StrEnum):
     PROCESS_POOL = "process-pool"
     THREAD_POOL = "thread-pool"
     EVENT_LOOP = "event-loop"
+    C_BOOK_PROCESS = "c-book-process"  # Fig. 12.5 in C: what the model costs without Python
+    C_BOOK_THREAD = "c-book-thread"  # Fig. 12.14 in C
+    CEILING = "ceiling"  # one thread, epoll, in C: the most this machine echoes
+
+
+class Option(StrEnum):
+    """A command-line switch a server may take beyond --host/--port/--backlog."""
+
+    WORKERS = "workers"  # pool size
+    LEAK_CONNFD = "leak-connfd"  # teaching bug: the parent keeps connfd (CS:APP 12.1.1)
+    NAIVE_REAPER = "naive-reaper"  # teaching bug: one waitpid per SIGCHLD (8.5.5)
+    HANDLER = "handler"  # inetd: what the child execs
+    XRAY = "xray"  # record every connection's fork, echo, exit and reap (servers.xray)
+    GC_FREEZE = "gc-freeze"  # gc.freeze() before the first fork
+
+
+_PY_FORK = frozenset({Option.XRAY, Option.GC_FREEZE})
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,9 +72,26 @@ class ServerSpec:
     reference: str  # where the model comes from (book figure or practice)
     role: Role
     forks_per_connection: bool = False
+    options: frozenset[Option] = frozenset()
+    counter_modes: tuple[str, ...] = ()  # --shared-counter modes (servers.counter)
+    native: str | None = None  # the C program in NATIVE_DIR this server execs
 
     def load(self) -> ModuleType:
         return importlib.import_module(self.module)
+
+    @property
+    def language(self) -> str:
+        return "C" if self.native else "Python"
+
+    def native_path(self) -> Path | None:
+        return NATIVE_DIR / self.native if self.native else None
+
+    def available(self) -> str | None:
+        """None when the server can run here; else why not, in one line."""
+        path = self.native_path()
+        if path is not None and not path.exists():
+            return f"{self.name}: {path} is not built (run `make native`; it needs a C compiler)"
+        return None
 
 
 _SPECS = (
@@ -62,6 +104,8 @@ _SPECS = (
         "CS:APP Fig. 12.5",
         role=Role.BOOK_PROCESS,
         forks_per_connection=True,
+        options=_PY_FORK | {Option.LEAK_CONNFD, Option.NAIVE_REAPER},
+        counter_modes=("naive", "shm", "pipe"),
     ),
     ServerSpec(
         "inetd",
@@ -72,6 +116,10 @@ _SPECS = (
         "fork/exec/waitpid (CS:APP 8.4), inetd",
         role=Role.FORK_EXEC,
         forks_per_connection=True,
+        options=_PY_FORK | {Option.HANDLER},
+        # An exec'd program keeps no shared mapping, and `cat` counts nothing: only a Python
+        # handler counts, privately (naive) or over an inherited pipe (the CLI checks --handler).
+        counter_modes=("naive", "pipe"),
     ),
     ServerSpec(
         "prefork",
@@ -81,6 +129,8 @@ _SPECS = (
         "N worker processes accept on one shared listening socket",
         "Apache prefork, gunicorn sync",
         role=Role.PROCESS_POOL,
+        options=frozenset({Option.WORKERS}),
+        counter_modes=("naive", "shm", "pipe"),
     ),
     ServerSpec(
         "thread",
@@ -90,6 +140,7 @@ _SPECS = (
         "main thread accepts and starts a detached thread per client",
         "CS:APP Fig. 12.14",
         role=Role.BOOK_THREAD,
+        counter_modes=("lock",),
     ),
     ServerSpec(
         "threadpool",
@@ -99,6 +150,8 @@ _SPECS = (
         "N worker threads take connected sockets from a bounded buffer (sbuf)",
         "CS:APP Fig. 12.28",
         role=Role.THREAD_POOL,
+        options=frozenset({Option.WORKERS}),
+        counter_modes=("lock",),
     ),
     ServerSpec(
         "multiplex",
@@ -108,6 +161,7 @@ _SPECS = (
         "one thread, one selector, a state machine per connection",
         "CS:APP 12.2",
         role=Role.EVENT_LOOP,
+        counter_modes=("global",),
     ),
     ServerSpec(
         "asyncio",
@@ -117,6 +171,7 @@ _SPECS = (
         "asyncio Protocol on the default event loop",
         "asyncio",
         role=Role.EVENT_LOOP,
+        counter_modes=("global",),
     ),
     ServerSpec(
         "uvloop",
@@ -126,15 +181,51 @@ _SPECS = (
         "the asyncio Protocol server on uvloop (libuv)",
         "uvloop",
         role=Role.EVENT_LOOP,
+        counter_modes=("global",),
     ),
 )
 
-SERVERS: dict[str, ServerSpec] = {spec.name: spec for spec in _SPECS}
+_NATIVE = (
+    ServerSpec(
+        "c-process",
+        Model.PROCESS,
+        "servers.native",
+        "C fork per connection",
+        "Fig. 12.5 in C: fork per client, child closes listenfd, SIGCHLD reaps in a loop",
+        "CS:APP Fig. 12.5",
+        role=Role.C_BOOK_PROCESS,
+        forks_per_connection=True,
+        options=frozenset({Option.XRAY}),
+        native="c-process",
+    ),
+    ServerSpec(
+        "c-thread",
+        Model.THREAD,
+        "servers.native",
+        "C thread per connection",
+        "Fig. 12.14 in C: a detached pthread per client",
+        "CS:APP Fig. 12.14",
+        role=Role.C_BOOK_THREAD,
+        native="c-thread",
+    ),
+    ServerSpec(
+        "c-epoll",
+        Model.EVENT,
+        "servers.native",
+        "C epoll (the ceiling)",
+        "one thread, epoll, non-blocking sockets: the most this machine echoes",
+        "CS:APP 12.2, epoll(7)",
+        role=Role.CEILING,
+        native="c-epoll",
+    ),
+)
+
+SERVERS: dict[str, ServerSpec] = {spec.name: spec for spec in (*_SPECS, *_NATIVE)}
 
 
 def by_role(role: Role) -> str:
     """The one server that plays `role` (the book's two servers); the first for shared roles."""
-    return next(spec.name for spec in _SPECS if spec.role == role)
+    return next(spec.name for spec in SERVERS.values() if spec.role == role)
 
 
 def get(name: str) -> ServerSpec:

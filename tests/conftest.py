@@ -14,6 +14,16 @@ from typing import Any
 import pytest
 
 from servers.launch import ServerProcess
+from servers.registry import SERVERS
+
+
+def server_param(name: str, *values: Any, id: str | None = None) -> Any:
+    """A pytest parameter for a registered server, skipped with one line when it cannot run
+    here (a C server that `make native` could not build: no compiler)."""
+    why = SERVERS[name].available()
+    marks = [pytest.mark.skip(reason=why)] if why else []
+    return pytest.param(name, *values, id=id or name, marks=marks)
+
 
 StartServer = Callable[..., ServerProcess]
 

@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from conftest import server_param
 
 from records import schema
 from records.procfs import group_members
@@ -73,13 +74,14 @@ from tests.faultclients import (
 # The conftest's `start_server` factory fixture: starts a server, stops it at teardown.
 StartServer = Callable[..., ServerProcess]
 
-ALL = list(SERVERS)
+ALL = [server_param(name) for name in SERVERS]
 FORKING = [name for name, spec in SERVERS.items() if spec.forks_per_connection]
 
 # Slowloris: the models that must keep serving an active client next to 1,000 stalled ones
 # (the issue names the first five; inetd forks and execs one `cat` per connection, and serves
 # as the process server does -- measured: 1,000 cats, the active client still served).
 MUST_SERVE = {"thread", "multiplex", "asyncio", "uvloop", "process", "inetd"}
+MUST_SERVE |= {"c-process", "c-thread", "c-epoll"}  # the book's models and the ceiling, in C
 # A pool of POOL_WORKERS workers, each held by one stalled client: starved, by construction.
 POOL_WORKERS = 4
 STARVES = {"threadpool", "prefork"}
@@ -90,7 +92,7 @@ STORM = 1_000
 LOW_NOFILE = 64
 EXHAUSTION_CLIENTS = 200
 # Models where one process holds every connection, so RLIMIT_NOFILE 64 must bite under 200.
-ONE_TABLE = {"thread", "multiplex", "asyncio", "uvloop"}
+ONE_TABLE = {"thread", "multiplex", "asyncio", "uvloop", "c-thread", "c-epoll"}
 
 # Liveness bounds, not performance figures: generous, so a noisy 2-core box is only slower.
 SERVED_BOUND_S = 10.0
@@ -251,7 +253,7 @@ def test_reset_storm(name: str, start_server: StartServer) -> None:
 # --------------------------------------------------------------------------- SIGKILL a child
 
 
-@pytest.mark.parametrize("name", FORKING)
+@pytest.mark.parametrize("name", [server_param(n) for n in FORKING])
 def test_sigkill_child(name: str, start_server: StartServer) -> None:
     srv = start_server(name)
     victim = EchoClient(srv.host, srv.port)
@@ -365,7 +367,7 @@ def test_descriptor_exhaustion(name: str, start_server: StartServer) -> None:
         # Back off and retry, not shed: the rest wait in the queue (uvloop's own listener, before
         # servers.asyncio_server.Acceptor, closed 150 of 200 here with libuv's reserve-fd trick).
         assert shed == 0, f"{name}: shed {shed} waiting clients instead of backing off"
-    if name in {"process", "inetd"}:
+    if name in {"process", "inetd", "c-process"}:
         # Each child has its own descriptor table; the parent closed its connfd (Fig. 12.5).
         assert served == EXHAUSTION_CLIENTS, f"{name}: {served} served, {shed} shed"
         assert peak <= baseline + 2

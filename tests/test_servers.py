@@ -27,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+from conftest import server_param
 
 from servers.registry import SERVERS
 
@@ -40,7 +41,7 @@ VARIANT_IDS = [v[0] for v in VARIANTS]
 
 
 def _variant_params() -> list[Any]:
-    return [pytest.param(name, args, id=vid) for vid, name, args in VARIANTS]
+    return [server_param(name, args, id=vid) for vid, name, args in VARIANTS]
 
 
 # --- client helpers -----------------------------------------------------------------------------
@@ -201,7 +202,9 @@ def test_stop_signal_leaves_nothing(
     assert report.stdout_lines == [], "nothing on stdout but READY (and STATS with a counter)"
 
 
-@pytest.mark.parametrize("name", [n for n, s in SERVERS.items() if s.model.value == "event"])
+@pytest.mark.parametrize(
+    "name", [server_param(n) for n, s in SERVERS.items() if s.model.value == "event"]
+)
 def test_event_servers_apply_flow_control(start_server: Any, name: str) -> None:
     """A client that sends without ever reading must be stopped by the server (pause_reading /
     not reading while a chunk is pending), not buffered without bound in the server's memory."""
