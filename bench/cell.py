@@ -41,6 +41,7 @@ from bench.monitor import DEFAULT_INTERVAL_S, Monitor, server_connections
 from bench.profile import CellSpec
 from loadgen.idle import open_deadline_s
 from records import schema
+from records import xray as records_xray
 from servers.launch import ServerProcess, ServerStartError, StopReport
 
 # Beyond warm-up + duration + per-request timeout, the load generator gets this long to connect,
@@ -202,6 +203,7 @@ def cell_result(
     notes: list[str] | None = None,
     cpu: schema.CpuAccount | None = None,
     git: schema.GitStamp | None = None,
+    xray: schema.Xray | None = None,
 ) -> schema.CellResult:
     """The one place a cell's identity (from its spec) meets what happened to it."""
     return schema.CellResult(
@@ -221,6 +223,7 @@ def cell_result(
         notes=notes if notes is not None else [],
         cpu=cpu,
         git=git,
+        xray=xray,
     )
 
 
@@ -371,10 +374,10 @@ class CellRun:
         if spec.placement == "unpinned":
             notes.append("unpinned: server and load generator share the CPUs with anything else")
 
+        xray_path = self.run_dir / f".{spec.cell_id}.xray" if spec.xray else None
+        args = [*spec.server_args, "--xray", str(xray_path)] if xray_path else spec.server_args
         try:
-            server = ServerProcess.start(
-                spec.server, spec.server_args, cpus=server_cpus, nofile=spec.nofile
-            )
+            server = ServerProcess.start(spec.server, args, cpus=server_cpus, nofile=spec.nofile)
         except ServerStartError as exc:
             run = server_run_from(None, spec.server, [spec.server, *spec.server_args], None,
                                   exc.stderr_tail)  # fmt: skip
@@ -502,11 +505,16 @@ class CellRun:
                 f"server CPU capped at the {cpu.server_cpus} CPU(s) it was pinned to "
                 f"(its {cpu.server_source} counters said more)"
             )
+        xray = None
+        if xray_path is not None:
+            xray, why = read_xray(xray_path, load)
+            if why:
+                reasons.append(why)
         status: schema.CellStatus = "failed" if reasons else "ok"
         notes += reasons[1:]
         return self._result(
             params, status, reasons[0] if reasons else None, load, run, monitor_data, started,
-            notes, cpu,
+            notes, cpu, xray,
         )  # fmt: skip
 
     def _load(  # noqa: PLR0911 - one return per way a load generator run can end
@@ -606,11 +614,27 @@ class CellRun:
         started: str,
         notes: list[str],
         cpu: schema.CpuAccount | None = None,
+        xray: schema.Xray | None = None,
     ) -> schema.CellResult:
         return cell_result(
             self.spec, params, status, reason, load=load, run=run, monitor=monitor,
-            started=started, ended=utc_now(), notes=notes, cpu=cpu, git=self.git,
+            started=started, ended=utc_now(), notes=notes, cpu=cpu, git=self.git, xray=xray,
         )  # fmt: skip
+
+
+def read_xray(path: Path, load: schema.LoadResult | None) -> tuple[schema.Xray | None, str | None]:
+    """The server's X-ray file over the load's window (then removed: its summary lives on in
+    the cell), or why there is none."""
+    try:
+        xf = records_xray.read(path)
+    except FileNotFoundError:
+        return None, "the server wrote no X-ray file"
+    except (OSError, records_xray.XrayError) as exc:
+        return None, f"the server's X-ray is unreadable: {exc}"
+    finally:
+        path.unlink(missing_ok=True)
+    window = (load.window_start_ns, load.window_end_ns) if load and load.window_end_ns else None
+    return records_xray.summarise(xf, window), None
 
 
 def _exit_text(code: int) -> str:

@@ -27,7 +27,7 @@ from typing import Any, cast
 
 from records.limits import MAX_CONNECTIONS, MAX_SIZE
 from records.schema import Placement
-from servers.registry import SERVERS, Model
+from servers.registry import SERVERS, Model, Option
 
 PROFILE_DIR = Path(__file__).with_name("profiles")
 # Per cell, beyond warm-up and measured phase: server start and stop, the load generator's own
@@ -74,6 +74,18 @@ _SCENARIOS: dict[str, dict[str, Any]] = {
         "fault_arg": "--leak-connfd",
         "nofile": 256,  # low, so the leak reaches EMFILE within a short cell
         "close_wait": True,
+    },
+    # issue 13: one connection at a time through each forking server, every step recorded
+    # (servers/xray.py, servers/c/process.c): where a fork's cost goes, Python beside C, and
+    # the Python servers again with gc.freeze() before the first fork.
+    "xray": {
+        "mode": "per-request",
+        "load": "closed",
+        "size": [64],
+        "connections": [1],
+        "servers": ["process", "inetd", "c-process"],
+        "xray": True,
+        "gc_freeze": ["process"],  # inetd's child execs cat: nothing of Python is left to fault
     },
     "naive-reaper": {
         "mode": "per-request",
@@ -128,6 +140,7 @@ _SCENARIO_KEYS = {
     "active",
     "memory_cap_mb",
     "nofile",
+    "gc_freeze",
 }
 _PLACEMENTS = ("split", "shared", "unpinned")
 
@@ -157,6 +170,7 @@ class CellSpec:
     mem_available_floor: float = DEFAULT_MEM_AVAILABLE_FLOOR
     nofile: int | None = None
     close_wait: bool = False
+    xray: bool = False  # issue 13: the server records every connection (--xray), summarised
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,6 +300,7 @@ def build(data: Mapping[str, Any], *, unpinned: bool = False) -> Profile:
                         mem_available_floor=floor,
                         nofile=nofile,
                         close_wait=close_wait,
+                        xray=bool(_SCENARIOS[scenario].get("xray", False)),
                     )
                 )
     ids = [c.cell_id for c in cells]
@@ -378,6 +393,17 @@ def _expand(
     variants: list[tuple[str, ...]] = [()]
     if "fault_arg" in shape:
         variants = [(shape["fault_arg"],), ()]
+    if shape.get("xray"):
+        lacking = [n for n in servers if Option.XRAY not in SERVERS[n].options]
+        if lacking:
+            raise ProfileError(f"{where}: {lacking} record no X-ray (only forking servers do)")
+    elif "gc_freeze" in sc:
+        raise ProfileError(f"{where}: gc_freeze only applies to the xray scenario")
+    frozen_raw = sc.get("gc_freeze", shape.get("gc_freeze"))
+    gc_freeze = [] if not frozen_raw else _servers(frozen_raw, f"{where}.gc_freeze")
+    cold = [n for n in gc_freeze if Option.GC_FREEZE not in SERVERS[n].options]
+    if cold:
+        raise ProfileError(f"{where}.gc_freeze: {cold} take no --gc-freeze")
 
     out = []
     for conn in conns:
@@ -406,6 +432,9 @@ def _expand(
                                 args = (*args, "--shared-counter", counter)
                             for extra in variants:
                                 out.append((name, server, (*args, *extra), dict(params), where_))
+                            if server in gc_freeze:
+                                frozen = {**params, "gc_freeze": True}
+                                out.append((name, server, (*args, "--gc-freeze"), frozen, where_))
     return out
 
 
@@ -415,14 +444,23 @@ def _counters(name: str, sc: Mapping[str, Any], server: str, where: str) -> list
     modes = sc.get("counter_modes", DEFAULT_COUNTER_MODES)
     if not isinstance(modes, Mapping):
         raise ProfileError(f"{where}.counter_modes: expected a table of model or server -> list")
-    model = SERVERS[server].model.value
+    spec = SERVERS[server]
+    if not spec.counter_modes:
+        return []  # keeps no counter (the C servers): no cell in this scenario
+    model = spec.model.value
     # A server's own entry wins over its model's: inetd, say, may keep no counter at all.
     chosen = modes.get(server, modes.get(model, DEFAULT_COUNTER_MODES[model]))
     counters: list[str | None] = []
     if sc.get("counter_off", True):
         counters.append(None)
-    for mode in _list(chosen, f"{where}.counter_modes"):
-        counters.append(_str(mode, f"{where}.counter_modes"))
+    for raw in _list(chosen, f"{where}.counter_modes"):
+        mode = _str(raw, f"{where}.counter_modes")
+        if mode not in spec.counter_modes:
+            raise ProfileError(
+                f"{where}.counter_modes: {server} keeps no {mode!r} counter "
+                f"(it offers {', '.join(spec.counter_modes)})"
+            )
+        counters.append(mode)
     return counters
 
 
@@ -475,6 +513,8 @@ def _cell(
         parts.append(f"sc-{params['shared_counter']}")
     if "rate_fraction" in params:
         parts.append(f"f{params['rate_fraction']:g}")
+    if params.get("gc_freeze"):
+        parts.append("gcfreeze")
     if scenario in FAULT_SCENARIOS:
         parts.append("fault" if any(a.startswith("--") and a[2:] in FAULT_SCENARIOS
                                     for a in args) else "control")  # fmt: skip

@@ -539,8 +539,12 @@ def _same_args(done: schema.CellResult, args: tuple[str, ...]) -> bool:
     argv = done.server_run.argv if done.server_run is not None else []
     if done.server not in argv:
         return False
-    # argv: python -m servers NAME --host H --port 0 ARGS...
-    return argv[argv.index(done.server) + 5 :] == list(args)
+    # argv: python -m servers NAME --host H --port 0 ARGS... [--xray FILE] (the runner's own)
+    tail = argv[argv.index(done.server) + 5 :]
+    if "--xray" in tail:
+        at = tail.index("--xray")
+        tail = tail[:at] + tail[at + 2 :]
+    return tail == list(args)
 
 
 def run(opts: RunOptions) -> int:

@@ -30,6 +30,9 @@ Version history (bump `SCHEMA_VERSION` and add a line on every incompatible chan
   `git` (the code that measured it), `rerun` (why a trial was run again); `Manifest.canary`.
   Version 1 files are read by upgrading them in `parse()`: every field added in 2 has a
   default that means "not measured".
+* 3 -- 2026-12: `CellResult.xray` (issue 13): a forking server's per-connection X-ray over the
+  measured window (steps from accept to reap, each child's rusage from wait4, the parent's
+  page tables and PSS). Version 1 and 2 files are upgraded in `parse()`: `xray` reads as None.
 
 Histograms are HdrHistogram's own compressed base64 encoding (`HdrHistogram.encode()`), values
 in nanoseconds, so per-worker histograms merge losslessly (`decode_histogram` + `add`). Summary
@@ -49,8 +52,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-SCHEMA_VERSION = 2
-KNOWN_VERSIONS = frozenset({1, 2})
+SCHEMA_VERSION = 3
+KNOWN_VERSIONS = frozenset({1, 2, 3})
 
 # HdrHistogram parameters every writer uses, so that any two histograms can be merged.
 HIST_LOWEST_NS = 1_000  # 1 us: the finest latency loopback can show with Python at both ends
@@ -322,6 +325,39 @@ class CpuAccount:
 
 
 @dataclass(frozen=True, slots=True)
+class Spread:
+    """A per-connection figure over a cell's connections: how many, and its 10/50/90th
+    percentiles (nearest rank)."""
+
+    n: int
+    p10: float
+    p50: float
+    p90: float
+
+
+@dataclass(frozen=True, slots=True)
+class Xray:
+    """One forking server's connections over the measured window (v3), from its `--xray` file
+    (records/xray.py reads it; servers/xray.py and servers/c/process.c write it).
+
+    `steps_us`: durations between the steps of Fig. 12.5 (records.xray.STEPS names them), in
+    microseconds; `child`: each child's rusage as wait4 returned it (minflt, majflt, utime_us,
+    stime_us, nvcsw, nivcsw); `timeline_us`: one real connection (the one whose accept-to-reap
+    time is the median) as each step's time since its accept; the parent's page tables, PSS
+    and RSS when it stopped."""
+
+    connections: int  # accepted in the window with every step recorded
+    incomplete: int  # accepted in the window, a step missing (e.g. not reaped before the stop)
+    dropped: int  # beyond the recorder's slots: counted, never silent
+    steps_us: dict[str, Spread]
+    child: dict[str, Spread]
+    timeline_us: dict[str, float]
+    parent_vmpte_kb: int | None
+    parent_pss_kb: int | None
+    parent_rss_kb: int | None
+
+
+@dataclass(frozen=True, slots=True)
 class GitStamp:
     commit: str | None
     dirty: bool | None
@@ -346,6 +382,7 @@ class CellResult:
     cpu: CpuAccount | None = None  # v2: whole-window CPU accounting
     git: GitStamp | None = None  # v2: the code that measured this cell
     rerun: str | None = None  # v2: why this trial was run again (its first run is in `notes`)
+    xray: Xray | None = None  # v3: a forking server's per-connection X-ray
     schema_version: int = SCHEMA_VERSION
     kind: Literal["cell"] = "cell"
 
@@ -489,14 +526,15 @@ def parse(data: Any, source: str = "<data>") -> Document:
     kind = data.get("kind")
     if kind not in _KINDS:
         raise SchemaError(f"{source}: unknown document kind {kind!r}")
-    if version == 1:
+    if version in (1, 2):
         data = upgrade_v1(data)
     return typing.cast(Document, from_dict(_KINDS[kind], data, source))
 
 
 def upgrade_v1(data: Mapping[str, Any]) -> dict[str, Any]:
-    """A version 1 document as version 2: every field 2 added keeps its "not measured" default;
-    only the version stamps change (a cell's embedded load result has one of its own)."""
+    """A version 1 or 2 document as the current version: every field added since keeps its "not
+    measured" default; only the version stamps change (a cell's embedded load result has one
+    of its own)."""
     out = dict(data)
     out["schema_version"] = SCHEMA_VERSION
     load = out.get("load")

@@ -37,6 +37,8 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (see serv
 if TYPE_CHECKING:
     from typing import NoReturn
 
+    from servers.xray import Xray
+
 
 def _child_stop(signum: int, frame: FrameType | None) -> None:
     name = signal.Signals(signum).name
@@ -53,7 +55,11 @@ class Children:
         self.live: set[int] = set()
 
     def install_reaper(
-        self, *, naive: bool = False, on_reap: Callable[[], None] | None = None
+        self,
+        *,
+        naive: bool = False,
+        on_reap: Callable[[], None] | None = None,
+        xray: Xray | None = None,
     ) -> None:
         """Reap in a SIGCHLD handler (Fig. 12.5); `on_reap` runs after (e.g. drain a pipe).
 
@@ -63,6 +69,9 @@ class Children:
         child, through a bound method, cost faults on every connection (measured with `make
         bench-servers`)."""
         live = self.live
+        if xray is not None:
+            signal.signal(signal.SIGCHLD, _xray_reaper(live, xray, naive, on_reap))
+            return
 
         def sigchld(signum: int, frame: FrameType | None) -> None:
             while True:
@@ -163,6 +172,30 @@ class Children:
                 continue
             time.sleep(0.002)
         self.live.clear()
+
+
+def _xray_reaper(
+    live: set[int], xray: Xray, naive: bool, on_reap: Callable[[], None] | None
+) -> Callable[[int, FrameType | None], None]:
+    """The same handler, reaping with wait4 (waitpid plus the child's rusage) for the X-ray."""
+
+    def sigchld(signum: int, frame: FrameType | None) -> None:
+        handler = time.monotonic_ns()
+        while True:
+            try:
+                pid, _, rusage = os.wait4(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+            live.discard(pid)
+            xray.reaped(pid, handler, rusage)
+            if naive:
+                break
+        if on_reap is not None:
+            on_reap()
+
+    return sigchld
 
 
 def child_exit(

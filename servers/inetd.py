@@ -19,6 +19,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from pathlib import Path
 
 from servers.common import (
@@ -36,6 +37,10 @@ from servers.common import (
 from servers.counter import PipeCounter, make
 from servers.forking import Children, child_exit
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (see servers.common)
+if TYPE_CHECKING:
+    from servers.xray import Xray
+
 HANDLER = Path(__file__).with_name("inetd_handler.py")
 
 
@@ -49,10 +54,21 @@ def handler_argv(cfg: ServerConfig, counter: object) -> list[str]:
 
 
 def exec_handler(
-    listenfd: socket.socket, connfd: socket.socket, argv: list[str], counter: object
+    listenfd: socket.socket,
+    connfd: socket.socket,
+    argv: list[str],
+    counter: object,
+    xray: Xray | None = None,
+    slot: int = -1,
 ) -> None:
-    """In the child: the connection becomes stdin and stdout, then the handler replaces us."""
+    """In the child: the connection becomes stdin and stdout, then the handler replaces us.
+    With an X-ray, the child stamps its start, its close of listenfd and its exec call (what
+    the exec'd program does is seen only through its rusage, at the reap)."""
+    if xray is not None:
+        xray.stamp(slot, xray.START)
     listenfd.close()
+    if xray is not None:
+        xray.stamp(slot, xray.LISTEN_CLOSED)
     os.dup2(connfd.fileno(), 0)
     os.dup2(connfd.fileno(), 1)
     connfd.close()
@@ -60,6 +76,8 @@ def exec_handler(
         os.set_inheritable(counter.wfd, True)
     # Python ignores SIGPIPE and exec keeps ignored signals ignored: give cat the default back.
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    if xray is not None:
+        xray.stamp(slot, xray.EXEC)
     os.execvp(argv[0], argv)
 
 
@@ -67,8 +85,17 @@ def run(cfg: ServerConfig) -> int:
     counter = make(cfg.shared_counter) if cfg.shared_counter else None
     argv = handler_argv(cfg, counter)
     collect = deferring(counter.collect) if isinstance(counter, PipeCounter) else None
+    xray = None
+    if cfg.xray:
+        from servers.xray import Xray  # noqa: PLC0415 - only the X-ray cells pay for it
+
+        xray = Xray(cfg.xray, cfg.name)
+    if cfg.gc_freeze:
+        import gc  # noqa: PLC0415 - a teaching switch
+
+        gc.freeze()
     children = Children()
-    children.install_reaper(on_reap=collect)
+    children.install_reaper(on_reap=collect, xray=xray)
     listenfd = open_listenfd(cfg.host, cfg.port, cfg.backlog)
     stop_on_signals()
     wakeup = SignalWakeup()  # SIGCHLD and SIGTERM both handled: see SignalWakeup
@@ -78,6 +105,8 @@ def run(cfg: ServerConfig) -> int:
         announce_ready(listenfd)  # inside try: a SIGTERM right after READY is a clean stop
         while True:
             connfd = accept(listenfd, accept_backoff, wakeup)
+            slot = xray.slot() if xray is not None else -1
+            t_accept = t_fork = time.monotonic_ns()
             try:
                 pid = children.fork()
             except BlockingIOError as err:  # EAGAIN: out of processes; drop this client only
@@ -86,13 +115,18 @@ def run(cfg: ServerConfig) -> int:
                 continue
             if pid == 0:
                 # The handler's own count (if any) is its business: no child_done here.
-                child_exit(None, exec_handler, listenfd, connfd, argv, counter)
+                child_exit(None, exec_handler, listenfd, connfd, argv, counter, xray, slot)
+            t_forked = time.monotonic_ns()
             connfd.close()
+            if xray is not None:
+                xray.conn(slot, pid, t_accept, t_fork, t_forked, time.monotonic_ns())
     except Stop:
         pass
     finally:
         listenfd.close()
         children.end_all()
         wakeup.close()
+        if xray is not None:
+            xray.write()
     print_stats(counter)
     return 0

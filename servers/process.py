@@ -24,6 +24,7 @@ so a collection never walks (and writes) them.
 from __future__ import annotations
 
 import socket
+import time
 
 from servers.common import (
     CHUNK,
@@ -43,6 +44,10 @@ from servers.common import (
 from servers.counter import PipeCounter, make
 from servers.forking import Children, child_exit
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (see servers.common)
+if TYPE_CHECKING:
+    from servers.xray import Xray
+
 
 def child(listenfd: socket.socket, connfd: socket.socket, counter: Counter | None) -> None:
     listenfd.close()  # Child closes its listening socket
@@ -56,11 +61,35 @@ def child(listenfd: socket.socket, connfd: socket.socket, counter: Counter | Non
         pass  # the client reset or vanished: this child is done
 
 
+def xray_child(
+    listenfd: socket.socket, connfd: socket.socket, counter: Counter | None, xray: Xray, slot: int
+) -> None:
+    """child(), stamping each step into this connection's X-ray slot."""
+    xray.stamp(slot, xray.START)
+    listenfd.close()
+    xray.stamp(slot, xray.LISTEN_CLOSED)
+    try:
+        if data := connfd.recv(CHUNK):
+            if counter is not None:
+                counter.add(len(data))
+            connfd.sendall(data)
+            xray.stamp(slot, xray.FIRST_ECHO)
+            echo(connfd, counter)
+    except OSError:
+        pass
+    xray.stamp(slot, xray.EXIT)
+
+
 def run(cfg: ServerConfig) -> int:
     counter = make(cfg.shared_counter) if cfg.shared_counter else None
     collect = deferring(counter.collect) if isinstance(counter, PipeCounter) else None
+    xray = None
+    if cfg.xray:
+        from servers.xray import Xray  # noqa: PLC0415 - only the X-ray cells pay for it
+
+        xray = Xray(cfg.xray, cfg.name)
     children = Children()
-    children.install_reaper(naive=cfg.naive_reaper, on_reap=collect)
+    children.install_reaper(naive=cfg.naive_reaper, on_reap=collect, xray=xray)
     listenfd = open_listenfd(cfg.host, cfg.port, cfg.backlog)
     stop_on_signals()
     wakeup = SignalWakeup()  # SIGCHLD and SIGTERM both handled: see SignalWakeup
@@ -83,18 +112,27 @@ def run(cfg: ServerConfig) -> int:
             except OSError as err:  # out of descriptors (EMFILE...): back off, keep serving
                 accept_failed(err, accept_backoff)
                 continue
+            if xray is not None:
+                slot, t_accept = xray.slot(), time.monotonic_ns()
             try:
+                t_fork = time.monotonic_ns() if xray is not None else 0
                 pid = children.fork(graceful_stop=graceful)
             except BlockingIOError as err:  # EAGAIN: out of processes; drop this client only
                 fork_failures.note(err)
                 connfd.close()
                 continue
             if pid == 0:  # child
+                if xray is not None:
+                    child_exit(counter, xray_child, listenfd, connfd, counter, xray, slot)
                 child_exit(counter, child, listenfd, connfd, counter)  # never returns
+            if xray is not None:
+                t_forked = time.monotonic_ns()
             if cfg.leak_connfd:
                 leaked.append(connfd)  # the bug: a reference kept, the descriptor never closed
             else:
                 connfd.close()  # Parent closes connected socket (important!)
+            if xray is not None:
+                xray.conn(slot, pid, t_accept, t_fork, t_forked, time.monotonic_ns())
     except Stop:
         pass
     finally:
@@ -103,5 +141,7 @@ def run(cfg: ServerConfig) -> int:
         wakeup.close()
         for conn in leaked:
             conn.close()
+        if xray is not None:
+            xray.write()
     print_stats(counter)
     return 0
