@@ -13,12 +13,12 @@ RUN     ?=
 A       ?=
 B       ?=
 
-.PHONY: help venv test lint typecheck pytest bench bench-quick bench-full bench-loadgen \
+.PHONY: help venv test lint typecheck pytest bench bench-quick bench-full bench-loadgen bench-servers \
         report compare check-report native clean
 
 help:
 	@echo "make bench [PROFILE=standard|quick|full|path.toml] [RESUME=results/<run>]"
-	@echo "make bench-quick | bench-full | bench-loadgen"
+	@echo "make bench-quick | bench-full | bench-loadgen | bench-servers"
 	@echo "make test          ruff + mypy + pytest"
 	@echo "make report RUN=results/<run>   make compare A=<run> B=<run>   make check-report RUN=..."
 
@@ -61,6 +61,10 @@ bench-full:
 
 bench-loadgen: $(STAMP) native
 	$(PY) -m loadgen.selfbench
+
+# Every Python server against its minimal twin (bench/twins), C client, alternated (issue 13).
+bench-servers: $(STAMP) native
+	$(PY) -m bench servers
 
 report: $(STAMP)
 	@test -n "$(RUN)" || { echo "usage: make report RUN=results/<run>" >&2; exit 2; }

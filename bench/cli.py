@@ -17,6 +17,13 @@ from bench.runner import RunOptions, UsageError, run
 from records.cpulist import parse_cpus  # one CPU-list syntax for every command
 
 
+def _rounds(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     opts = RunOptions(
         profile=args.profile,
@@ -55,6 +62,17 @@ def cmd_show_profile(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_servers(args: argparse.Namespace) -> int:
+    from bench import servers_bench  # noqa: PLC0415 - only this command needs it
+
+    known = servers_bench.python_servers()
+    names = args.servers or known
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise UsageError(f"servers: {unknown} have no twin (known: {', '.join(known)})")
+    return servers_bench.run(names, args.rounds, args.warmup, args.duration)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bench", description="Run echobench profiles (the runner behind make bench)."
@@ -80,6 +98,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-rerun", action="store_true", help="keep trials the canary or their siblings flag"
     )
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser(
+        "servers", help="every Python server against its minimal twin (make bench-servers)"
+    )
+    p.add_argument("servers", nargs="*", help="registered Python servers (default: all)")
+    p.add_argument("--rounds", type=_rounds, default=5, help="alternated pairs (default 5)")
+    p.add_argument("--duration", type=float, default=1.5, help="seconds measured per run")
+    p.add_argument("--warmup", type=float, default=0.3, help="seconds of load before each")
+    p.set_defaults(func=cmd_servers)
 
     p = sub.add_parser("list-profiles", help="the built-in profiles and their size")
     p.set_defaults(func=cmd_list_profiles)

@@ -1,0 +1,116 @@
+"""`make bench-servers`: is any Python server carrying weight its model does not need? (issue 13)
+
+Each Python server is measured against its minimal twin (bench/twins/: the same model in a
+dozen lines, no options, no clean stop, no counters) under the C epoll client, connection per
+request (connect, 64 B echo, close; 10 slots over 8 source addresses, as the issue measured),
+server on CPU 0, client on CPU 1. Server and twin alternate, and which goes first alternates
+from round to round, so both see the same machine. Prints connections/s of each, and the
+ratio per round: median and spread. The goal for the book's process server is >= 0.9x.
+
+These are figures to read, never asserted: the machine may be shared.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import statistics
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from servers.launch import ServerProcess
+from servers.registry import SERVERS
+
+TWINS = Path(__file__).with_name("twins")
+CLIENT = Path(__file__).parents[1] / "loadgen" / "native" / "bin" / "epoll_client"
+SERVER_CPUS, CLIENT_CPUS = (0,), (1,)
+SLOTS, SOURCES, SIZE = 10, 8, 64
+# registered server -> its twin: (script, arguments after the host)
+TWIN_ARGV: dict[str, tuple[str, tuple[str, ...]]] = {
+    "process": ("process.py", ()),
+    "inetd": ("inetd.py", ()),
+    "prefork": ("prefork.py", ()),
+    "thread": ("thread.py", ()),
+    "threadpool": ("threadpool.py", ()),
+    "multiplex": ("multiplex.py", ()),
+    "asyncio": ("asyncio_twin.py", ()),
+    "uvloop": ("asyncio_twin.py", ("uvloop",)),
+}
+
+
+def connections_per_s(host: str, port: int, seconds: float) -> float:
+    """The C client's connections/s against host:port over `seconds`."""
+    argv = [str(CLIENT), host, str(port), str(SLOTS), str(SIZE), str(seconds)]
+    proc = subprocess.Popen([*argv, "per-request", str(SOURCES)], stdout=subprocess.PIPE, text=True)
+    os.sched_setaffinity(proc.pid, CLIENT_CPUS)
+    out, _ = proc.communicate(timeout=seconds + 60)
+    kv = dict(item.partition("=")[::2] for item in out.split())
+    return float(kv.get("requests", 0)) / float(kv.get("wall_s", seconds))
+
+
+def measure_server(name: str, warmup_s: float, seconds: float) -> float:
+    with ServerProcess.start(name, cpus=SERVER_CPUS) as server:
+        connections_per_s(server.host, server.port, warmup_s)
+        return connections_per_s(server.host, server.port, seconds)
+
+
+def measure_twin(name: str, warmup_s: float, seconds: float) -> float:
+    script, extra = TWIN_ARGV[name]
+    argv = [sys.executable, str(TWINS / script), "127.0.0.1", *extra]
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True
+    )
+    try:
+        os.sched_setaffinity(proc.pid, SERVER_CPUS)
+        assert proc.stdout is not None
+        ready = proc.stdout.readline().split()  # READY host port pid; the twin prints nothing else
+        if len(ready) != 4:
+            raise RuntimeError(f"twin of {name} did not start")
+        connections_per_s(ready[1], int(ready[2]), warmup_s)
+        return connections_per_s(ready[1], int(ready[2]), seconds)
+    finally:
+        # The twin has no clean stop: its whole group is ended by id, children included.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def run(names: list[str], rounds: int, warmup_s: float, seconds: float) -> int:
+    if len(os.sched_getaffinity(0)) < 2:
+        print("bench-servers: needs 2 CPUs (server on 0, client on 1)", file=sys.stderr)
+        return 2
+    if not CLIENT.exists():
+        print(f"bench-servers: {CLIENT} is not built (make native; needs a C compiler)",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    print(f"connections/s under the C client ({SLOTS} slots, {SOURCES} source addresses, {SIZE} B"
+          f" per connection), server CPU 0, client CPU 1; {rounds} alternated rounds of "
+          f"{seconds:g} s")  # fmt: skip
+    print(f"{'server':<11}{'server conn/s':>15}{'twin conn/s':>13}  ratio median (min..max)")
+    for name in names:
+        ours: list[float] = []
+        twin: list[float] = []
+        ratios: list[float] = []
+        for r in range(rounds):
+            pair: list[tuple[Callable[[str, float, float], float], list[float]]] = [
+                (measure_server, ours),
+                (measure_twin, twin),
+            ]
+            for measure, into in pair if r % 2 == 0 else pair[::-1]:
+                into.append(measure(name, warmup_s, seconds))
+            ratios.append(ours[-1] / twin[-1] if twin[-1] else 0.0)
+        print(
+            f"{name:<11}{statistics.median(ours):>15,.0f}{statistics.median(twin):>13,.0f}  "
+            f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}..{max(ratios):.2f})",
+            flush=True,
+        )
+    return 0
+
+
+def python_servers() -> list[str]:
+    return [n for n, spec in SERVERS.items() if spec.native is None and n in TWIN_ARGV]
