@@ -39,7 +39,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter
 
-from analysis import fmt, micro
+from analysis import fmt, forkcost, micro
 from analysis.document import Table
 from analysis.load import Run, merged_histogram, ok_cells, percentiles_us
 from analysis.stats import CV_LIMIT, summarise
@@ -841,6 +841,126 @@ def message_size(run: Run, out: Path) -> Chart:
     return Chart(name, title, caption, png, svg, True, [table])
 
 
+# --------------------------------------------------------------------------- 13
+
+
+def fork_xray(run: Run, out: Path) -> Chart:
+    name, title = "13-fork-xray", "Where a fork's cost goes: one connection, Python beside C"
+    caption = (
+        "The X-ray cells (1 client, connection per request, every step stamped). Left: one "
+        "connection's life from accept to reap as consecutive segments (medians over the "
+        "trials of each step's median; inetd's child execs cat, so its steps after exec are "
+        "one segment). Middle: what wait4 reported for each child: minor page faults (each a "
+        "copy-on-write copy or a first touch) and CPU. Right: fork + exit + waitpid against "
+        "the parent's memory (microbenchmarks): a fork copies page tables, so its cost grows "
+        "with what the parent has mapped."
+    )
+    points = forkcost.xray_points(run)
+    if not points:
+        return _not_measured(out, name, title, caption, "no X-ray cells in this run")
+    fig, axes = plt.subplots(1, 3, figsize=(15, 5.2), gridspec_kw={"width_ratios": [2.2, 1.2, 1]})
+    ax = axes[0]
+    palette = plt.get_cmap("tab10")
+    ys = np.arange(len(points))
+    colours: dict[str, Any] = {}
+    for i, p in enumerate(points):
+        for words, start, width in forkcost.segments(p.timeline()):
+            col = colours.setdefault(words, palette(len(colours)))
+            hatch = "//" if words == forkcost.EXEC_WORDS else None
+            bar = ax.barh(i, width, left=start, color=col, hatch=hatch, label=words)
+            _tip(bar.patches[0], f"{p.label}: {words} {width:,.1f} us")
+    handles, labels = ax.get_legend_handles_labels()
+    uniq = dict(zip(labels, handles, strict=True))
+    ax.legend(uniq.values(), uniq.keys(), fontsize=7, loc="upper center", ncol=3,
+              bbox_to_anchor=(0.5, -0.16))  # fmt: skip
+    ax.set_yticks(ys, [p.label for p in points], fontsize=8)
+    ax.invert_yaxis()  # the run's order, top down
+    ax.set_xlabel("microseconds since accept (one real connection, the run's median)")
+    ax.grid(True, axis="x", alpha=0.3)
+    ax = axes[1]
+    width = 0.38
+    faults = [p.child("minflt") for p in points]
+    cpu = [p.child("utime_us") for p in points]
+    ax.barh(ys - width / 2, [f.median if f else 0 for f in faults], width, color="#dd8452",
+            label="minor faults per child")  # fmt: skip
+    ax.barh(ys + width / 2, [f.median if f else 0 for f in cpu], width, color="#4c72b0",
+            label="child CPU, us")  # fmt: skip
+    ax.set_yticks(ys, ["" for _ in points])
+    ax.invert_yaxis()
+    ax.set_xlabel("per child (median)")
+    ax.legend(fontsize=7)
+    ax.grid(True, axis="x", alpha=0.3)
+    ax = axes[2]
+    m = micro.load(run.path)
+    sizes = [("fork_wait.small_parent", 10), ("fork_wait.heap_100mb", 100),
+             ("fork_wait.heap_1gb", 1024)]  # fmt: skip
+    xs, vs = [], []
+    for key, mb in sizes:
+        v = micro.figure(m, key) if not m.empty else None
+        if v is not None:
+            xs.append(mb)
+            vs.append(v)
+    if xs:
+        ax.plot(xs, vs, "o-", color="#55a868")
+        for x, v in zip(xs, vs, strict=True):
+            ax.annotate(f"{v:,.0f} us", (x, v), fontsize=7, xytext=(3, 3),
+                        textcoords="offset points")  # fmt: skip
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("parent's memory, MiB (log; 'small' ~10)")
+        ax.set_ylabel("fork + exit + waitpid, us (log)")
+    else:
+        ax.text(0.5, 0.5, fmt.NOT_MEASURED, ha="center", transform=ax.transAxes)
+    ax.grid(True, which="both", alpha=0.3)
+    fig.suptitle(title)
+    png, svg = _save(fig, out, name)
+    return Chart(name, title, caption, png, svg, True, [forkcost.xray_table(run)])
+
+
+# --------------------------------------------------------------------------- 14
+
+
+def fork_timeline(run: Run, out: Path) -> Chart:
+    name, title = "14-fig-12-5-timeline", "Fig. 12.5, one real connection: who does what, when"
+    caption = (
+        "One connection through each forking server, from its X-ray: the parent's steps on "
+        "the top lane, the child's in the middle, the SIGCHLD handler's at the bottom, in "
+        "microseconds since accept returned. The parent is back in accept long before the "
+        "child has echoed: that is the concurrency; the reap comes last, after the child exits."
+    )
+    points = [p for p in forkcost.xray_points(run) if "gc.freeze" not in p.label]
+    if not points:
+        return _not_measured(out, name, title, caption, "no X-ray cells in this run")
+    lanes = {
+        "accept": 2, "fork_start": 2, "fork_end": 2, "parent_closed": 2,
+        "child_start": 1, "listenfd_closed": 1, "exec": 1, "first_echo": 1, "exit": 1,
+        "handler": 0, "reaped": 0,
+    }  # fmt: skip
+    fig, axes = plt.subplots(len(points), 1, figsize=(12, 1.9 * len(points) + 0.6), squeeze=False)
+    for ax, p in zip(axes[:, 0], points, strict=True):
+        tl = p.timeline()
+        for step, t in tl.items():
+            lane = lanes[step]
+            mark = ax.scatter(t, lane, color=colour(p.server), zorder=3)
+            _tip(mark, f"{p.label}: {forkcost.STEP_WORDS[step]} at {t:,.1f} us")
+            ax.annotate(forkcost.STEP_WORDS[step], (t, lane), fontsize=6, rotation=25,
+                        xytext=(2, 5), textcoords="offset points")  # fmt: skip
+        if "fork_start" in tl and "child_start" in tl:
+            ax.annotate("", (tl["child_start"], 1), (tl["fork_start"], 2),
+                        arrowprops={"arrowstyle": "->", "color": "grey"})  # fmt: skip
+        end = tl.get("exit", tl.get("exec"))
+        if end is not None and "handler" in tl:
+            ax.annotate("", (tl["handler"], 0), (end, 1),
+                        arrowprops={"arrowstyle": "->", "color": "grey"})  # fmt: skip
+        ax.set_yticks([0, 1, 2], ["handler", "child", "parent"], fontsize=8)
+        ax.set_ylim(-0.6, 2.9)
+        ax.set_title(p.label, fontsize=9, loc="left")
+        ax.grid(True, axis="x", alpha=0.3)
+    axes[-1, 0].set_xlabel("microseconds since accept")
+    png, svg = _save(fig, out, name)
+    return Chart(name, title, caption, png, svg, True, [forkcost.timeline_table(run)])
+
+
 ALL: list[Callable[[Run, Path], Chart]] = [
     throughput_vs_concurrency,
     latency_vs_concurrency,
@@ -854,6 +974,8 @@ ALL: list[Callable[[Run, Path], Chart]] = [
     machine_speed,
     book_warnings,
     message_size,
+    fork_xray,
+    fork_timeline,
 ]
 
 

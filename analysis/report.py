@@ -13,7 +13,7 @@ import json
 import math
 from pathlib import Path
 
-from analysis import charts, fmt, method, questions, summary
+from analysis import charts, fmt, forkcost, method, questions, summary
 from analysis.document import (
     Bullets,
     Code,
@@ -225,6 +225,8 @@ def build(run: Run) -> Document:
     drawn = charts.draw_all(run, out)
     doc = Document(f"echobench report: {run.run_id}")
     headers, rows = summary.which_model_when(run)
+    ceiling, ceiling_words = forkcost.ceiling_table(run)
+    vs_c, vs_c_words = forkcost.python_vs_c(run)
     doc.add(
         Heading("In one screen"),
         Para(summary.what_was_run(run)),
@@ -251,9 +253,26 @@ def build(run: Run) -> Document:
         Heading("Fork, exec, waitpid?"),
         Para("What Fig. 12.5 does for each client, step by step:"),
         Code(questions.fig_12_5_picture()),
+        Para(
+            "And the same steps as this run measured them, for one real connection through "
+            "each forking server (its X-ray; chart 14 draws it):"
+        ),
+        forkcost.timeline_table(run),
         *[Para(p) for p in questions.fork_exec_waitpid(run) if p],
         Heading("Why is IPC a disadvantage?"),
         *[Para(p) for p in questions.why_ipc_hurts(run) if p],
+        Heading("Where a fork's cost goes: the model, Python, and the machine's ceiling"),
+        Para(ceiling_words),
+        ceiling,
+        *[Para(p) for p in vs_c_words],
+        vs_c,
+        Para(
+            "Chart 13 takes one connection apart (the parent inside fork(), the child's "
+            "copy-on-write faults and CPU, the wait for the reap) and sets fork's cost against "
+            "the parent's memory. `make bench-servers` measures each Python server against a "
+            "minimal twin of its model, so weight that is not the model's shows up as a ratio "
+            "below 1."
+        ),
         Heading("How to read this report"),
         Bullets(HOW_TO_READ),
         Heading("How sure: method and noise"),

@@ -1,0 +1,302 @@
+"""Where a fork's cost goes (issue 13), from this run's cells.
+
+* Every server as a share of the ceiling: its capacity (best requests/s over the concurrency
+  cells that served every client) and its 1-connection latency beside `c-epoll`'s, the C epoll
+  server, in the same run.
+* Python's fork server beside the book's in C (`c-process`), connection per request: the
+  difference in CPU per connection is Python's part of the fork cost, C's figure the model's.
+* The fork X-ray (the `xray` scenario): per connection, the parent's time inside fork(), the
+  child's page faults, CPU and context switches (wait4's rusage), the steps from accept to reap,
+  and one real connection drawn as Fig. 12.5's timeline.
+
+Every figure is a median over the run's trials with its [min-max]; a figure the run lacks says
+so. The X-ray's own cost (a few stamps per connection) is paid only by the X-ray cells.
+"""
+
+from __future__ import annotations
+
+import itertools
+import statistics
+from dataclasses import dataclass
+
+import pandas as pd
+
+from analysis import fmt
+from analysis.document import Table
+from analysis.load import Run, ok_cells
+from analysis.stats import Figure, pick, summarise
+from records import schema
+from records.xray import STEPS, TIMELINE
+from servers.registry import SERVERS, Role, by_role
+
+CEILING = by_role(Role.CEILING)
+PY_FORK = by_role(Role.BOOK_PROCESS)
+C_FORK = by_role(Role.C_BOOK_PROCESS)
+
+# The stacked bar: one connection's life, accept to reap, as consecutive segments between the
+# steps a server recorded (inetd's child execs cat: nothing is stamped between exec and reap).
+BAR_STEPS = ("accept", "fork_start", "child_start", "listenfd_closed", "first_echo", "exec",
+             "exit", "handler", "reaped")  # fmt: skip
+SEGMENT_WORDS = {
+    "fork_start": "accept to fork()",
+    "child_start": "fork() until the child runs",
+    "listenfd_closed": "child closes listenfd",
+    "first_echo": "to the first echo",
+    "exec": "to exec (dup2 onto stdin/stdout)",
+    "exit": "echo until the client closes, exit",
+    "handler": "exit until SIGCHLD's handler runs",
+    "reaped": "waitpid/wait4 reaps it",
+}
+EXEC_WORDS = "the exec'd program runs and exits, until the handler"
+
+
+def segments(timeline: dict[str, float]) -> list[tuple[str, float, float]]:
+    """(words, start, width) for each consecutive pair of recorded steps."""
+    present = [s for s in BAR_STEPS if s in timeline]
+    out = []
+    for a, b in itertools.pairwise(present):
+        words = EXEC_WORDS if a == "exec" else SEGMENT_WORDS[b]
+        out.append((words, timeline[a], max(0.0, timeline[b] - timeline[a])))
+    return out
+
+
+CHILD_WORDS = {
+    "minflt": "minor page faults (copy-on-write)",
+    "majflt": "major page faults",
+    "utime_us": "CPU user+sys, us (rusage)",
+    "nvcsw": "voluntary context switches",
+    "nivcsw": "involuntary context switches",
+}
+
+
+@dataclass(frozen=True)
+class XrayPoint:
+    """One forking server (and its variant) over the run's X-ray trials."""
+
+    server: str
+    label: str
+    trials: list[schema.Xray]
+
+    def step(self, name: str) -> Figure | None:
+        return _over([x.steps_us[name].p50 for x in self.trials if name in x.steps_us])
+
+    def child(self, key: str) -> Figure | None:
+        if key == "utime_us":  # rusage splits user/sys by tick sampling: show the sum
+            vals = [
+                x.child["utime_us"].p50 + x.child["stime_us"].p50
+                for x in self.trials
+                if "utime_us" in x.child
+            ]
+            return _over(vals)
+        return _over([x.child[key].p50 for x in self.trials if key in x.child])
+
+    def parent(self, attr: str) -> Figure | None:
+        vals = [getattr(x, attr) for x in self.trials if getattr(x, attr) is not None]
+        return _over([float(v) for v in vals])
+
+    def timeline(self) -> dict[str, float]:
+        """The trial whose median connection lived the median time: its one connection."""
+        with_tl = [x for x in self.trials if x.timeline_us.get("reaped")]
+        if not with_tl:
+            return {}
+        with_tl.sort(key=lambda x: x.timeline_us["reaped"])
+        return with_tl[(len(with_tl) - 1) // 2].timeline_us
+
+    @property
+    def connections(self) -> int:
+        return sum(x.connections for x in self.trials)
+
+
+def _over(vals: list[float]) -> Figure | None:
+    if not vals:
+        return None
+    return Figure(statistics.median(vals), min(vals), max(vals), len(vals), float("nan"), False)
+
+
+def _spread(f: Figure | None) -> str:
+    if f is None:
+        return fmt.NOT_MEASURED
+    return fmt.spread(f.median, f.lo, f.hi, f.n)
+
+
+def xray_points(run: Run) -> list[XrayPoint]:
+    groups: dict[tuple[str, bool], list[schema.Xray]] = {}
+    for cell in run.cells.values():
+        if cell.scenario != "xray" or cell.status != "ok" or cell.xray is None:
+            continue
+        key = (cell.server, bool(cell.params.get("gc_freeze")))
+        groups.setdefault(key, []).append(cell.xray)
+    order = list(SERVERS)
+    out = []
+    for (server, frozen), trials in sorted(
+        groups.items(),
+        key=lambda kv: (order.index(kv[0][0]) if kv[0][0] in order else 99, kv[0][1]),
+    ):
+        spec = SERVERS.get(server)
+        label = (spec.label if spec else server) + (" + gc.freeze()" if frozen else "")
+        out.append(XrayPoint(server, label, trials))
+    return out
+
+
+# --------------------------------------------------------------------------- the ceiling
+
+
+def _capacity(s: pd.DataFrame, server: str) -> tuple[Figure, int] | None:
+    """The server's best requests/s over its concurrency cells that served every client."""
+    rows = s[(s["server"] == server) & (s["placement"] == "split") & (s["starved"].fillna(0) == 0)]
+    if rows.empty:
+        return None
+    best = rows.loc[rows["median"].idxmax()]
+    return Figure(float(best["median"]), float(best["lo"]), float(best["hi"]), int(best["n"]),
+                  float(best["cv"]), bool(best["saturated"])), int(best["connections"])  # fmt: skip
+
+
+def ceiling_table(run: Run) -> tuple[Table, str]:
+    """Every server's capacity and 1-connection latency as a share of c-epoll's."""
+    d = ok_cells(run)
+    conc = d[d["scenario"] == "concurrency"] if not d.empty else d
+    rps = summarise(conc, "requests_per_s")
+    p50 = summarise(conc, "p50_us")
+    top = _capacity(rps, CEILING) if not rps.empty else None
+    lat0 = pick(p50, CEILING, connections=1)
+    rows = []
+    for server in [s for s in SERVERS if not rps.empty and s in set(rps["server"])]:
+        cap = _capacity(rps, server)
+        lat = pick(p50, server, connections=1)
+        cap_txt = lat_txt = fmt.NOT_MEASURED
+        share = lat_share = ""
+        if cap is not None:
+            f, conns = cap
+            flag = " (client-saturated: a lower bound)" if f.saturated else ""
+            cap_txt = f"{fmt.spread(f.median, f.lo, f.hi, f.n)} at {conns:,} conn.{flag}"
+            if top is not None and top[0].median:
+                share = fmt.pct(f.median / top[0].median)
+        if lat is not None:
+            lat_txt = fmt.spread(lat.median, lat.lo, lat.hi, lat.n)
+            if lat0 is not None and lat.median:
+                lat_share = fmt.pct(lat0.median / lat.median)
+        spec = SERVERS[server]
+        rows.append([spec.label, spec.language, cap_txt, share, lat_txt, lat_share])
+    words = (
+        f"{SERVERS[CEILING].label} is one thread on epoll in C: the most this machine echoes. "
+        "Capacity is each server's best requests/s over the concurrency cells (persistent "
+        "connections, 64 B) in which every client was served; 'of ceiling' divides it by "
+        "c-epoll's. Latency is the median round trip at 1 connection; 'of ceiling' is "
+        "c-epoll's latency over the server's (100% = as fast as the ceiling)."
+    )
+    if top is not None and top[0].saturated:
+        words += (
+            " The ceiling's own best cell was client-saturated: its figure is the load "
+            "generator's limit, so every share here is an upper bound."
+        )
+    headers = ["server", "language", "capacity, req/s", "of ceiling", "p50 at 1 conn., us",
+               "of ceiling"]  # fmt: skip
+    return Table(headers, rows, "Every server as a share of the ceiling"), words
+
+
+# --------------------------------------------------------------------------- Python vs C fork
+
+
+def _python_part(py: Figure | None, c: Figure | None) -> str:
+    """What Python adds to the C server's CPU per connection, in us and as a share."""
+    if py is None or c is None or not py.median:
+        return fmt.NOT_MEASURED
+    extra = py.median - c.median
+    return f"{fmt.num(extra)} us ({fmt.pct(extra / py.median)})"
+
+
+def python_vs_c(run: Run) -> tuple[Table, list[str]]:
+    d = ok_cells(run)
+    per = d[d["scenario"] == "per-request"] if not d.empty else d
+    rps = summarise(per, "requests_per_s")
+    cpu = summarise(per, "cpu_us_per_req")
+    rows = []
+    last = None
+    for conns in sorted({int(c) for c in rps["connections"].dropna()}) if not rps.empty else []:
+        py, c = pick(rps, PY_FORK, connections=conns), pick(rps, C_FORK, connections=conns)
+        pyc, cc = pick(cpu, PY_FORK, connections=conns), pick(cpu, C_FORK, connections=conns)
+        if py is None and c is None:
+            continue
+        ratio = fmt.ratio(c.median / py.median) if py and c and py.median else fmt.NOT_MEASURED
+        part = _python_part(pyc, cc)
+        rows.append([
+            str(conns), _spread(py), _spread(c), ratio, _spread(pyc), _spread(cc), part,
+        ])  # fmt: skip
+        if pyc and cc:
+            last = (conns, pyc, cc)
+    words = [
+        "The same model, Fig. 12.5, in Python and in C, connection per request (connect, 64 B "
+        "echo, close). CPU per connection is the server's CPUs' busy time over the window "
+        "divided by the connections served: the parent's accept and fork, the child's life, "
+        "the reap.",
+    ]
+    if last is not None:
+        conns, pyc, cc = last
+        words.append(
+            f"At {conns} clients the C server spends {fmt.num(cc.median)} us of CPU per "
+            f"connection: that much is the model (fork, a child, exit, waitpid, on this "
+            f"kernel). The Python server spends {fmt.num(pyc.median)} us: the other "
+            f"{_python_part(pyc, cc)} is Python's part (a bigger parent to copy, an "
+            "interpreter that writes to every page it touches, so each is a copy-on-write "
+            "fault)."
+        )
+    headers = ["clients", f"{PY_FORK} conn/s", f"{C_FORK} conn/s", "C / Python",
+               f"{PY_FORK} CPU us/conn", f"{C_FORK} CPU us/conn", "Python's part"]  # fmt: skip
+    return Table(headers, rows, "Fork per connection: Python beside C"), words
+
+
+# --------------------------------------------------------------------------- the X-ray
+
+
+def xray_table(run: Run) -> Table:
+    points = xray_points(run)
+    rows: list[list[str]] = []
+    for name, _a, _b, words in STEPS:
+        cells = [_spread(p.step(name)) for p in points]
+        if any(c != fmt.NOT_MEASURED for c in cells):
+            rows.append([words + ", us", *cells])
+    for key, words in CHILD_WORDS.items():
+        rows.append([f"child: {words}", *[_spread(p.child(key)) for p in points]])
+    rows.append(["parent: page tables (VmPTE), KiB",
+                 *[_spread(p.parent("parent_vmpte_kb")) for p in points]])  # fmt: skip
+    rows.append(["parent: PSS at the stop, KiB",
+                 *[_spread(p.parent("parent_pss_kb")) for p in points]])  # fmt: skip
+    rows.append(["connections recorded in the windows", *[f"{p.connections:,}" for p in points]])
+    dropped = [sum(x.dropped + x.incomplete for x in p.trials) for p in points]
+    rows.append(["dropped or incomplete records", *[f"{n:,}" for n in dropped]])
+    return Table(
+        ["per connection (median of each trial's median)", *[p.label for p in points]],
+        rows,
+        "The fork X-ray: one connection at a time (1 client, connection per request)",
+    )
+
+
+STEP_WORDS = {
+    "accept": "accept() returns connfd",
+    "fork_start": "parent calls fork()",
+    "child_start": "child runs",
+    "fork_end": "fork() returns in the parent",
+    "parent_closed": "parent closes connfd",
+    "listenfd_closed": "child closes listenfd",
+    "exec": "child calls exec (cat)",
+    "first_echo": "child writes the first echo",
+    "exit": "child exits",
+    "handler": "SIGCHLD handler runs",
+    "reaped": "waitpid reaps the child",
+}
+
+
+def timeline_table(run: Run) -> Table:
+    points = [p for p in xray_points(run) if "gc.freeze" not in p.label]
+    lines = {p.label: p.timeline() for p in points}
+    rows = []
+    for step in TIMELINE:
+        cells = [f"{fmt.num(lines[p.label][step])}" if step in lines[p.label] else "-"
+                 for p in points]  # fmt: skip
+        if any(c != "-" for c in cells):
+            rows.append([STEP_WORDS[step], *cells])
+    return Table(
+        ["step (us since accept)", *[p.label for p in points]],
+        rows,
+        "One real connection through Fig. 12.5 (the run's median connection)",
+    )
