@@ -169,3 +169,7 @@ def test_process_parent_does_not_import_what_it_does_not_need(start_server: Any)
     assert "servers.process" in modules  # the dump is real
     for heavy in ("asyncio", "uvloop", "threading", "multiprocessing", "concurrent.futures"):
         assert heavy not in modules, f"the forking parent imported {heavy}"
+    # The CLI's own imports stay in the interpreter that parsed the options (servers.lean):
+    # argparse drags in shutil and three compression libraries, every fork's to copy.
+    for cli_only in ("argparse", "dataclasses", "typing", "shutil", "bz2", "servers.registry"):
+        assert cli_only not in modules, f"the forking parent kept the CLI's {cli_only}"
