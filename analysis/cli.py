@@ -18,6 +18,7 @@ from analysis.compare import compare, ratio_chart
 from analysis.load import RunError, load_run
 from analysis.report import write_report
 from records.schema import SchemaError
+from records.usage import OneLineParser
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -56,7 +57,7 @@ def cmd_check_report(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m analysis", description=__doc__.split("\n")[0])
+    p = OneLineParser(prog="python -m analysis", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("report", help="write the report of a run into its directory")
     r.add_argument("run_dir", type=Path)

@@ -7,7 +7,6 @@ exit 2, as every echobench CLI does.
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from bench import profile as profiles
 from bench.progress import fmt_duration
 from bench.runner import RunOptions, UsageError, run
 from records.cpulist import parse_cpus  # one CPU-list syntax for every command
+from records.usage import OneLineParser, usage_error
 
 
 def _rounds(text: str) -> int:
@@ -70,11 +70,11 @@ def cmd_servers(args: argparse.Namespace) -> int:
     unknown = [n for n in names if n not in known]
     if unknown:
         raise UsageError(f"servers: {unknown} have no twin (known: {', '.join(known)})")
-    return servers_bench.run(names, args.rounds, args.warmup, args.duration)
+    return servers_bench.run(names, args.rounds, args.warmup, args.duration, not args.no_syscalls)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m bench", description="Run echobench profiles (the runner behind make bench)."
     )
     sub = parser.add_subparsers(dest="command", required=True)
@@ -106,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=_rounds, default=5, help="alternated pairs (default 5)")
     p.add_argument("--duration", type=float, default=1.5, help="seconds measured per run")
     p.add_argument("--warmup", type=float, default=0.3, help="seconds of load before each")
+    p.add_argument("--no-syscalls", action="store_true", help="skip the strace count")
     p.set_defaults(func=cmd_servers)
 
     p = sub.add_parser("list-profiles", help="the built-in profiles and their size")
@@ -123,6 +124,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.func(args)
     except (UsageError, profiles.ProfileError) as exc:
-        print(f"bench: {exc}", file=sys.stderr)
-        return 2
+        return usage_error("bench", str(exc))
     return code

@@ -11,18 +11,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import NoReturn
 
 from records.cpulist import parse_cpus
 from records.schema import LoadConfig, LoadResult, write_atomic
+from records.usage import OneLineParser
 
 DEFAULT_LOOPBACK_SOURCES = 8
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        # One line, not argparse's usage block: scripts and people both read the first line.
-        self.exit(2, f"loadgen: usage error: {message} (see --help)\n")
 
 
 def parse_target(text: str) -> tuple[str, int]:
@@ -33,7 +27,9 @@ def parse_target(text: str) -> tuple[str, int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m loadgen", description="Echo load generator (asyncio + uvloop).")
+    p = OneLineParser(
+        prog="python -m loadgen", description="Echo load generator (asyncio + uvloop)."
+    )
     p.add_argument("--target", type=parse_target, required=True, help="HOST:PORT (loopback)")
     p.add_argument("--connections", type=int, default=10)
     p.add_argument("--mode", choices=("persistent", "per-request"), default="persistent")

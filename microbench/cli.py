@@ -12,10 +12,11 @@ from pathlib import Path
 
 from microbench.results import MicrobenchError, MicroResult, load_microbench
 from microbench.runner import run_all
+from records.usage import OneLineParser
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m microbench",
         description="Process-control and IPC microbenchmarks (CS:APP 12.1.2), Python and C.",
     )

@@ -16,17 +16,10 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
 
+from records.usage import OneLineParser
 from servers.common import ServerConfig, log
 from servers.registry import SERVERS, Model, Option, ServerSpec, get
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """Usage errors as one clear line on stderr and exit status 2."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def _port(text: str) -> int:
