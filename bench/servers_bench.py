@@ -5,7 +5,8 @@ dozen lines, no options, no clean stop, no counters) under the C epoll client, c
 request (connect, 64 B echo, close; 10 slots over 8 source addresses, as the issue measured),
 server on CPU 0, client on CPU 1. Server and twin alternate, and which goes first alternates
 from round to round, so both see the same machine. Prints connections/s of each, and the
-ratio per round: median and spread. The goal for the book's process server is >= 0.9x.
+ratio per round: median and spread. The goal for the book's process server is >= 0.9x. Then,
+where strace exists, system calls per connection of the forking servers, Python and C.
 
 These are figures to read, never asserted: the machine may be shared.
 """
@@ -14,10 +15,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -80,7 +83,7 @@ def measure_twin(name: str, warmup_s: float, seconds: float) -> float:
             proc.stdout.close()
 
 
-def run(names: list[str], rounds: int, warmup_s: float, seconds: float) -> int:
+def run(names: list[str], rounds: int, warmup_s: float, seconds: float, syscalls: bool) -> int:
     if len(os.sched_getaffinity(0)) < 2:
         print("bench-servers: needs 2 CPUs (server on 0, client on 1)", file=sys.stderr)
         return 2
@@ -109,7 +112,56 @@ def run(names: list[str], rounds: int, warmup_s: float, seconds: float) -> int:
             f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}..{max(ratios):.2f})",
             flush=True,
         )
+    if syscalls:
+        print_syscalls(seconds)
     return 0
+
+
+SYSCALL_SERVERS = ("process", "inetd", "c-process")
+
+
+def syscalls_per_connection(name: str, seconds: float) -> tuple[float, list[tuple[str, float]]]:
+    """strace -c -f attached to a running server for `seconds` of the C client's load: system
+    calls per connection in all, and the five most frequent (strace slows what it traces: the
+    counts hold, the rates do not)."""
+    with tempfile.TemporaryDirectory() as tmp, ServerProcess.start(name, cpus=SERVER_CPUS) as srv:
+        out = Path(tmp) / "strace.txt"
+        tracer = subprocess.Popen(
+            ["strace", "-f", "-c", "-o", str(out), "-p", str(srv.pid)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            assert tracer.stderr is not None
+            tracer.stderr.readline()  # "strace: Process N attached": tracing from here on
+            conns = connections_per_s(srv.host, srv.port, seconds) * seconds
+        finally:
+            tracer.send_signal(signal.SIGINT)  # detach and write the summary
+            tracer.wait(timeout=30)
+            if tracer.stderr is not None:
+                tracer.stderr.close()
+        calls: dict[str, int] = {}
+        for line in out.read_text().splitlines():
+            parts = line.split()
+            # "% time seconds usecs/call calls [errors] syscall"
+            if len(parts) >= 5 and parts[0][0].isdigit() and parts[-1] != "total":
+                calls[parts[-1]] = int(parts[3])
+    n = max(conns, 1.0)
+    top = sorted(calls.items(), key=lambda kv: -kv[1])[:5]
+    return sum(calls.values()) / n, [(k, v / n) for k, v in top]
+
+
+def print_syscalls(seconds: float) -> None:
+    if shutil.which("strace") is None:
+        print("syscalls per connection: skipped (no strace on this machine)")
+        return
+    print(f"\nsystem calls per connection (strace -c -f, {seconds:g} s of the same load):")
+    for name in SYSCALL_SERVERS:
+        if SERVERS[name].available():
+            print(f"  {name}: skipped ({SERVERS[name].available()})")
+            continue
+        total, top = syscalls_per_connection(name, seconds)
+        most = ", ".join(f"{k} {v:.1f}" for k, v in top)
+        print(f"  {name:<10} {total:5.1f} in all; most: {most}", flush=True)
 
 
 def python_servers() -> list[str]:
