@@ -170,7 +170,7 @@ def ceiling_table(run: Run) -> tuple[Table, str]:
             flag = " (client-saturated: a lower bound)" if f.saturated else ""
             cap_txt = f"{fmt.spread(f.median, f.lo, f.hi, f.n)} at {conns:,} conn.{flag}"
             if top is not None and top[0].median:
-                share = fmt.pct(f.median / top[0].median)
+                share = _share(f, top[0], server == CEILING)
         if lat is not None:
             lat_txt = fmt.spread(lat.median, lat.lo, lat.hi, lat.n)
             if lat0 is not None and lat.median:
@@ -186,12 +186,25 @@ def ceiling_table(run: Run) -> tuple[Table, str]:
     )
     if top is not None and top[0].saturated:
         words += (
-            " The ceiling's own best cell was client-saturated: its figure is the load "
-            "generator's limit, so every share here is an upper bound."
+            " On this machine the ceiling's best cell was client-saturated: c-epoll can do more "
+            "than the load generator drives, so a share is 'at most' that figure, and where "
+            "both cells hit the load generator's limit there is no share to give (the load "
+            "generator's own ceiling is `make bench-loadgen`'s question)."
         )
     headers = ["server", "language", "capacity, req/s", "of ceiling", "p50 at 1 conn., us",
                "of ceiling"]  # fmt: skip
     return Table(headers, rows, "Every server as a share of the ceiling"), words
+
+
+def _share(f: Figure, ceiling: Figure, is_ceiling: bool) -> str:
+    """A capacity as a share of the ceiling's, saying when the load generator decided both."""
+    if is_ceiling:
+        return "100%"
+    if f.saturated and ceiling.saturated:
+        return "n/a: both at the load generator's limit"
+    if ceiling.saturated:
+        return f"at most {fmt.pct(f.median / ceiling.median)}"
+    return fmt.pct(f.median / ceiling.median)
 
 
 # --------------------------------------------------------------------------- Python vs C fork

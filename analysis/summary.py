@@ -93,6 +93,16 @@ def answer_fork(run: Run) -> str:
                 else "."
             )
         )
+    cf = pick(s, by_role(Role.C_BOOK_PROCESS), connections=10)
+    cc = pick(c, by_role(Role.C_BOOK_PROCESS), connections=10)
+    if fp and cf and cp and cc and cp.median:
+        parts.append(
+            f"The same Fig. 12.5 in C accepts {fmt.num(cf.median)} connections/s on "
+            f"{fmt.num(cc.median)} us of CPU each: that is the model's cost; the other "
+            f"{fmt.pct((cp.median - cc.median) / cp.median)} of the Python server's CPU per "
+            "connection is Python's (a bigger parent for every fork to copy, and an interpreter "
+            "that writes to every page it touches, each write a copy-on-write fault)."
+        )
     return " ".join(parts)
 
 
