@@ -39,9 +39,9 @@ from bench.accounting import account
 from bench.memguard import MemoryGuard
 from bench.monitor import DEFAULT_INTERVAL_S, Monitor, server_connections
 from bench.profile import CellSpec
-from loadgen.idle import open_deadline_s
 from records import schema
 from records import xray as records_xray
+from records.limits import open_deadline_s
 from servers.launch import ServerProcess, ServerStartError, StopReport
 
 # Beyond warm-up + duration + per-request timeout, the load generator gets this long to connect,

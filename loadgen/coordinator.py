@@ -27,9 +27,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from loadgen.client import FILL_STALL_S, fill_deadline_s
-from loadgen.idle import open_deadline_s
 from records import hist
-from records.limits import MAX_CONNECTIONS, MAX_SIZE
+from records.limits import MAX_CONNECTIONS, MAX_SIZE, open_deadline_s
 from records.schema import (
     ERROR_KINDS,
     RATE_MISS_LIMIT,

@@ -23,22 +23,12 @@ import socket
 import time
 
 from loadgen.client import CONNECT_CONCURRENCY, classify, make_socket
+from records.limits import open_deadline_s
 
 VERIFY_CONCURRENCY = 512
 # Echoed once when a connection opens: proof the server took it (its echo is read in full, so it
 # can never be mistaken for the end-of-run check's echo).
 HELLO = b"idle connection, served once at open\n"
-# Opening: a budget per connection on top of one timeout. A fork server pinned to one CPU with
-# thousands of children was seen taking ~8 ms per new connection here (fork plus the child's
-# copy-on-write faults, competing with its siblings): 10 ms keeps that a measurement, while a
-# server that has stopped accepting still ends the phase. A server slower than 100 new
-# connections/s is reported as having reached its limit.
-OPEN_BUDGET_PER_CONN_S = 0.010
-
-
-def open_deadline_s(count: int, timeout_s: float) -> float:
-    """The longest the opening of `count` idle connections may take (callers size waits on it)."""
-    return 2 * timeout_s + count * OPEN_BUDGET_PER_CONN_S
 
 
 class IdleSet:
