@@ -13,7 +13,7 @@ import json
 import math
 from pathlib import Path
 
-from analysis import charts, fmt, forkcost, method, questions, summary
+from analysis import charts, cores, fmt, forkcost, method, questions, summary
 from analysis.document import (
     Bullets,
     Code,
@@ -227,6 +227,7 @@ def build(run: Run) -> Document:
     headers, rows = summary.which_model_when(run)
     ceiling, ceiling_words = forkcost.ceiling_table(run)
     vs_c, vs_c_words = forkcost.python_vs_c(run)
+    cores_words, cores_table = cores.section(run)
     doc.add(
         Heading("In one screen"),
         Para(summary.what_was_run(run)),
@@ -273,6 +274,9 @@ def build(run: Run) -> Document:
             "minimal twin of its model, so weight that is not the model's shows up as a ratio "
             "below 1."
         ),
+        Heading("More cores: processes, threads and one interpreter lock"),
+        *[Para(p) for p in cores_words],
+        *([cores_table] if cores_table is not None else []),
         Heading("How to read this report"),
         Bullets(HOW_TO_READ),
         Heading("How sure: method and noise"),

@@ -67,6 +67,24 @@ class CpuPlan:
             return self.server[:1], self.server[:1]
         return self.server, self.client
 
+    def pool(self) -> tuple[int, ...]:
+        return tuple(sorted({*(self.server or ()), *(self.client or ())}))
+
+    def fits(self, server_cpus: int) -> bool:
+        """Whether the server can have `server_cpus` CPUs with at least as many left for the
+        load generator (at these rates it needs about as much CPU as the server)."""
+        return self.server is not None and len(self.pool()) - server_cpus >= server_cpus
+
+    def for_cell(
+        self, placement: str, server_cpus: int | None
+    ) -> tuple[tuple[int, ...] | None, ...]:
+        """The cores sweep's cells take the first `server_cpus` CPUs of the plan for the server
+        and the rest for the load generator; every other cell keeps the plan's placement."""
+        if server_cpus is None or self.server is None:
+            return self.for_placement(placement)
+        pool = self.pool()
+        return pool[:server_cpus], pool[server_cpus:]
+
 
 def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -366,7 +384,7 @@ class CellRun:
     def run(self, rate: float | None = None) -> schema.CellResult:
         spec = self.spec
         started = utc_now()
-        server_cpus, client_cpus = self.cpus.for_placement(spec.placement)
+        server_cpus, client_cpus = self.cpus.for_cell(spec.placement, spec.server_cpus)
         params = dict(spec.params)
         if rate is not None:
             params["rate"] = round(rate, 3)
@@ -392,7 +410,7 @@ class CellRun:
         monitor = Monitor(
             server.pgid,
             interval,
-            cpus=self.cpus.client,
+            cpus=client_cpus if client_cpus is not None else self.cpus.client,
             close_wait_port=server.port if spec.close_wait else None,
         )
         # The load generator tells the monitor its window's edges through this pipe.

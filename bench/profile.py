@@ -87,6 +87,19 @@ _SCENARIOS: dict[str, dict[str, Any]] = {
         "xray": True,
         "gc_freeze": ["process"],  # inetd's child execs cat: nothing of Python is left to fault
     },
+    # issue 14: the same servers on 1, 2, 4, ... CPUs, connection per request, the load
+    # generator on the rest. Processes can use more cores in Python; threads share one
+    # interpreter lock; an event loop is one thread. A count that leaves the load generator
+    # fewer CPUs than the server is skipped at run time, and the whole sweep when fewer than two
+    # counts fit (bench/runner.py says so in one line).
+    "cores": {
+        "mode": "per-request",
+        "load": "closed",
+        "size": [64],
+        "connections": [100],
+        "servers": ["process", "prefork", "thread", "uvloop"],
+        "server_cpus": [1, 2, 4, 8, 16],
+    },
     "naive-reaper": {
         "mode": "per-request",
         "load": "closed",
@@ -141,6 +154,7 @@ _SCENARIO_KEYS = {
     "memory_cap_mb",
     "nofile",
     "gc_freeze",
+    "server_cpus",
 }
 _PLACEMENTS = ("split", "shared", "unpinned")
 
@@ -171,6 +185,7 @@ class CellSpec:
     nofile: int | None = None
     close_wait: bool = False
     xray: bool = False  # issue 13: the server records every connection (--xray), summarised
+    server_cpus: int | None = None  # issue 14: the cores sweep's CPUs for the server (None: plan)
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,6 +316,7 @@ def build(data: Mapping[str, Any], *, unpinned: bool = False) -> Profile:
                         nofile=nofile,
                         close_wait=close_wait,
                         xray=bool(_SCENARIOS[scenario].get("xray", False)),
+                        server_cpus=own.get("server_cpus"),
                     )
                 )
     ids = [c.cell_id for c in cells]
@@ -405,6 +421,12 @@ def _expand(
     if cold:
         raise ProfileError(f"{where}.gc_freeze: {cold} take no --gc-freeze")
 
+    cores: list[int | None] = [None]
+    if "server_cpus" in shape:
+        cores = list(_int_list(sc.get("server_cpus", shape["server_cpus"]), f"{where}.server_cpus"))
+    elif "server_cpus" in sc:
+        raise ProfileError(f"{where}: server_cpus only applies to the cores scenario")
+
     out = []
     for conn in conns:
         for size in sizes:
@@ -431,7 +453,11 @@ def _expand(
                             if counter is not None:
                                 args = (*args, "--shared-counter", counter)
                             for extra in variants:
-                                out.append((name, server, (*args, *extra), dict(params), where_))
+                                for k in cores:
+                                    own = (
+                                        dict(params) if k is None else {**params, "server_cpus": k}
+                                    )
+                                    out.append((name, server, (*args, *extra), own, where_))
                             if server in gc_freeze:
                                 frozen = {**params, "gc_freeze": True}
                                 out.append((name, server, (*args, "--gc-freeze"), frozen, where_))
@@ -481,7 +507,12 @@ def _ref_key(server: str, args: tuple[str, ...], params: Mapping[str, Any], wher
 def closed_ref_key(spec: CellSpec) -> str | None:
     """The reference key a closed-loop cell offers to open-loop cells (None: not eligible)."""
     p = spec.params
-    if p["load"] != "closed" or p["shared_counter"] is not None or "active" in p:
+    if (
+        p["load"] != "closed"
+        or p["shared_counter"] is not None
+        or "active" in p
+        or p.get("server_cpus")
+    ):
         return None  # a scale cell's rate is its few active connections': no reference
     return _ref_key(spec.server, spec.server_args, p, spec.placement)
 
@@ -515,6 +546,8 @@ def _cell(
         parts.append(f"f{params['rate_fraction']:g}")
     if params.get("gc_freeze"):
         parts.append("gcfreeze")
+    if params.get("server_cpus"):
+        parts.append(f"cpus{params['server_cpus']}")
     if scenario in FAULT_SCENARIOS:
         parts.append("fault" if any(a.startswith("--") and a[2:] in FAULT_SCENARIOS
                                     for a in args) else "control")  # fmt: skip

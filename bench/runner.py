@@ -71,8 +71,14 @@ class RunOptions:
     rerun: bool = True
 
 
+# The server's CPUs in every cell but the cores sweep's: as many as the reference run's 2-CPU
+# machine gave it, whatever this machine has, so that runs on different machines compare like
+# for like (the load generator gets every other CPU; the manifest records both).
+REFERENCE_SERVER_CPUS = 1
+
+
 def plan_cpus(opts: RunOptions) -> CpuPlan:
-    """The CPU split: server on the first half of the usable CPUs, load generator on the rest."""
+    """The CPU split: the server on REFERENCE_SERVER_CPUS CPUs, the load generator on the rest."""
     if opts.unpinned:
         if opts.server_cpus or opts.client_cpus:
             raise UsageError("--unpinned cannot be combined with --server-cpus/--client-cpus")
@@ -82,8 +88,7 @@ def plan_cpus(opts: RunOptions) -> CpuPlan:
         raise UsageError(
             f"only {len(usable)} usable CPU: a split placement needs 2 (use --unpinned)"
         )
-    half = max(1, len(usable) // 2)
-    server = opts.server_cpus or tuple(usable[:half])
+    server = opts.server_cpus or tuple(usable[:REFERENCE_SERVER_CPUS])
     client = opts.client_cpus or tuple(c for c in usable if c not in server) or tuple(usable)
     for name, cpus in (("--server-cpus", server), ("--client-cpus", client)):
         bad = [c for c in cpus if c not in usable]
@@ -92,6 +97,43 @@ def plan_cpus(opts: RunOptions) -> CpuPlan:
     if set(server) & set(client):
         raise UsageError(f"server CPUs {list(server)} and client CPUs {list(client)} overlap")
     return CpuPlan(tuple(server), tuple(client))
+
+
+def client_workers(spec: CellSpec, cpus: CpuPlan) -> int:
+    """One load-generator worker per CPU it has (one when it shares the server's)."""
+    _, client = cpus.for_cell(spec.placement, spec.server_cpus)
+    if spec.placement != "split" or client is None:
+        return 1
+    return len(client)
+
+
+def fit_cores(todo: list[CellSpec], cpus: CpuPlan) -> tuple[list[CellSpec], list[str]]:
+    """Drop the cores sweep's cells this machine cannot give their CPUs; the whole sweep when
+    fewer than two CPU counts fit (one point is not a sweep). Returns the cells to run and one
+    line per thing skipped, saying why."""
+    sweep = [c for c in todo if c.server_cpus is not None]
+    if not sweep:
+        return todo, []
+    asked = sorted({c.server_cpus for c in sweep if c.server_cpus is not None})
+    fit = [k for k in asked if cpus.fits(k)]
+    usable = len(cpus.pool())
+    if len(fit) < 2:
+        why = (
+            "unpinned: the server has no CPUs of its own"
+            if cpus.server is None
+            else f"this machine has {usable} usable CPUs; the sweep needs the server on 1 and "
+            f"2 CPUs with as many again for the load generator (4 CPUs)"
+        )
+        lines = [f"cores: skipped ({len(sweep)} cells): {why}"]
+        return [c for c in todo if c.server_cpus is None], lines
+    lines = []
+    beyond = [k for k in asked if k not in fit]
+    if beyond:
+        lines.append(
+            f"cores: server on {', '.join(map(str, beyond))} CPUs skipped: {usable} usable CPUs "
+            "leave the load generator fewer CPUs than the server"
+        )
+    return [c for c in todo if c.server_cpus is None or c.server_cpus in fit], lines
 
 
 def new_run_dir(out: Path) -> Path:
@@ -249,6 +291,12 @@ class Runner:
         self._say(f"run {run_dir} (profile {profile.name}, {len(profile.cells)} cells)")
         self._load_existing(run_dir / "cells")
         todo = [c for c in profile.cells if c.cell_id not in self.results]
+        todo, skipped = fit_cores(todo, cpus)
+        for line in skipped:
+            self._say(line)
+        if skipped:
+            manifest = replace(manifest, limits={**manifest.limits, "skipped": skipped})
+            schema.write_atomic(run_dir / "manifest.json", manifest)
         if self.opts.resume is not None:
             self._say(f"resume: {len(profile.cells) - len(todo)} cells done, {len(todo)} to run")
 
@@ -312,9 +360,7 @@ class Runner:
                 raise Interrupted
             progress.cell_started(i, spec.cell_id)
             t = time.monotonic()
-            workers = profile.client_workers or (
-                1 if spec.placement != "split" or cpus.client is None else len(cpus.client)
-            )
+            workers = profile.client_workers or client_workers(spec, cpus)
 
             def on_pids(info: dict[str, Any]) -> None:
                 schema.write_json_atomic(current, {**info, "runner_pid": os.getpid()})
@@ -430,9 +476,7 @@ class Runner:
             if self.stop.is_set():
                 raise Interrupted
             old = self.results[spec.cell_id]
-            workers = profile.client_workers or (
-                1 if spec.placement != "split" or cpus.client is None else len(cpus.client)
-            )
+            workers = profile.client_workers or (client_workers(spec, cpus))
             new = self._cell(spec, run_dir, cpus, workers, lambda _i: None, None)
             first = old.load.requests_per_s if old.load else 0.0
             reason = f"first run at {old.started_at}: {why[spec.cell_id]}"

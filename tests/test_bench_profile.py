@@ -198,3 +198,24 @@ def test_show_profile_refuses_what_the_load_generator_cannot_do(tmp_path: Path) 
     )  # fmt: skip
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.count("\n") == 1 and "1,048,576 bytes" in done.stderr
+
+
+def test_the_cores_sweep_runs_only_what_leaves_the_client_as_many_cpus() -> None:
+    from bench.cell import CpuPlan  # noqa: PLC0415
+    from bench.runner import fit_cores  # noqa: PLC0415
+
+    prof = build({"trials": 1, "scenarios": [{"name": "cores"}, {"name": "concurrency",
+                  "connections": [1], "servers": ["process"]}]})  # fmt: skip
+    sweep = [c for c in prof.cells if c.scenario == "cores"]
+    assert {c.server_cpus for c in sweep} == {1, 2, 4, 8, 16}
+    # two CPUs: one point is not a sweep, so all of it is skipped, in one line that says why
+    todo, lines = fit_cores(list(prof.cells), CpuPlan((0,), (1,)))
+    assert [c.scenario for c in todo] == ["concurrency"]
+    assert len(lines) == 1 and "2 usable CPUs" in lines[0]
+    # eight CPUs: the server on 1, 2 and 4 with as many left for the load generator
+    todo, lines = fit_cores(list(prof.cells), CpuPlan((0,), tuple(range(1, 8))))
+    assert {c.server_cpus for c in todo if c.scenario == "cores"} == {1, 2, 4}
+    assert lines and "8, 16" in lines[0]
+    plan = CpuPlan((0,), tuple(range(1, 8)))
+    assert plan.for_cell("split", 4) == ((0, 1, 2, 3), (4, 5, 6, 7))
+    assert plan.for_cell("split", None) == ((0,), tuple(range(1, 8)))
