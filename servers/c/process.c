@@ -100,6 +100,21 @@ static void xray_write(void) {
     fclose(f);
 }
 
+static void record_reap(pid_t pid, int64_t handler, const struct rusage *ru) {
+    if (!xray_path) return;
+    if (nreaps >= XRAY_SLOTS) { xray_dropped++; return; }
+    struct reap_rec *r = &reaps[nreaps++];
+    r->pid = pid;
+    r->handler = handler;
+    r->reaped = now_ns();
+    r->minflt = ru->ru_minflt;
+    r->majflt = ru->ru_majflt;
+    r->utime_us = ru->ru_utime.tv_sec * 1000000L + ru->ru_utime.tv_usec;
+    r->stime_us = ru->ru_stime.tv_sec * 1000000L + ru->ru_stime.tv_usec;
+    r->nvcsw = ru->ru_nvcsw;
+    r->nivcsw = ru->ru_nivcsw;
+}
+
 /* ---- the book's handler: reap every child that has exited, in a loop */
 static void sigchld_handler(int sig) {
     (void)sig;
@@ -112,17 +127,7 @@ static void sigchld_handler(int sig) {
         struct rusage ru;
         while ((pid = wait4(-1, NULL, WNOHANG, &ru)) > 0) {
             live_del(pid);
-            if (nreaps >= XRAY_SLOTS) { xray_dropped++; continue; }
-            struct reap_rec *r = &reaps[nreaps++];
-            r->pid = pid;
-            r->handler = handler;
-            r->reaped = now_ns();
-            r->minflt = ru.ru_minflt;
-            r->majflt = ru.ru_majflt;
-            r->utime_us = ru.ru_utime.tv_sec * 1000000L + ru.ru_utime.tv_usec;
-            r->stime_us = ru.ru_stime.tv_sec * 1000000L + ru.ru_stime.tv_usec;
-            r->nvcsw = ru.ru_nvcsw;
-            r->nivcsw = ru.ru_nivcsw;
+            record_reap(pid, handler, &ru);
         }
     }
     errno = olderrno;
@@ -135,9 +140,14 @@ static void end_children(void) {
     int64_t deadline = now_ns() + 1500000000LL;
     int killed = 0;
     for (;;) {
-        pid_t pid = waitpid(-1, NULL, killed ? 0 : WNOHANG);
+        struct rusage ru;
+        pid_t pid = wait4(-1, NULL, killed ? 0 : WNOHANG, &ru);
         if (pid < 0) break; /* ECHILD: none left */
-        if (pid > 0) { live_del(pid); continue; }
+        if (pid > 0) { /* reaped at the stop: still the connection's end, for the X-ray */
+            live_del(pid);
+            record_reap(pid, now_ns(), &ru);
+            continue;
+        }
         if (now_ns() > deadline) {
             fprintf(stderr, "servers: %d children ignored SIGTERM; killing them\n", nlive);
             for (int i = 0; i < MAX_LIVE; i++)
