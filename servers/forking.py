@@ -40,6 +40,10 @@ if TYPE_CHECKING:
     from servers.xray import Xray
 
 
+_STOPS = {signal.SIGTERM, signal.SIGINT}
+_MASKED_CHILD = False  # in a child forked with graceful_stop: its stop signals are blocked
+
+
 def _child_stop(signum: int, frame: FrameType | None) -> None:
     name = signal.Signals(signum).name
     if STOP_DEFERRED.depth:  # inside a shared-count update: stop right after it
@@ -117,12 +121,22 @@ class Children:
         parent's counter pipe dry)."""
         deferred = STOP_DEFERRED
         deferred.depth += 1
+        # A child with a count to report keeps Fig. 8.40's mask: its stop signals stay blocked
+        # until child_exit() unblocks them. With the deferral alone, 1 stop in ~10 left such a
+        # child echoing for seconds with its SIGTERM delivered but its handler never run
+        # (test_no_update_is_lost_when_the_stop_comes_mid_stream); those cells pay for the mask.
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, _STOPS) if graceful_stop else None
         try:
             pid = os.fork()
         except BaseException:
             deferred.leave()
             raise
+        finally:
+            if old is not None and pid != 0:
+                signal.pthread_sigmask(signal.SIG_SETMASK, old)
         if pid == 0:
+            global _MASKED_CHILD  # one flag per process, set once after fork
+            _MASKED_CHILD = graceful_stop
             handler = _child_stop if graceful_stop else _signal.SIG_DFL  # plain ints: no enum
             _signal.signal(_signal.SIGTERM, handler)
             _signal.signal(_signal.SIGINT, handler)
@@ -223,6 +237,8 @@ def child_exit(
         _signal.signal(_signal.SIGINT, handler)
     code = 0
     try:
+        if _MASKED_CHILD:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOPS)  # blocked since fork (see there)
         STOP_DEFERRED.depth -= 1  # deferred since fork (see Children.fork): raised here
         if STOP_DEFERRED.pending is not None and STOP_DEFERRED.depth == 0:
             STOP_DEFERRED.depth += 1
