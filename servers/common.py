@@ -204,8 +204,12 @@ class _StopDeferred:
         """Leave the region; raise the stop that arrived inside it, if any."""
         self.depth -= 1
         if self.depth == 0 and self.pending is not None:
-            why, self.pending = self.pending, None
-            raise Stop(why)
+            self.raise_pending()
+
+    def raise_pending(self) -> None:
+        """Raise the stop noted inside the region (the caller has left it: depth 0)."""
+        why, self.pending = self.pending, None
+        raise Stop(why or "stop")
 
 
 STOP_DEFERRED = _StopDeferred()

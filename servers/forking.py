@@ -70,7 +70,7 @@ class Children:
 
         The handler is one plain function, the loop written out: every function a forking
         parent runs writes its code object (reference counts, the interpreter's inline caches)
-        into pages the last fork made copy-on-write, so a handler that called reap_one() per
+        into pages the last fork made copy-on-write, so a handler that called a method per
         child, through a bound method, cost faults on every connection (measured with `make
         bench-servers`)."""
         live = self.live
@@ -94,17 +94,6 @@ class Children:
                 on_reap()
 
         signal.signal(signal.SIGCHLD, sigchld)
-
-    def reap_one(self) -> bool:
-        """One waitpid(-1, WNOHANG): True when it reaped a child."""
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return False
-        if pid == 0:
-            return False
-        self.live.discard(pid)
-        return True
 
     def fork(self, *, graceful_stop: bool = True) -> int:
         """fork(); 0 in the child (with the parent's stop handlers undone). Raises
@@ -142,12 +131,11 @@ class Children:
             _signal.signal(_signal.SIGINT, handler)
             return 0
         self.live.add(pid)
-        # deferred.leave() written out (one function fewer per fork): a stop that came during
-        # fork is raised now, with the child recorded.
+        # deferred.leave() written out (no call on the path every fork takes): a stop that came
+        # during fork is raised now, with the child recorded.
         deferred.depth -= 1
         if deferred.pending is not None and deferred.depth == 0:
-            deferred.depth += 1
-            deferred.leave()
+            deferred.raise_pending()
         return pid
 
     def end_all(self, grace_s: float = 1.5) -> None:
@@ -241,8 +229,7 @@ def child_exit(
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOPS)  # blocked since fork (see there)
         STOP_DEFERRED.depth -= 1  # deferred since fork (see Children.fork): raised here
         if STOP_DEFERRED.pending is not None and STOP_DEFERRED.depth == 0:
-            STOP_DEFERRED.depth += 1
-            STOP_DEFERRED.leave()
+            STOP_DEFERRED.raise_pending()
         body(*args)
     except Stop:
         pass
