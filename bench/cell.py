@@ -11,11 +11,11 @@ read can cost an mmap per read until a buffer is freed (glibc's mmap threshold, 
 and one closed connection is what removes that effect. Its bytes are echoed by the server too, so
 the shared-counter check expects them (issue 5).
 
-The verdict: a cell fails when the server did not start, died or hung, when the load generator
-did not finish or did not get a complete run, when an echo came back wrong, or when a shared
-counter that must be exact (everything but "naive") disagrees with the bytes the client got back.
-Overload is a result, not a failure: timeouts and resets under load are kept as notes beside the
-figures.
+The verdict (bench/verdict.py, shared with the cluster cells of bench/cluster.py): a cell fails
+when the server did not start, died or hung, when the load generator did not finish or did not
+get a complete run, when an echo came back wrong, or when a shared counter that must be exact
+(everything but "naive") disagrees with the bytes the client got back. Overload is a result,
+not a failure: timeouts and resets under load are kept as notes beside the figures.
 """
 
 from __future__ import annotations
@@ -35,10 +35,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.accounting import account
 from bench.memguard import MemoryGuard
 from bench.monitor import DEFAULT_INTERVAL_S, Monitor, server_connections
 from bench.profile import CellSpec
+from bench.verdict import judge, last_line
 from records import schema
 from records import xray as records_xray
 from records.limits import open_deadline_s
@@ -95,10 +95,6 @@ def _tail(path: Path, n: int = STDERR_TAIL) -> list[str]:
         return path.read_text(errors="replace").splitlines()[-n:]
     except OSError:
         return []
-
-
-def _last(lines: list[str]) -> str:
-    return f" (stderr: {lines[-1].strip()[:200]})" if lines else ""
 
 
 def end_group(popen: subprocess.Popen[bytes], grace_s: float = 2.0) -> None:
@@ -222,6 +218,7 @@ def cell_result(
     cpu: schema.CpuAccount | None = None,
     git: schema.GitStamp | None = None,
     xray: schema.Xray | None = None,
+    cluster: schema.ClusterRun | None = None,
 ) -> schema.CellResult:
     """The one place a cell's identity (from its spec) meets what happened to it."""
     return schema.CellResult(
@@ -242,112 +239,8 @@ def cell_result(
         cpu=cpu,
         git=git,
         xray=xray,
+        cluster=cluster,
     )
-
-
-def served_note(load: schema.LoadResult) -> str | None:
-    """Words for a cell whose clients were not all served in the window (never a capacity)."""
-    asked = load.config.connections
-    if load.starved <= 0 or load.config.mode != "persistent":
-        return None
-    fill = load.fill
-    why = ""
-    if fill is not None and fill.ended == "stalled":
-        why = (
-            f": the server stopped serving new connections after {fill.echoed} "
-            f"(no new one served for {fill.stall_s:g} s: the model's limit)"
-        )
-    elif fill is not None and fill.ended == "deadline":
-        why = f": filling took longer than {fill.deadline_s:g} s ({fill.echoed} echoed by then)"
-    return f"{load.served} of {asked} connections served in the window{why}"
-
-
-def open_loop_notes(load: schema.LoadResult) -> list[str]:
-    """Whether an open-loop cell kept its schedule (wrk2: the load proves its own schedule)."""
-    if load.config.load != "open" or not load.target_rate:
-        return []
-    out = []
-    if load.rate_miss:
-        out.append(
-            f"open loop missed its rate: {load.requests_per_s:,.0f} of "
-            f"{load.target_rate:,.0f} req/s asked"
-        )
-    if load.due_unsent:
-        out.append(f"{load.due_unsent} requests fell due in the window but were never sent")
-    late = load.histograms.get("lateness")
-    lat = load.histograms.get("latency")
-    if late and lat and late.summary.count and late.summary.p99_us > 0.5 * lat.summary.p99_us:
-        out.append(
-            f"the client itself sent late (send lateness p99 {late.summary.p99_us:,.0f} us vs "
-            f"latency p99 {lat.summary.p99_us:,.0f} us): the tail is partly the client's"
-        )
-    return out
-
-
-def counter_check(
-    mode: str | None, stats: dict[str, int] | None, expected: int, abandoned_max: int = 0
-) -> tuple[str | None, str | None]:
-    """(failure reason, note) of the shared-counter check (issue 5).
-
-    `expected` is what the client got back (primer and warm-up included). A correct counter
-    can exceed it only by bytes the server echoed to connections the client had already given
-    up on: a request still unanswered when a phase ended, or, in a pool server with fewer
-    workers than connections, a message sent on a connection no worker had reached yet, which a
-    worker reads and echoes after the client closed. `abandoned_max` bounds those. Fewer bytes
-    than were echoed is a lost update: that is the failure this check exists for.
-    """
-    if mode is None:
-        return None, None
-    if stats is None or "bytes" not in stats:
-        return f"shared counter {mode}: the server printed no 'STATS bytes=' line", None
-    got = stats["bytes"]
-    text = (
-        f"shared counter {mode}: server counted {got} bytes, "
-        f"the load generator got {expected} bytes back (primer and warm-up included)"
-    )
-    if mode == "naive":
-        # The demonstration: each forked child adds to its own copy; the parent's stays 0.
-        return None, text
-    if got < expected:
-        return f"{text}: {expected - got} bytes of updates lost", None
-    if got > expected + abandoned_max:
-        return f"{text}: {got - expected} bytes over (at most {abandoned_max} abandoned)", None
-    if got > expected:
-        text += (
-            f"; the {got - expected} bytes more were echoed to connections the client had "
-            f"abandoned (bound {abandoned_max})"
-        )
-    return None, text
-
-
-def scale_limit(
-    params: dict[str, Any],
-    load: schema.LoadResult,
-    monitor: schema.MonitorData | None,
-    stderr_tail: list[str],
-) -> str | None:
-    """A scale cell's verdict: None when the server held every connection and served the active
-    ones, else where it stopped and why (the client's errors, the server tree at its largest,
-    the server's last word). A limit is a result, recorded as a failed cell, never a crash."""
-    idle, active = int(params["idle"]), int(params["active"])
-    if load.idle_alive_at_end >= idle and load.requests > 0:
-        return None
-    held = load.idle_alive_at_end + (active if load.requests > 0 else 0)
-    why = [f"{load.idle_opened} idle opened, {load.idle_alive_at_end} echoed at the end"]
-    if load.requests == 0:
-        why.append("the active connections completed no request")
-    errors = ", ".join(f"{k}={v}" for k, v in sorted(load.errors.items()) if v)
-    why.append(f"client errors {errors}" if errors else "no client error")
-    if monitor is not None and monitor.samples:
-        s = monitor.samples
-        why.append(
-            f"server tree at most {max(x.processes for x in s)} processes, "
-            f"{max(x.threads for x in s)} threads, {max(x.fds for x in s)} descriptors, "
-            f"{max(x.pss_bytes for x in s) / (1 << 20):,.0f} MiB PSS"
-        )
-    if stderr_tail:
-        why.append(f"server stderr: {stderr_tail[-1].strip()[:160]}")
-    return f"limit reached at {held} of {params['connections']} connections: {'; '.join(why)}"
 
 
 class Interrupted(Exception):
@@ -400,7 +293,7 @@ class CellRun:
             run = server_run_from(None, spec.server, [spec.server, *spec.server_args], None,
                                   exc.stderr_tail)  # fmt: skip
             return self._result(
-                params, "failed", f"server did not start: {exc}{_last(exc.stderr_tail)}",
+                params, "failed", f"server did not start: {exc}{last_line(exc.stderr_tail)}",
                 None, run, None, started, notes,
             )  # fmt: skip
 
@@ -445,84 +338,13 @@ class CellRun:
             finally:
                 report = server.stop()
 
-        if died_during is not None:
-            reasons.insert(
-                0,
-                f"server exited during the cell ({_exit_text(died_during)})"
-                f"{_last(report.stderr_tail)}",
-            )
-        elif report.exit_code is None:
-            reasons.append("server did not exit after SIGTERM (killed)")
-        elif report.exit_code != 0:
-            reasons.append(f"server exited with {_exit_text(report.exit_code)} on SIGTERM")
-        if report.leftovers:
-            notes.append(f"left behind after SIGTERM (then killed): {', '.join(report.leftovers)}")
-
-        if load is not None:
-            if load.requests == 0 and not reasons:
-                # Zero completions with no error is not a figure: the window measured nothing.
-                reasons.append(
-                    f"no request completed in the {load.elapsed_s:.2f} s measured phase "
-                    f"({load.connections_opened} connections opened, "
-                    f"{load.bytes_received_total} bytes echoed in all)"
-                )
-            mismatches = load.errors.get("mismatch", 0)
-            if mismatches:
-                reasons.append(f"{mismatches} echoes came back different from what was sent")
-            others = {k: v for k, v in load.errors.items() if v and k != "mismatch"}
-            if others:
-                listed = ", ".join(f"{k}={v}" for k, v in sorted(others.items()))
-                notes.append(f"errors under load (overload is a result): {listed}")
-            served = served_note(load)
-            if served:
-                notes.append(served)
-            notes += open_loop_notes(load)
-            if load.client_port_bound:
-                notes.append("the client ran short of ephemeral ports: the figure is the kernel's")
-            if died_during is None:
-                # Unanswered when a phase ended: the measured phase's exactly, warm-up's at most
-                # one message per connection (closed loop).
-                abandoned = max(0, load.bytes_sent - load.bytes_received)
-                # warm-up's and the fill phase's: at most one message per connection each
-                abandoned += 2 * params["connections"] * params["size"]
-                why, note = counter_check(
-                    params["shared_counter"],
-                    report.stats,
-                    load.bytes_received_total + primed,
-                    abandoned,
-                )
-                if why:
-                    reasons.append(why)
-                if note:
-                    notes.append(note)
-        if load is not None and params.get("idle") and not any("memory" in r for r in reasons):
-            limit = scale_limit(params, load, monitor_data, report.stderr_tail)
-            if limit is not None:
-                reasons.insert(0, limit)
-        hz = monitor.achieved_hz()
-        if 0 < hz < 10:
-            notes.append(f"monitor reached only {hz:.1f} Hz (a large process tree)")
-        if monitor.pss.partial_samples:
-            notes.append(
-                f"PSS refreshed round-robin in a large tree: readings up to "
-                f"{monitor.pss.max_age_s:.2f} s old"
-            )
         run = server_run_from(server, spec.server, server.argv, report)
-        cpu = None
-        if load is not None:
-            window = (load.window_start_ns, load.window_end_ns)
-            cpu = account(monitor_data, window, server_cpus, client_cpus, load.client_saturated)
-        if cpu is not None and cpu.client_saturated:
-            share = (
-                f" (client CPUs {cpu.client_busy_share:.0%} busy)"
-                if cpu.client_busy_share is not None else ""
-            )  # fmt: skip
-            notes.append(f"the load generator's CPUs saturated{share}: the figure may be its limit")
-        if cpu is not None and cpu.server_capped:
-            notes.append(
-                f"server CPU capped at the {cpu.server_cpus} CPU(s) it was pinned to "
-                f"(its {cpu.server_source} counters said more)"
-            )
+        pss_age = monitor.pss.max_age_s if monitor.pss.partial_samples else None
+        cpu = judge(
+            params, load, report, monitor_data, reasons, notes, died_during=died_during,
+            primed=primed, server_cpus=server_cpus, client_cpus=client_cpus,
+            monitor_hz=monitor.achieved_hz(), pss_max_age_s=pss_age,
+        )  # fmt: skip
         xray = None
         if xray_path is not None:
             xray, why = read_xray(xray_path, load)
@@ -607,9 +429,9 @@ class CellRun:
                     partial = schema.load_load(out)  # written on SIGTERM, marked incomplete
                 return partial, memory_stop
             if code == 2:
-                return None, f"load generator rejected its arguments{_last(tail)}"
+                return None, f"load generator rejected its arguments{last_line(tail)}"
             if not out.exists():
-                return None, f"load generator exited with code {code}, no result{_last(tail)}"
+                return None, f"load generator exited with code {code}, no result{last_line(tail)}"
             try:
                 load = schema.load_load(out)
             except schema.SchemaError as exc:
@@ -653,12 +475,3 @@ def read_xray(path: Path, load: schema.LoadResult | None) -> tuple[schema.Xray |
         path.unlink(missing_ok=True)
     window = (load.window_start_ns, load.window_end_ns) if load and load.window_end_ns else None
     return records_xray.summarise(xf, window), None
-
-
-def _exit_text(code: int) -> str:
-    if code < 0:
-        try:
-            return f"killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
-    return f"exit code {code}"

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from bench import profile as profiles
-from bench.cell import counter_check
 from bench.profile import ProfileError, build
+from bench.verdict import counter_check
 from servers.registry import SERVERS
 
 REPO = Path(__file__).resolve().parent.parent
