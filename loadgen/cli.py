@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 
 from records.cpulist import parse_cpus
@@ -30,7 +31,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(
         prog="python -m loadgen", description="Echo load generator (asyncio + uvloop)."
     )
-    p.add_argument("--target", type=parse_target, required=True, help="HOST:PORT (loopback)")
+    p.add_argument(
+        "--target",
+        type=parse_target,
+        required=True,
+        help="HOST:PORT (loopback, or a --cluster-hosts address)",
+    )
     p.add_argument("--connections", type=int, default=10)
     p.add_argument("--mode", choices=("persistent", "per-request"), default="persistent")
     p.add_argument("--load", choices=("closed", "open"), default="closed")
@@ -53,6 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="extra connections opened first and only held, each echoed once at the end",
     )
+    p.add_argument(
+        "--cluster-hosts",
+        type=lambda text: tuple(h for h in text.split(",") if h),
+        default=(),
+        help="comma-separated addresses of the hosts a Dask cluster names (set by bench "
+        "--cluster): the only targets accepted besides loopback",
+    )
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for an echo")
     p.add_argument("--output", default=None, help="write the LoadResult JSON here")
     p.add_argument(
@@ -61,6 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="an inherited descriptor told 'T0 T_END' (CLOCK_MONOTONIC ns) when the measured "
         "window is fixed, ~0.1 s before it opens (the runner's monitor samples its edges)",
+    )
+    p.add_argument(
+        "--parent-pid",
+        type=int,
+        default=None,
+        help="end this run (as on SIGTERM) when the process PID that started it dies: a "
+        "cluster shard's load never outlives its Dask worker",
     )
     p.set_defaults(func=cmd_run)
     return p
@@ -86,6 +106,7 @@ def config_from_args(args: argparse.Namespace) -> LoadConfig:
         source_addrs=sources,
         timeout_s=args.timeout,
         idle_connections=args.idle,
+        cluster_hosts=args.cluster_hosts,
     )
 
 
@@ -121,10 +142,23 @@ def _say(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
+def die_with_parent(pid: int) -> bool:
+    """Ask the kernel for SIGTERM when our parent dies (PR_SET_PDEATHSIG; the coordinator ends a
+    run on SIGTERM and still writes what it measured). False if the parent is already gone."""
+    import ctypes  # noqa: PLC0415 - only cluster shards ask for this
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+    return os.getppid() == pid  # checked after the request: no window where it could be missed
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from loadgen import coordinator  # noqa: PLC0415 - keep `--help` and usage errors fast
 
     config = config_from_args(args)
+    if args.parent_pid is not None and not die_with_parent(args.parent_pid):
+        print(f"loadgen: parent {args.parent_pid} is already gone", file=sys.stderr)
+        return 1
     try:
         coordinator.validate(config)
         if config.cpus is not None:

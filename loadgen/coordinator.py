@@ -72,8 +72,11 @@ def source_addresses(config: LoadConfig) -> list[str | None]:
 def validate(config: LoadConfig) -> None:
     """Raise UsageError (one clear sentence) for anything that cannot be run."""
     c = config
-    if not is_loopback(c.host):
-        raise UsageError(f"target {c.host} is not a loopback address: load stays on this machine")
+    if not is_loopback(c.host) and c.host not in c.cluster_hosts:
+        raise UsageError(
+            f"target {c.host} is neither a loopback address nor a host the cluster names: load "
+            "stays on this machine or its cluster"
+        )
     if not 1 <= c.port <= 65535:
         raise UsageError(f"port {c.port} is not in 1..65535")
     if not 1 <= c.connections <= MAX_CONNECTIONS:
@@ -103,7 +106,7 @@ def validate(config: LoadConfig) -> None:
     if c.source_addrs:
         if not 0 <= c.source_addrs <= MAX_SOURCE_ADDRS:
             raise UsageError(f"--source-addrs must be 0..{MAX_SOURCE_ADDRS}")
-        if ipaddress.ip_address(c.host).version != 4:
+        if not is_loopback(c.host) or ipaddress.ip_address(c.host).version != 4:
             raise UsageError("--source-addrs needs an IPv4 loopback target (127.0.0.0/8)")
     if c.cpus is not None:
         allowed = os.sched_getaffinity(0)

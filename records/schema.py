@@ -33,6 +33,12 @@ Version history (bump `SCHEMA_VERSION` and add a line on every incompatible chan
 * 3 -- 2026-12: `CellResult.xray` (issue 13): a forking server's per-connection X-ray over the
   measured window (steps from accept to reap, each child's rusage from wait4, the parent's
   page tables and PSS). Version 1 and 2 files are upgraded in `parse()`: `xray` reads as None.
+* 4 -- 2026-12: load from other hosts (issue 14, `bench --cluster`). `LoadConfig.cluster_hosts`
+  (the addresses a cluster names: the only targets besides loopback), `CellResult.cluster`
+  (which worker served, which shards loaded it, each host's clock offset from the scheduler and
+  how far apart the shards' windows opened), `Manifest.cluster`/`hosts` (the scheduler and
+  every worker's host, roles and environment). Versions 1 to 3 are upgraded in `parse()`: a
+  run on one machine has no cluster (None, empty lists).
 
 Histograms are HdrHistogram's own compressed base64 encoding (`HdrHistogram.encode()`), values
 in nanoseconds, so per-worker histograms merge losslessly (`decode_histogram` + `add`). Summary
@@ -52,8 +58,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-SCHEMA_VERSION = 3
-KNOWN_VERSIONS = frozenset({1, 2, 3})
+SCHEMA_VERSION = 4
+KNOWN_VERSIONS = frozenset({1, 2, 3, 4})
 
 # HdrHistogram parameters every writer uses, so that any two histograms can be merged.
 HIST_LOWEST_NS = 1_000  # 1 us: the finest latency loopback can show with Python at both ends
@@ -102,6 +108,9 @@ class LoadConfig:
     # issue 7's scale cells: connections opened before the measured phase and only held (no
     # traffic), each checked with one echo at the end; 0 for every other cell.
     idle_connections: int = 0
+    # v4: addresses of the hosts a cluster names (bench --cluster): besides loopback, the only
+    # targets the load generator accepts. Empty on one machine.
+    cluster_hosts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -364,6 +373,38 @@ class GitStamp:
 
 
 @dataclass(frozen=True, slots=True)
+class Shard:
+    """One load-generator shard of a cluster cell (v4): a `python -m loadgen` run on one host."""
+
+    index: int
+    worker: str  # the Dask worker's address
+    host: str  # its host's address, as the cluster names it
+    hostname: str
+    connections: int
+    clock_offset_s: float  # the scheduler's clock minus this host's (Dask's own estimate)
+    window_start_s: float | None  # the shard's window opened at this scheduler time (UNIX s)
+    requests: int
+    requests_per_s: float
+    client_saturated: bool
+    failure: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterRun:
+    """Where a cluster cell ran (v4): the server's worker and the load's shards."""
+
+    scheduler: str
+    server_worker: str
+    server_host: str
+    server_hostname: str
+    server_clock_offset_s: float
+    shards: list[Shard]
+    # latest minus earliest shard window opening, on the scheduler's clock: how far the
+    # shards' windows are from being one window (the merged rate assumes they overlap)
+    start_skew_s: float | None
+
+
+@dataclass(frozen=True, slots=True)
 class CellResult:
     cell_id: str  # unique in a run: scenario/server/params/trial
     scenario: str
@@ -383,6 +424,7 @@ class CellResult:
     git: GitStamp | None = None  # v2: the code that measured this cell
     rerun: str | None = None  # v2: why this trial was run again (its first run is in `notes`)
     xray: Xray | None = None  # v3: a forking server's per-connection X-ray
+    cluster: ClusterRun | None = None  # v4: the hosts a cluster cell ran on (None: this machine)
     schema_version: int = SCHEMA_VERSION
     kind: Literal["cell"] = "cell"
 
@@ -399,6 +441,18 @@ class CanarySample:
     after_cell: int  # how many cells had run
     spin_us: float  # a fixed CPU loop on the server's CPU (median of its repeats)
     pipe_rtt_us: float  # 1-byte pipe round trip between the server's and the client's CPU
+
+
+@dataclass(frozen=True, slots=True)
+class Host:
+    """One worker of a cluster run (v4): where it is, what it does, what it runs on."""
+
+    worker: str  # the Dask worker's address
+    host: str
+    hostname: str
+    roles: list[str]  # "server", "client": the Dask resources it offers
+    clock_offset_s: float  # the scheduler's clock minus this host's
+    environment: dict[str, Any]  # the same fields as Manifest.environment, for that host
 
 
 @dataclass(frozen=True, slots=True)
@@ -419,6 +473,9 @@ class Manifest:
     ended_at: str = ""
     # v2: the machine's own speed through the run (bench/canary.py), one entry per look.
     canary: list[CanarySample] = field(default_factory=list)
+    # v4: the Dask scheduler of a cluster run and every worker's host (None, []: one machine)
+    cluster: str | None = None
+    hosts: list[Host] = field(default_factory=list)
     schema_version: int = SCHEMA_VERSION
     kind: Literal["manifest"] = "manifest"
 
@@ -526,15 +583,15 @@ def parse(data: Any, source: str = "<data>") -> Document:
     kind = data.get("kind")
     if kind not in _KINDS:
         raise SchemaError(f"{source}: unknown document kind {kind!r}")
-    if version in (1, 2):
-        data = upgrade_v1(data)
+    if version != SCHEMA_VERSION:
+        data = upgrade(data)
     return typing.cast(Document, from_dict(_KINDS[kind], data, source))
 
 
-def upgrade_v1(data: Mapping[str, Any]) -> dict[str, Any]:
-    """A version 1 or 2 document as the current version: every field added since keeps its "not
-    measured" default; only the version stamps change (a cell's embedded load result has one
-    of its own)."""
+def upgrade(data: Mapping[str, Any]) -> dict[str, Any]:
+    """An older document (version 1 to 3) as the current version: every field added since keeps
+    its "not measured" default; only the version stamps change (a cell's embedded load result
+    has one of its own)."""
     out = dict(data)
     out["schema_version"] = SCHEMA_VERSION
     load = out.get("load")

@@ -41,7 +41,12 @@ def free_port() -> int:
         (["--load", "open"], "positive --rate"),
         (["--size", "2000000"], "--size must be"),
         (["--connections", "2", "--workers", "3"], "--workers must be"),
-        (["--target", "10.1.2.3:80"], "not a loopback address"),
+        (["--target", "10.1.2.3:80"], "neither a loopback address"),
+        (["--target", "10.1.2.3:80", "--cluster-hosts", "10.9.9.9"], "nor a host the cluster"),
+        (
+            ["--target", "10.1.2.3:80", "--cluster-hosts", "10.1.2.3", "--source-addrs", "2"],
+            "--source-addrs needs",
+        ),
         (["--target", "nonsense"], "HOST:PORT"),
         (["--cpus", "999"], "not available"),
         (["--connections", "10000", "--workers", "1"], "hard limit"),
