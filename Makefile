@@ -9,6 +9,7 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 PROFILE ?= standard
 RESUME  ?=
+CLUSTER ?=
 RUN     ?=
 A       ?=
 B       ?=
@@ -17,7 +18,7 @@ B       ?=
         report compare check-report native clean
 
 help:
-	@echo "make bench [PROFILE=standard|quick|full|path.toml] [RESUME=results/<run>]"
+	@echo "make bench [PROFILE=standard|quick|full|path.toml] [RESUME=results/<run>] [CLUSTER=tcp://host:8786]"
 	@echo "make bench-quick | bench-full | bench-loadgen | bench-servers"
 	@echo "make test          ruff + mypy + pytest"
 	@echo "make report RUN=results/<run>   make compare A=<run> B=<run>   make check-report RUN=..."
@@ -51,7 +52,8 @@ pytest: $(STAMP) native
 test: lint typecheck pytest
 
 bench: $(STAMP) native
-	$(PY) -m bench run --profile $(PROFILE) $(if $(RESUME),--resume $(RESUME))
+	$(PY) -m bench run --profile $(PROFILE) $(if $(RESUME),--resume $(RESUME)) \
+	  $(if $(CLUSTER),--cluster $(CLUSTER))
 
 bench-quick:
 	@$(MAKE) --no-print-directory bench PROFILE=quick

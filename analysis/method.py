@@ -31,6 +31,11 @@ def _spread(values: list[float], unit: str) -> str:
 def machine(run: Run) -> list[str]:
     """The canary: the machine's own speed through the run."""
     m = run.manifest
+    if m is not None and m.cluster and not m.canary:
+        return [
+            "No canary in a cluster run: it times one machine's CPUs, and the cells ran on "
+            "several (the hosts are below)."
+        ]
     if m is None or not m.canary:
         return [
             "No canary in this run (a version 1 run): the machine's speed through the run was "
@@ -199,9 +204,41 @@ def open_loop(run: Run) -> list[str]:
     return [text]
 
 
+def hosts(run: Run) -> list[str]:
+    """Where a cluster run's cells ran: each host's roles and clock offset, how far apart the
+    shards' windows opened (nothing for a run on one machine)."""
+    m = run.manifest
+    if m is None or not m.cluster:
+        return []
+    out = [
+        f"The load came from other hosts: a Dask cluster (scheduler {m.cluster}) ran each "
+        "cell's server on a `server` worker and its load generator as one shard per `client` "
+        "worker, all started on one barrier; each shard's histograms came back encoded and "
+        "were added exactly. Hosts:"
+    ]
+    for h in m.hosts:
+        env = h.environment
+        out.append(
+            f"- `{h.hostname}` ({h.host}, worker {h.worker}): {' and '.join(h.roles) or 'none'}; "
+            f"{env.get('cpu_model') or 'CPU unknown'}, {env.get('cpu_count_logical')} CPUs, "
+            f"kernel {env.get('kernel')}; clock {h.clock_offset_s * 1e3:+.2f} ms from the "
+            "scheduler's"
+        )
+    skews = [c.cluster.start_skew_s for c in run.cells.values()
+             if c.cluster is not None and c.cluster.start_skew_s is not None]  # fmt: skip
+    if skews:
+        out.append(
+            f"The shards' windows opened {_spread([s * 1e3 for s in skews], 'ms')} apart "
+            f"(over {len(skews)} cells, on the scheduler's clock); the merged requests/s is "
+            "the sum of each shard's own rate over its own window."
+        )
+    return out
+
+
 def section(run: Run) -> list[str]:
     """Paragraphs (and '- ' list lines) of the method section, in reading order."""
     parts: list[list[str]] = [
+        hosts(run),
         machine(run),
         reruns(run),
         trial_noise(run),

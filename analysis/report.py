@@ -80,10 +80,21 @@ def _overview(run: Run) -> list[str]:
         )
         + (f", ended {m.ended_at}" if m and m.ended_at else "")
         + ".",
+        *(_cluster_hosts(m) if m and m.cluster else []),
         f"{n_ok} cell results ok, {n_failed} failed, over {trials} trial(s).",
         _provenance(run),
     ]
     return lines
+
+
+def _cluster_hosts(m: schema.Manifest) -> list[str]:
+    """Who served and who loaded in a cluster run (its hosts in full are in the method)."""
+    servers = [f"`{h.hostname}` ({h.host})" for h in m.hosts if "server" in h.roles]
+    clients = [f"`{h.hostname}` ({h.host})" for h in m.hosts if "client" in h.roles]
+    return [
+        f"Load from other hosts (Dask cluster {m.cluster}): servers on {', '.join(servers)}; "
+        f"load from {len(clients)} host(s): {', '.join(clients)}."
+    ]
 
 
 def _provenance(run: Run) -> str:

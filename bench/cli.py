@@ -24,6 +24,15 @@ def _rounds(text: str) -> int:
     return value
 
 
+def cluster_address(text: str) -> str:
+    """A Dask scheduler address: tcp://HOST:PORT (or tls://)."""
+    scheme, _, rest = text.partition("://")
+    host, _, port = rest.rpartition(":")
+    if scheme not in ("tcp", "tls") or not host or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"expected tcp://HOST:PORT, got {text!r}")
+    return text
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     opts = RunOptions(
         profile=args.profile,
@@ -37,6 +46,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         mixed_commits=args.mixed_commits,
         canary=not args.no_canary,
         rerun=not args.no_rerun,
+        cluster=args.cluster,
     )
     if args.resume is not None and not (args.resume / "manifest.json").is_file():
         raise UsageError(f"--resume: {args.resume} has no manifest.json (not a run directory)")
@@ -96,6 +106,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-canary", action="store_true", help="skip the machine-speed canary")
     p.add_argument(
         "--no-rerun", action="store_true", help="keep trials the canary or their siblings flag"
+    )
+    p.add_argument(
+        "--cluster",
+        type=cluster_address,
+        default=None,
+        metavar="tcp://HOST:PORT",
+        help="a Dask scheduler: servers on its 'server' workers, load from its 'client' "
+        "workers (docs/scale-out.md); default: this machine only",
     )
     p.set_defaults(func=cmd_run)
 

@@ -34,6 +34,7 @@ from typing import Any
 
 from bench import environment
 from bench.cell import CellRun, CpuPlan, Interrupted, end_group, failed_cell, utc_now
+from bench.cluster import Cluster, ClusterCellRun, ClusterError, unsupported
 from bench.profile import CELL_OVERHEAD_S, CellSpec, Profile, ProfileError, build, closed_ref_key
 from bench.profile import load as load_profile
 from bench.progress import Progress, fmt_duration
@@ -69,6 +70,9 @@ class RunOptions:
     mixed_commits: bool = False  # --resume may continue a run measured by other code
     canary: bool = True
     rerun: bool = True
+    # A Dask scheduler's address (tcp://HOST:8786): servers on its `server` workers, the load
+    # from its `client` workers (bench/cluster.py). None: everything on this machine.
+    cluster: str | None = None
 
 
 # The server's CPUs in every cell but the cores sweep's: as many as the reference run's 2-CPU
@@ -136,6 +140,21 @@ def fit_cores(todo: list[CellSpec], cpus: CpuPlan) -> tuple[list[CellSpec], list
     return [c for c in todo if c.server_cpus is None or c.server_cpus in fit], lines
 
 
+def fit_cluster(todo: list[CellSpec]) -> tuple[list[CellSpec], list[str]]:
+    """Drop the cells that cannot run across hosts, one line per scenario saying why."""
+    why: dict[str, tuple[str, int]] = {}
+    keep = []
+    for spec in todo:
+        reason = unsupported(spec)
+        if reason is None:
+            keep.append(spec)
+        else:
+            _, n = why.get(spec.scenario, (reason, 0))
+            why[spec.scenario] = (reason, n + 1)
+    lines = [f"{name}: skipped on a cluster ({n} cells): {r}" for name, (r, n) in why.items()]
+    return keep, lines
+
+
 def new_run_dir(out: Path) -> Path:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     host = "".join(c if c.isalnum() or c in "-_" else "-" for c in socket.gethostname())
@@ -162,6 +181,20 @@ class Runner:
         self.canaries: list[schema.CanarySample] = []
         self.cell_times: dict[str, float] = {}  # cell id -> when it ended (run's monotonic s)
         self.t0 = time.monotonic()
+        self.cluster: Cluster | None = None
+
+    def _connect(self, resumed: schema.Manifest | None) -> None:
+        """Reach the cluster named by --cluster (one line and exit 2 if it cannot be used)."""
+        was = resumed.cluster if resumed is not None else None
+        if resumed is not None and (was is None) != (self.opts.cluster is None):
+            where = f"the cluster at {was}" if was else "one machine"
+            raise UsageError(f"--resume: that run ran on {where}; resume it the same way")
+        if self.opts.cluster is None:
+            return
+        try:
+            self.cluster = Cluster.connect(self.opts.cluster)
+        except ClusterError as exc:
+            raise UsageError(str(exc)) from None
 
     # ------------------------------------------------------------------ setup
 
@@ -184,6 +217,7 @@ class Runner:
                     f"(not {opts.profile!r})"
                 )
             self._check_commit(run_dir)
+            self._connect(old)
             limits = self._limits(profile)
             cpus = CpuPlan(old.server_cpus, old.client_cpus)
             resumes = [*old.environment.get("resumes", []), {"at": utc_now(),
@@ -204,6 +238,7 @@ class Runner:
             raise UsageError(str(exc)) from exc
         limits = self._limits(profile)
         cpus = plan_cpus(opts)
+        self._connect(None)
         run_dir = new_run_dir(opts.out)
         placement = "unpinned" if cpus.server is None else "pinned"
         env = environment.collect(cpus.server, cpus.client, placement)
@@ -218,6 +253,8 @@ class Runner:
             client_cpus=cpus.client,
             busy_warnings=self._busy(unpinned=cpus.server is None),
             limits=limits,
+            cluster=self.cluster.address if self.cluster else None,
+            hosts=self.cluster.describe(cpus.server, cpus.client) if self.cluster else [],
         )
         return run_dir, profile, cpus, manifest
 
@@ -283,6 +320,8 @@ class Runner:
         finally:
             signal.signal(signal.SIGINT, old_int)
             signal.signal(signal.SIGTERM, old_term)
+            if self.cluster is not None:
+                self.cluster.close()
 
     def _run(self) -> int:
         t0 = time.monotonic()
@@ -291,7 +330,7 @@ class Runner:
         self._say(f"run {run_dir} (profile {profile.name}, {len(profile.cells)} cells)")
         self._load_existing(run_dir / "cells")
         todo = [c for c in profile.cells if c.cell_id not in self.results]
-        todo, skipped = fit_cores(todo, cpus)
+        todo, skipped = fit_cores(todo, cpus) if self.cluster is None else fit_cluster(todo)
         for line in skipped:
             self._say(line)
         if skipped:
@@ -395,8 +434,8 @@ class Runner:
 
     def _canary(self, run_dir: Path, cpus: CpuPlan, after: int) -> None:
         """Run the canary (bench/canary.py) once and keep it in the manifest."""
-        if not self.opts.canary:
-            return
+        if not self.opts.canary or self.cluster is not None:
+            return  # the canary times one machine's CPUs: a cluster run has several
         argv = [sys.executable, "-m", "bench.canary"]
         if cpus.server and cpus.client:
             argv += ["--server-cpu", str(cpus.server[0]), "--client-cpu", str(cpus.client[0])]
@@ -507,6 +546,12 @@ class Runner:
 
     def _cell(self, spec: CellSpec, run_dir: Path, cpus: CpuPlan, workers: int,
               on_pids: Any, rate: float | None) -> schema.CellResult:  # fmt: skip
+        if self.cluster is not None:
+            across = ClusterCellRun(
+                spec, self.cluster, cpus, workers, stop=self.stop, git=self.git,
+                monitor_interval_s=self.opts.monitor_interval_s,
+            )  # fmt: skip
+            return across.run(rate)
         runner = CellRun(
             spec, run_dir, cpus, workers, on_pids,
             monitor_interval_s=self.opts.monitor_interval_s, stop=self.stop, git=self.git,
