@@ -9,6 +9,12 @@ connection client (the goal is 2x its requests/s), per-request mode over 8 sourc
 Python and C alternately (goal 25,000 connections/s; medians with their spread), and the cost
 of recording one latency sample (goal < 1 us).
 
+Then the figure issue 14 asks for: client CPU per 64 B round trip, the Python load generator
+against the C epoll client at 10 and 100 connections, in `--pairs` alternated pairs (who goes
+first alternates too), as a median ratio with its spread and split into user and system time.
+Both are counted over their measured phase only (the Python workers' getrusage over the window,
+the C client's over its run, which has no warm-up).
+
 These are figures to read, never asserted: the machine may be shared.
 """
 
@@ -22,12 +28,17 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psutil
 
 from loadgen import coordinator
 from records.hist import SampleBuffer
 from records.schema import LoadConfig, LoadResult
+from records.usage import OneLineParser
+
+if TYPE_CHECKING:
+    from servers.launch import ServerProcess
 
 NATIVE = Path(__file__).with_name("native") / "bin" / "epoll_client"
 SERVER_CPUS = (0,)
@@ -45,6 +56,8 @@ class Row:
     client_us: float | None
     server_us: float | None
     note: str = ""
+    user_us: float | None = None  # client_us split into user and system time
+    sys_us: float | None = None
 
 
 def tree_cpu_s(pid: int) -> float:
@@ -103,6 +116,8 @@ def loadgen_row(
         client_s / n * 1e6,
         server_s * share / n * 1e6,
         note.strip(),
+        sum(c.user_s for c in r.client_cpu) / n * 1e6,
+        sum(c.sys_s for c in r.client_cpu) / n * 1e6,
     )
 
 
@@ -142,6 +157,8 @@ def native_row(
         (kv.get("user_s", 0) + kv.get("sys_s", 0)) / n * 1e6,
         server_s / n * 1e6,
         f"errors={int(kv.get('errors', 0))}" if kv.get("errors") else "",
+        kv.get("user_s", 0) / n * 1e6,
+        kv.get("sys_s", 0) / n * 1e6,
     )
 
 
@@ -188,7 +205,7 @@ def print_rows(rows: list[Row]) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from servers.launch import ServerProcess  # noqa: PLC0415 - the servers package is optional here
+    from servers.launch import ServerProcess  # noqa: PLC0415 - a harness: loadgen needs no servers
 
     if len(os.sched_getaffinity(0)) < 2:
         print("selfbench: needs 2 CPUs (server on 0, client on 1)", file=sys.stderr)
@@ -231,7 +248,47 @@ def cmd_bench(args: argparse.Namespace) -> int:
             f"{py.requests_per_s / blk.requests_per_s:.2f}x (goal >= 2x)"
         )
     print_per_request_summary(rows)
+    if NATIVE.exists() and args.pairs:
+        with ServerProcess.start(args.server, cpus=SERVER_CPUS) as server:
+            for conns in (10, 100):
+                print_pairs(conns, cpu_pairs(server, conns, args))
     return 0
+
+
+def cpu_pairs(server: ServerProcess, conns: int, args: argparse.Namespace) -> list[tuple[Row, Row]]:
+    """`args.pairs` (Python, C) rows at 64 B against one server, the order alternating."""
+    h, p, pid = server.host, server.port, server.pid
+    pairs = []
+    for i in range(args.pairs):
+        py = c = None
+        for first_python in (True, False) if i % 2 == 0 else (False, True):
+            if first_python:
+                py = loadgen_row(h, p, pid, conns, 64, args.duration, args.warmup)
+            else:
+                c = native_row(h, p, pid, conns, 64, args.duration)
+        assert py is not None and c is not None
+        print_rows([py, c])
+        pairs.append((py, c))
+    return pairs
+
+
+def print_pairs(conns: int, pairs: list[tuple[Row, Row]]) -> None:
+    def spread(xs: list[float], unit: str = "") -> str:
+        return f"{statistics.median(xs):.2f}{unit} ({min(xs):.2f}..{max(xs):.2f})"
+
+    ratios = [py.client_us / c.client_us for py, c in pairs if py.client_us and c.client_us]
+    if not ratios:
+        return
+    print(f"\nclient CPU per 64 B round trip, {conns} connections, {len(ratios)} alternated pairs:")
+    for name, i in (("loadgen", 0), ("C epoll", 1)):
+        rows = [pair[i] for pair in pairs]
+        print(
+            f"  {name:<8} {spread([r.client_us or 0.0 for r in rows], ' us')}: user "
+            f"{spread([r.user_us or 0.0 for r in rows])}, system "
+            f"{spread([r.sys_us or 0.0 for r in rows])}; "
+            f"{statistics.median(r.requests_per_s for r in rows):,.0f} req/s"
+        )
+    print(f"  ratio loadgen / C: median {spread(ratios, 'x')} (goal <= 1.2x)")
 
 
 def print_per_request_summary(rows: list[Row]) -> None:
@@ -261,7 +318,7 @@ def print_per_request_summary(rows: list[Row]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m loadgen.selfbench", description=__doc__)
+    p = OneLineParser(prog="python -m loadgen.selfbench", description=__doc__)
     p.add_argument("--server", default="uvloop", help="registered server to measure against")
     p.add_argument("--duration", type=float, default=3.0)
     p.add_argument("--warmup", type=float, default=1.0)
@@ -270,6 +327,13 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=3,
         help="per-request Python/C pairs, run alternately (0 skips them)",
+    )
+    p.add_argument(
+        "--pairs",
+        type=int,
+        default=5,
+        help="alternated Python/C pairs for the CPU-per-request ratio at 10 and 100 "
+        "connections (0 skips them)",
     )
     p.set_defaults(func=cmd_bench)
     args = p.parse_args(argv)
