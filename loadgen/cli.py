@@ -153,6 +153,8 @@ def die_with_parent(pid: int) -> bool:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    # Before numpy is first imported (by the histograms): no spinning OpenBLAS threads.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     from loadgen import coordinator  # noqa: PLC0415 - keep `--help` and usage errors fast
 
     config = config_from_args(args)

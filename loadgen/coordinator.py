@@ -40,6 +40,9 @@ from records.schema import (
     TimelineSecond,
 )
 
+# numpy's OpenBLAS starts a thread per CPU at import that busy-waits for a while: client CPU
+# spent on nothing (perf found 2.5% of a run's samples in blas_thread_server). One is enough.
+WORKER_ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
 MAX_WORKERS = 64
 MAX_SOURCE_ADDRS = 250  # 127.0.0.2 .. 127.0.0.251
 SATURATION = 0.90  # a worker using more than this share of its CPU may be the bottleneck
@@ -217,6 +220,7 @@ class Coordinator:
                 "loadgen.worker",
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
+                env=WORKER_ENV,
             )
             self.procs.append(proc)
             if c.cpus is not None:
