@@ -33,6 +33,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+from records.procfs import parse_stat, read_cpu_ticks
 from records.schema import CpuTicks, MonitorData, MonitorSample
 
 DEFAULT_INTERVAL_S = 0.05  # 20 Hz: twice the required rate, so a slow sample still leaves 10 Hz
@@ -42,10 +43,6 @@ DEFAULT_INTERVAL_S = 0.05  # 20 Hz: twice the required rate, so a slow sample st
 # (At 20 Hz with full PSS reads, 100 forked children cost the monitor 0.7 of the client's CPU.)
 WINDOW_INTERVAL_S = 0.2
 WINDOW_PSS_BUDGET_S = 0.002
-
-
-_CLK_TCK = os.sysconf("SC_CLK_TCK")
-_PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 @dataclass
@@ -87,20 +84,11 @@ def scan_group(pgid: int) -> list[_Stat]:
                 raw = f.read()
         except OSError:
             continue  # exited while we looked
-        # comm is parenthesised and may contain spaces: split after the last ')'
-        fields = raw[raw.rindex(b")") + 2 :].split()
-        if int(fields[2]) != pgid:
+        st = parse_stat(entry.name, raw)
+        if st.pgrp != pgid:
             continue
-        out.append(
-            _Stat(
-                pid=int(entry.name),
-                state=fields[0].decode(),
-                user_s=(int(fields[11]) + int(fields[13])) / _CLK_TCK,
-                sys_s=(int(fields[12]) + int(fields[14])) / _CLK_TCK,
-                threads=int(fields[17]),
-                rss=int(fields[21]) * _PAGE,
-            )
-        )
+        out.append(_Stat(st.pid, st.state, st.tree_user_s, st.tree_sys_s, st.threads,
+                         st.rss_bytes))  # fmt: skip
     return out
 
 
@@ -134,22 +122,6 @@ def server_connections(port: int) -> int:
     """Connections the server on `port` holds now (established or half-closed by the client)."""
     c = tcp_states(port)
     return c.get(_TCP_ESTABLISHED, 0) + c.get(_TCP_CLOSE_WAIT, 0)
-
-
-def read_cpu_ticks() -> dict[str, CpuTicks]:
-    """Every CPU's cumulative times from /proc/stat ("cpu0" ... ; not the "cpu" total line)."""
-    out: dict[str, CpuTicks] = {}
-    with open("/proc/stat", encoding="ascii") as f:
-        for line in f:
-            if not line.startswith("cpu"):
-                break
-            name, *vals = line.split()
-            if name == "cpu":
-                continue
-            v = [int(x) for x in vals[:8]]
-            # user nice system idle iowait irq softirq steal
-            out[name] = CpuTicks(v[0] + v[1], v[2], v[3] + v[4], v[5], v[6], v[7])
-    return out
 
 
 def read_pss(pid: int) -> int:

@@ -15,7 +15,6 @@ for a person (or a test) who wants to see what runs now.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import math
 import os
@@ -593,9 +592,6 @@ class Runner:
         if (run_dir / "microbench.json").exists():
             self._say("microbench: already in this run, skipped")
             return
-        if importlib.util.find_spec("microbench.__main__") is None:
-            self._say("microbench: `python -m microbench` is not available yet, skipped")
-            return
         self._say("microbench: running" + (" (fast)" if fast else ""))
         argv = [sys.executable, "-m", "microbench", "run", "--out", str(run_dir)]
         code = self._subprocess([*argv, "--fast"] if fast else argv, MICROBENCH_TIMEOUT_S)
@@ -604,13 +600,6 @@ class Runner:
             self._say(f"warning: microbench {what}; the cells are unaffected")
 
     def _report(self, run_dir: Path) -> None:
-        try:
-            has_report = importlib.util.find_spec("analysis.__main__") is not None
-        except (ImportError, ValueError):
-            has_report = False
-        if not has_report:
-            self._say(f"report: `python -m analysis` is not available yet; raw results: {run_dir}")
-            return
         try:
             code = self._subprocess(
                 [sys.executable, "-m", "analysis", "report", str(run_dir)], REPORT_TIMEOUT_S

@@ -24,7 +24,7 @@ from typing import Any, Literal
 from microbench.placement import pin_thread
 
 _PR_SET_PDEATHSIG = 1
-PARENT_ENV = "MICROBENCH_RUNNER_PID"  # microbench.runner's pid, for the pytest suite it starts
+PARENT_ENV = "MICROBENCH_RUNNER_PID"  # microbench.suite's pid, for the pytest suite it starts
 
 
 def die_with_parent(parent_pid: int, sig: signal.Signals = signal.SIGKILL) -> None:

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from microbench.results import MicrobenchError, MicroResult, load_microbench
-from microbench.runner import run_all
+from microbench.suite import run_all
 from records.usage import OneLineParser
 
 
