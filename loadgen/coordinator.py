@@ -23,21 +23,25 @@ import socket
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 from loadgen.client import FILL_STALL_S, fill_deadline_s
+from loadgen.protocol import WorkerInit, WorkerReport
 from records import hist
 from records.limits import MAX_CONNECTIONS, MAX_SIZE, open_deadline_s
 from records.schema import (
     ERROR_KINDS,
     RATE_MISS_LIMIT,
-    ClientCpu,
     Fill,
     Histogram,
     LoadConfig,
     LoadResult,
+    SchemaError,
     TimelineSecond,
+    from_dict,
+    to_dict,
 )
 
 # numpy's OpenBLAS starts a thread per CPU at import that busy-waits for a while: client CPU
@@ -202,17 +206,6 @@ class Coordinator:
     async def spawn(self) -> None:
         c = self.config
         sources = source_addresses(c)
-        cfg = {
-            "host": c.host,
-            "port": c.port,
-            "connections": c.connections,
-            "mode": c.mode,
-            "load": c.load,
-            "rate": c.rate,
-            "size": c.size,
-            "warmup_s": c.warmup_s,
-            "timeout_s": c.timeout_s,
-        }
         for uids, idle_uids in zip(split(c), split_idle(c), strict=True):
             proc = await asyncio.create_subprocess_exec(
                 sys.executable,
@@ -226,20 +219,15 @@ class Coordinator:
             if c.cpus is not None:
                 # Pinned before it has any work: the worker idles until it reads `init`.
                 os.sched_setaffinity(proc.pid, c.cpus)
-            init = {
-                "parent_pid": os.getpid(),
-                "config": cfg,
-                "uids": uids,
-                "sources": sources,
-                "idle_uids": idle_uids,
-            }
-            self.tell(proc, init)
+            # The configuration whole, as validated: the worker reads it through the schema.
+            self.tell(proc, to_dict(WorkerInit(os.getpid(), c, uids, sources, idle_uids)))
 
     async def run(self) -> LoadResult:
         c = self.config
         started_at = now_iso()
         failure: str | None = None
         reports: list[dict[str, Any] | None] = []
+        parsed: list[WorkerReport] = []
         try:
             await self.spawn()
             phases = [
@@ -285,11 +273,17 @@ class Coordinator:
             )
         finally:
             await self.reap()
-        if failure is None and any(r is None for r in reports):
+        for r in reports:
+            try:
+                if r is not None:
+                    parsed.append(from_dict(WorkerReport, r.get("report"), "worker report"))
+            except SchemaError as exc:
+                failure = failure or f"a worker's report is unreadable: {exc}"
+        if failure is None and len(parsed) < len(reports):
             failure = "a worker died or stopped answering"
         if failure is None and self.stop_reason is not None:
             failure = self.stop_reason
-        return build_result(c, started_at, now_iso(), [r for r in reports if r], failure, self.fill)
+        return build_result(c, started_at, now_iso(), parsed, failure, self.fill)
 
     def tell_window(self, t0: int, t_end: int) -> None:
         if self.window_fd is None:
@@ -338,28 +332,29 @@ def build_result(
     config: LoadConfig,
     started_at: str,
     ended_at: str,
-    reports: list[dict[str, Any]],
+    reports: list[WorkerReport],
     failure: str | None,
     fill: Fill | None = None,
 ) -> LoadResult:
-    measured = [r for r in reports if "completed" in r]
+    """The workers' reports as one LoadResult: each field the sum of theirs (histograms added
+    exactly from their encodings), the window the longest worker's."""
+    measured = [r for r in reports if r.measured]
     errors = dict.fromkeys(ERROR_KINDS, 0)
     details: dict[str, int] = {}
     timeline: dict[int, list[int]] = {}
     for r in reports:
-        for kind, n in r.get("errors", {}).items():
-            errors[kind] = errors.get(kind, 0) + n
-        for kind, n in r.get("idle_errors", {}).items():
-            errors[kind] = errors.get(kind, 0) + n
-        for key, n in r.get("details", {}).items():
+        for counts in (r.errors, r.idle_errors):
+            for kind, n in counts.items():
+                errors[kind] = errors.get(kind, 0) + n
+        for key, n in r.error_details.items():
             details[key] = details.get(key, 0) + n
-        for t in r.get("timeline", []):
-            slot = timeline.setdefault(t["second"], [0, 0])
-            slot[0] += t["completed"]
-            slot[1] += t["errors"]
+        for t in r.timeline:
+            slot = timeline.setdefault(t.second, [0, 0])
+            slot[0] += t.completed
+            slot[1] += t.errors
     histograms: dict[str, Histogram] = {}
     for name in ("latency", "service", "connect", "lateness", "unfinished"):
-        merged = hist.merge([r["histograms"][name] for r in measured if name in r["histograms"]])
+        merged = hist.merge([r.histograms[name] for r in measured if name in r.histograms])
         keep = (
             name in ("latency", "unfinished")
             or (name in ("service", "lateness") and config.load == "open")
@@ -367,10 +362,15 @@ def build_result(
         )
         if keep:
             histograms[name] = hist.to_schema(merged)
-    cpus = [ClientCpu(worker=i, **r["cpu"]) for i, r in enumerate(reports) if r.get("cpu")]
-    walls = [(r["t_end"] - r["t0"]) / 1e9 for r in measured if r["t_end"] > r["t0"]]
+    cpus = [replace(r.client_cpu, worker=i) for i, r in enumerate(reports) if r.client_cpu]
+    walls = [(r.window_end_ns - r.window_start_ns) / 1e9 for r in measured
+             if r.window_end_ns > r.window_start_ns]  # fmt: skip
     elapsed = max(walls, default=0.0)
-    requests = sum(r["completed"] for r in measured)
+
+    def total(name: str, of: list[WorkerReport] = measured) -> int:
+        return sum(int(getattr(r, name)) for r in of)
+
+    requests = total("requests")
     given = len(config.cpus) if config.cpus else len(os.sched_getaffinity(0))
     used = sum(cpu.user_s + cpu.sys_s for cpu in cpus)
     saturated = any(cpu.utilisation > SATURATION for cpu in cpus) or (
@@ -379,8 +379,6 @@ def build_result(
     complete = failure is None and len(reports) == config.workers
     if not complete and failure is None:
         failure = "not every worker reported"
-    sent = sum(r["bytes_sent"] for r in measured) // max(1, config.size)
-    served = sum(int(r.get("served", 0)) for r in measured)
     rps = requests / elapsed if elapsed > 0 else 0.0
     rate_miss = bool(
         config.load == "open"
@@ -388,6 +386,7 @@ def build_result(
         and elapsed > 0
         and rps < (1.0 - RATE_MISS_LIMIT) * config.rate
     )
+    served = total("served")
     return LoadResult(
         config=config,
         started_at=started_at,
@@ -396,29 +395,29 @@ def build_result(
         complete=complete,
         failure=failure,
         requests=requests,
-        bytes_sent=sum(r["bytes_sent"] for r in measured),
-        bytes_received=sum(r["bytes_received"] for r in measured),
-        bytes_received_total=sum(r["rx_total"] for r in reports),
-        connections_opened=sum(r["connections_opened"] for r in measured),
+        bytes_sent=total("bytes_sent"),
+        bytes_received=total("bytes_received"),
+        bytes_received_total=total("bytes_received_total", reports),
+        connections_opened=total("connections_opened"),
         errors=errors,
         error_details=details,
         histograms=histograms,
         timeline=[TimelineSecond(s, v[0], v[1]) for s, v in sorted(timeline.items())],
         client_cpu=cpus,
         client_saturated=saturated,
-        client_port_bound=any(r.get("port_bound") for r in reports),
+        client_port_bound=any(r.client_port_bound for r in reports),
         requests_per_s=round(rps, 3),
-        idle_opened=sum(r.get("idle_opened", 0) for r in reports),
-        idle_alive_at_end=sum(r.get("idle_alive", 0) for r in reports),
-        window_start_ns=min((int(r["t0"]) for r in measured if r["t0"]), default=0),
-        window_end_ns=max((int(r["t_end"]) for r in measured), default=0),
+        idle_opened=total("idle_opened", reports),
+        idle_alive_at_end=total("idle_alive_at_end", reports),
+        window_start_ns=min((r.window_start_ns for r in measured if r.window_start_ns), default=0),
+        window_end_ns=max((r.window_end_ns for r in measured), default=0),
         fill=fill,
         served=served,
         starved=config.connections - served if measured else config.connections,
-        unfinished=sum(int(r.get("unfinished", 0)) for r in measured),
+        unfinished=total("unfinished"),
         target_rate=config.rate if config.load == "open" else None,
-        sent=sent,
-        due_unsent=sum(int(r.get("due_unsent", 0)) for r in measured),
+        sent=total("bytes_sent") // max(1, config.size),
+        due_unsent=total("due_unsent"),
         rate_miss=rate_miss,
     )
 

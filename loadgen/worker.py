@@ -8,10 +8,10 @@ reference-figures.md) and all workers measure the same window of CLOCK_MONOTONIC
 process on the machine shares.
 
     parent -> worker            worker -> parent
-    {"cmd": "init", ...}        {"phase": "hello"}
+    <a protocol.WorkerInit>     {"phase": "hello"}
     {"cmd": "warmup"}           {"phase": "warm", ...}
     {"cmd": "connect"}          {"phase": "connected", "opened": n}
-    {"cmd": "go", t0, t_end}    {"phase": "done", <the worker's report>}
+    {"cmd": "go", t0, t_end}    {"phase": "done", "report": <a protocol.WorkerReport>}
     {"cmd": "stop"}             (ends the current phase early; the report still comes)
 
 SIGTERM/SIGINT to a worker act like "stop". If the parent dies, the kernel kills the worker
@@ -37,6 +37,8 @@ import uvloop
 from loadgen import client
 from loadgen.idle import HELLO as IDLE_HELLO
 from loadgen.idle import IdleSet
+from loadgen.protocol import WorkerInit, WorkerReport
+from records.schema import ClientCpu, TimelineSecond, from_dict, to_dict
 
 PR_SET_PDEATHSIG = 1
 
@@ -63,33 +65,31 @@ def send(msg: dict[str, Any]) -> None:
 
 
 class Worker:
-    def __init__(self, init: dict[str, Any]) -> None:
+    def __init__(self, init: WorkerInit) -> None:
         self.init = init
-        self.cfg: dict[str, Any] = init["config"]
-        self.uids: list[int] = init["uids"]
-        self.sources: list[str | None] = init["sources"] or [None]
+        self.cfg = init.config
+        self.uids = init.uids
+        self.sources: list[str | None] = init.sources or [None]
         self.stop = asyncio.Event()
         self.commands: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.interval_ns: int | None = None
         # Scale cells' idle connections (global indexes), held apart from the measured ones.
-        self.idle_uids: list[int] = init.get("idle_uids", [])
-        self.idle = IdleSet(
-            self.cfg["host"], self.cfg["port"], self.cfg["size"], self.cfg["timeout_s"]
-        )
-        rate = self.cfg.get("rate")
-        if self.cfg["load"] == "open" and rate:
+        self.idle_uids = init.idle_uids
+        self.idle = IdleSet(self.cfg.host, self.cfg.port, self.cfg.size, self.cfg.timeout_s)
+        rate = self.cfg.rate
+        if self.cfg.load == "open" and rate:
             # Total rate R over N connections: each connection sends every N/R seconds,
             # connection g first at g/R, so the whole schedule is evenly spread.
-            self.interval_ns = round(self.cfg["connections"] * 1e9 / rate)
+            self.interval_ns = round(self.cfg.connections * 1e9 / rate)
 
     def new_run(self, recording: bool) -> client.Run:
         cfg = self.cfg
         return client.Run(
             asyncio.get_running_loop(),
-            cfg["host"],
-            cfg["port"],
-            cfg["size"],
-            cfg["timeout_s"],
+            cfg.host,
+            cfg.port,
+            cfg.size,
+            cfg.timeout_s,
             self.interval_ns,
             recording,
         )
@@ -135,19 +135,19 @@ class Worker:
 
     async def start(self, run: client.Run, due: list[int]) -> list[Any]:
         """Open this phase's connections (persistent) or make its slots (per-request)."""
-        if self.cfg["mode"] == "persistent":
+        if self.cfg.mode == "persistent":
             srcs = [self.source_of(i) for i in range(len(self.uids))]
             return list(await client.open_all(run, self.uids, srcs, due.__getitem__))
         return client.make_slots(run, self.uids, self.sources, due.__getitem__)
 
     def due_times(self, t0: int) -> list[int]:
-        rate = self.cfg.get("rate")
+        rate = self.cfg.rate
         if not rate:
             return [t0] * len(self.uids)
         return [t0 + round(uid * 1e9 / rate) for uid in self.uids]
 
     async def warmup(self) -> dict[str, Any]:
-        seconds = float(self.cfg["warmup_s"])
+        seconds = self.cfg.warmup_s
         run = self.new_run(recording=False)
         if seconds > 0 and not self.stop.is_set():
             conns = await self.start(run, self.due_times(time.monotonic_ns()))
@@ -155,18 +155,18 @@ class Worker:
             for c in conns:
                 c.begin()
             await self.sleep_or_stop(seconds)
-            await run.drain(min(1.0, float(self.cfg["timeout_s"])))
+            await run.drain(min(1.0, self.cfg.timeout_s))
             run.stop_sweeper()
         self.warm_run = run
         return {"phase": "warm"}
 
-    async def main(self) -> dict[str, Any]:
+    async def main(self) -> WorkerReport:
         send({"phase": "hello"})
         if not await self.next_command("warmup"):
-            return self.report(None, 0, 0, {}, {})
+            return self.report(None, 0, 0, None, {})
         send(await self.warmup())
         if not await self.next_command("connect"):
-            return self.report(None, 0, 0, {}, {})
+            return self.report(None, 0, 0, None, {})
         if self.idle_uids:
             srcs = [self.sources[u % len(self.sources)] for u in self.idle_uids]
             await self.idle.open(srcs, self.stop, IDLE_HELLO)
@@ -176,8 +176,8 @@ class Worker:
         conns = await self.start(run, self.due_times(placeholder))
         opened = run.c.connections_opened
         fill: dict[str, Any] = {}
-        if self.cfg["mode"] == "persistent" and not self.stop.is_set():
-            deadline = client.fill_deadline_s(len(self.uids), float(self.cfg["timeout_s"]))
+        if self.cfg.mode == "persistent" and not self.stop.is_set():
+            deadline = client.fill_deadline_s(len(self.uids), self.cfg.timeout_s)
             ended = await run.fill(conns, deadline, client.FILL_STALL_S)
             fill = {
                 "echoed": run.filled,
@@ -190,7 +190,7 @@ class Worker:
         send({"phase": "connected", "opened": opened, "errors": run.c.errors, "fill": fill})
         if not await self.next_command("go"):
             await run.drain(0.0)
-            return self.report(run, 0, 0, {}, {})
+            return self.report(run, 0, 0, None, {})
         t0, t_end = int(self.last["t0"]), int(self.last["t_end"])
         for conn, due in zip(conns, self.due_times(t0), strict=True):
             conn.due = due
@@ -204,7 +204,7 @@ class Worker:
         run.window_open = True
         ru0 = resource.getrusage(resource.RUSAGE_SELF)
         w0 = time.monotonic_ns()
-        timeline: list[dict[str, int]] = []
+        timeline: list[TimelineSecond] = []
         ticker = Ticker(run, w0, timeline)
         run.start_sweeper()
         for c in conns:
@@ -216,16 +216,17 @@ class Worker:
         gc.enable()
         run.close_window(w0, w1)
         ticker.finish(w1)
-        left = await run.drain(min(2.0, float(self.cfg["timeout_s"])))
-        cpu = {
-            "user_s": ru1.ru_utime - ru0.ru_utime,
-            "sys_s": ru1.ru_stime - ru0.ru_stime,
-            "wall_s": (w1 - w0) / 1e9,
-            "cpus_given": len(os.sched_getaffinity(0)),
-        }
+        left = await run.drain(min(2.0, self.cfg.timeout_s))
+        cpu = ClientCpu(
+            worker=0,
+            user_s=ru1.ru_utime - ru0.ru_utime,
+            sys_s=ru1.ru_stime - ru0.ru_stime,
+            wall_s=(w1 - w0) / 1e9,
+            cpus_given=len(os.sched_getaffinity(0)),
+        )
         extra = {"unfinished_at_end": left} if left else {}
         if self.idle.socks and not self.stop.is_set():
-            size = int(self.cfg["size"])
+            size = self.cfg.size
             await self.idle.verify((bytes(range(256)) * (size // 256 + 1))[:size])
         return self.report(run, w0, w1, cpu, extra, timeline)
 
@@ -234,68 +235,73 @@ class Worker:
         run: client.Run | None,
         w0: int,
         w1: int,
-        cpu: dict[str, Any],
+        cpu: ClientCpu | None,
         extra: dict[str, int],
-        timeline: list[dict[str, int]] | None = None,
-    ) -> dict[str, Any]:
+        timeline: list[TimelineSecond] | None = None,
+    ) -> WorkerReport:
         warm = getattr(self, "warm_run", None)
         details: dict[str, int] = dict(extra)
-        rx_total = 0
+        rx_total = warm.rx_total if warm is not None else 0
         if warm is not None:
-            rx_total += warm.rx_total
             # Warm-up is not measured, but an error there is still reported, never dropped.
             for kind, n in warm.c.errors.items():
                 details[f"warmup:{kind}"] = details.get(f"warmup:{kind}", 0) + n
-        out: dict[str, Any] = {
-            "phase": "done",
-            "interrupted": self.stop.is_set(),
-            "t0": w0,
-            "t_end": w1,
-            "cpu": cpu,
-            "timeline": timeline or [],
-            "rx_total": rx_total,
-            "port_bound": bool(warm is not None and warm.port_bound),
-        }
+        port_bound = bool(warm is not None and warm.port_bound)
+        measured: dict[str, Any] = {}
         if run is not None:
             run.flush()
             c = run.c
             for key, n in c.details.items():
                 details[key] = details.get(key, 0) + n
-            out.update(
-                completed=c.completed,
-                bytes_sent=c.bytes_sent,
-                bytes_received=c.bytes_received,
-                connections_opened=c.connections_opened,
-                errors=c.errors,
-                rx_total=rx_total + run.rx_total,
-                port_bound=out["port_bound"] or run.port_bound,
-                histograms={
+            rx_total += run.rx_total
+            port_bound = port_bound or run.port_bound
+            measured = {
+                "requests": c.completed,
+                "bytes_sent": c.bytes_sent,
+                "bytes_received": c.bytes_received,
+                "connections_opened": c.connections_opened,
+                "errors": dict(c.errors),
+                "histograms": {
                     "latency": run.latency.encoded(),
                     "service": run.service.encoded(),
                     "connect": run.connect.encoded(),
                     "lateness": run.lateness.encoded(),
                     "unfinished": run.unfinished.encoded(),
                 },
-                served=run.served,
-                starved=len(self.uids) - run.served,
-                unfinished=run.unfinished.hist.get_total_count(),
-                due_unsent=run.due_unsent,
-            )
+                "served": run.served,
+                "starved": len(self.uids) - run.served,
+                "unfinished": run.unfinished.hist.get_total_count(),
+                "due_unsent": run.due_unsent,
+            }
+        idle: dict[str, Any] = {}
         if self.idle_uids:
-            out["idle_opened"] = self.idle.opened
-            out["idle_alive"] = self.idle.alive
-            out["idle_errors"] = dict(self.idle.errors)
+            idle = {
+                "idle_opened": self.idle.opened,
+                "idle_alive_at_end": self.idle.alive,
+                "idle_errors": dict(self.idle.errors),
+            }
             for key, n in self.idle.details.items():
                 details[key] = details.get(key, 0) + n
         self.idle.close()
-        out["details"] = details
-        return out
+        return WorkerReport(
+            interrupted=self.stop.is_set(),
+            measured=run is not None,
+            window_start_ns=w0,
+            window_end_ns=w1,
+            bytes_received_total=rx_total,
+            client_port_bound=port_bound,
+            client_cpu=cpu,
+            timeline=timeline or [],
+            error_details=details,
+            **measured,
+            **idle,
+        )
 
 
 class Ticker:
     """The per-second timeline, and the once-a-second flush of samples into histograms."""
 
-    def __init__(self, run: client.Run, t0_ns: int, out: list[dict[str, int]]) -> None:
+    def __init__(self, run: client.Run, t0_ns: int, out: list[TimelineSecond]) -> None:
         self.run = run
         self.t0 = t0_ns
         self.out = out
@@ -308,11 +314,9 @@ class Ticker:
         c = self.run.c
         errors = sum(c.errors.values())
         self.out.append(
-            {
-                "second": self.second,
-                "completed": c.completed - self.last_completed,
-                "errors": errors - self.last_errors,
-            }
+            TimelineSecond(
+                self.second, c.completed - self.last_completed, errors - self.last_errors
+            )
         )
         self.last_completed, self.last_errors = c.completed, errors
         self.second += 1
@@ -336,16 +340,16 @@ async def amain() -> int:
     line = sys.stdin.buffer.readline()
     if not line:
         return 1
-    init = json.loads(line)
-    die_with_parent(int(init["parent_pid"]))
-    raise_nofile(len(init["uids"]) * 2 + 64)
+    init = from_dict(WorkerInit, json.loads(line), "init")
+    die_with_parent(init.parent_pid)
+    raise_nofile(len(init.uids) * 2 + 64)
     worker = Worker(init)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.request_stop)
     reader = asyncio.create_task(worker.read_commands())
     try:
-        send(await worker.main())
+        send({"phase": "done", "report": to_dict(await worker.main())})
     finally:
         reader.cancel()
     return 0

@@ -15,8 +15,17 @@ from fixtures.procs import echo_server
 
 import loadgen
 from loadgen import coordinator
+from loadgen.protocol import WorkerReport
 from records import hist
-from records.schema import ERROR_KINDS, LoadConfig, LoadResult, load_load, write_atomic
+from records.schema import (
+    ERROR_KINDS,
+    ClientCpu,
+    LoadConfig,
+    LoadResult,
+    TimelineSecond,
+    load_load,
+    write_atomic,
+)
 
 
 def run(host: str, port: int, **kw: object) -> LoadResult:
@@ -122,22 +131,24 @@ def test_build_result_adds_worker_histograms_exactly() -> None:
     hist.record_batch(b, [20_000] * 50)
     empty = hist.new_histogram().encode().decode()
 
-    def report(h: object, n: int) -> dict[str, object]:
+    def report(h: object, n: int) -> WorkerReport:
         enc = h.encode().decode()  # type: ignore[attr-defined]
-        return {
-            "completed": n,
-            "bytes_sent": n,
-            "bytes_received": n,
-            "rx_total": n,
-            "connections_opened": 1,
-            "errors": {"timeout": 1},
-            "details": {},
-            "t0": 0,
-            "t_end": 1_000_000_000,
-            "timeline": [{"second": 0, "completed": n, "errors": 1}],
-            "cpu": {"user_s": 0.1, "sys_s": 0.1, "wall_s": 1.0, "cpus_given": 1},
-            "histograms": {"latency": enc, "service": empty, "connect": empty},
-        }
+        return WorkerReport(
+            interrupted=False,
+            measured=True,
+            window_start_ns=1,
+            window_end_ns=1_000_000_001,
+            bytes_received_total=n,
+            client_port_bound=False,
+            client_cpu=ClientCpu(0, 0.1, 0.1, 1.0, 1),
+            timeline=[TimelineSecond(0, n, 1)],
+            requests=n,
+            bytes_sent=n,
+            bytes_received=n,
+            connections_opened=1,
+            errors={"timeout": 1},
+            histograms={"latency": enc, "service": empty, "connect": empty},
+        )
 
     cfg = LoadConfig(host="127.0.0.1", port=1, connections=2, workers=2)
     r = coordinator.build_result(cfg, "a", "b", [report(a, 100), report(b, 50)], None)
