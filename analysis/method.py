@@ -34,7 +34,7 @@ def machine(run: Run) -> list[str]:
     if m is not None and m.cluster and not m.canary:
         return [
             "No canary in a cluster run: it times one machine's CPUs, and the cells ran on "
-            "several (the hosts are below)."
+            "several (the hosts are listed above)."
         ]
     if m is None or not m.canary:
         return [

@@ -485,8 +485,7 @@ class ClusterCellRun:
             resources={SERVER: 1}, retries=0,
         )  # fmt: skip
         reasons: list[str] = []
-        notes = [f"load from {len(self.cluster.clients)} host(s) of the cluster at "
-                 f"{self.cluster.address}"]  # fmt: skip
+        notes: list[str] = []  # where it ran is in the cell's `cluster`, not repeated here
         shards: list[ShardOutcome] = []
         served: ServeOutcome | None = None
         try:
