@@ -156,16 +156,21 @@ FAULTS = ("leak-connfd", "naive-reaper")
 
 
 # Options every cell has (the launcher's address) or that its params already say (the counter).
-_IMPLIED_OPTIONS = frozenset({"--host", "--port", "--shared-counter"})
+# The runner's own options (the X-ray's file is a per-trial path: kept in a label, it split a
+# point's trials apart) and the ones a cell's params already name.
+_IMPLIED_OPTIONS = frozenset({"--host", "--port", "--shared-counter", "--xray"})
 
 
 def server_args(cell: schema.CellResult) -> list[str]:
     """What makes this server run different from its registry default: the arguments after its
     name in `python -m servers NAME ...`, minus the options every cell has or its params name."""
-    argv = cell.server_run.argv if cell.server_run else []
-    if cell.server not in argv:
-        return []
-    rest = list(argv[argv.index(cell.server) + 1 :])
+    if cell.server_args is not None:  # version 4 records them as the profile gave them
+        rest = list(cell.server_args)
+    else:
+        argv = cell.server_run.argv if cell.server_run else []
+        if cell.server not in argv:
+            return []
+        rest = list(argv[argv.index(cell.server) + 1 :])
     out: list[str] = []
     i = 0
     while i < len(rest):
@@ -195,6 +200,7 @@ def tidy_row(run_id: str, cell: schema.CellResult) -> dict[str, Any]:
         "placement": cell.placement,
         "status": cell.status,
         "reason": cell.reason or "",
+        "failure_kind": cell.failure_kind or "",
         "param_key": param_key(p),
         "match_key": match_key(p),
     }
@@ -328,6 +334,7 @@ _TEXT = [
     "placement",
     "status",
     "reason",
+    "failure_kind",
     "param_key",
     "match_key",
     "notes",

@@ -38,7 +38,7 @@ from typing import Any
 from bench.memguard import MemoryGuard
 from bench.monitor import DEFAULT_INTERVAL_S, Monitor, server_connections
 from bench.profile import CellSpec
-from bench.verdict import judge, last_line
+from bench.verdict import Reasons, judge, last_line
 from records import schema
 from records import xray as records_xray
 from records.limits import open_deadline_s
@@ -196,18 +196,18 @@ def server_run_from(
 def failed_cell(
     spec: CellSpec, reason: str, started_at: str = "", git: schema.GitStamp | None = None
 ) -> schema.CellResult:
-    """A cell that could not run at all (e.g. its open-loop reference failed)."""
+    """A cell that was not run (its open-loop reference failed, or the server already stopped
+    below it)."""
     now = utc_now()
-    return cell_result(
-        spec, dict(spec.params), "failed", reason, started=started_at or now, ended=now, git=git
-    )
+    why = Reasons()
+    why.add("not-run", reason)
+    return cell_result(spec, dict(spec.params), why, started=started_at or now, ended=now, git=git)
 
 
 def cell_result(
     spec: CellSpec,
     params: dict[str, Any],
-    status: schema.CellStatus,
-    reason: str | None,
+    reasons: Reasons,
     *,
     load: schema.LoadResult | None = None,
     run: schema.ServerRun | None = None,
@@ -228,18 +228,20 @@ def cell_result(
         trial=spec.trial,
         placement=spec.placement,
         params=params,
-        status=status,
-        reason=reason,
+        status=reasons.status,
+        reason=reasons.reason,
         load=load,
         server_run=run,
         monitor=monitor,
         started_at=started,
         ended_at=ended,
-        notes=notes if notes is not None else [],
+        notes=[*(notes or []), *reasons.rest],
         cpu=cpu,
         git=git,
         xray=xray,
         cluster=cluster,
+        failure_kind=reasons.kind,
+        server_args=list(spec.server_args),
     )
 
 
@@ -292,10 +294,9 @@ class CellRun:
         except ServerStartError as exc:
             run = server_run_from(None, spec.server, [spec.server, *spec.server_args], None,
                                   exc.stderr_tail)  # fmt: skip
-            return self._result(
-                params, "failed", f"server did not start: {exc}{last_line(exc.stderr_tail)}",
-                None, run, None, started, notes,
-            )  # fmt: skip
+            failed = Reasons()
+            failed.add("server-start", f"server did not start: {exc}{last_line(exc.stderr_tail)}")
+            return self._result(params, failed, None, run, None, started, notes)
 
         self.on_pids({"cell_id": spec.cell_id, "server_pid": server.pid, "loadgen_pid": None})
         interval = self.monitor_interval_s or DEFAULT_INTERVAL_S
@@ -311,7 +312,7 @@ class CellRun:
         monitor.watch_window(window_r)
         monitor.start()
         load: schema.LoadResult | None = None
-        reasons: list[str] = []
+        reasons = Reasons()
         report: StopReport | None = None
         monitor_data: schema.MonitorData | None = None
         died_during: int | None = None
@@ -320,13 +321,13 @@ class CellRun:
             try:
                 primed = prime(server.host, server.port, spec.params["size"])
             except OSError as exc:
-                reasons.append(f"primer connection failed: {exc}")
+                reasons.add("primer", f"primer connection failed: {exc}")
             if self.stop.is_set():
                 raise Interrupted
             if not reasons:
                 load, why = self._load(server, params, client_cpus, rate, monitor, window_w)
                 if why:
-                    reasons.append(why)
+                    reasons.add(*why)
             if not server.alive():
                 died_during = server.popen.returncode
         finally:
@@ -347,15 +348,10 @@ class CellRun:
         )  # fmt: skip
         xray = None
         if xray_path is not None:
-            xray, why = read_xray(xray_path, load)
-            if why:
-                reasons.append(why)
-        status: schema.CellStatus = "failed" if reasons else "ok"
-        notes += reasons[1:]
-        return self._result(
-            params, status, reasons[0] if reasons else None, load, run, monitor_data, started,
-            notes, cpu, xray,
-        )  # fmt: skip
+            xray, gap = read_xray(xray_path, load)
+            if gap:
+                reasons.add("xray", gap)
+        return self._result(params, reasons, load, run, monitor_data, started, notes, cpu, xray)
 
     def _load(  # noqa: PLR0911 - one return per way a load generator run can end
         self,
@@ -365,7 +361,7 @@ class CellRun:
         rate: float | None,
         monitor: Monitor | None = None,
         window_fd: int | None = None,
-    ) -> tuple[schema.LoadResult | None, str | None]:
+    ) -> tuple[schema.LoadResult | None, tuple[schema.FailureKind, str] | None]:
         """Run the load generator to completion; (its result, why the cell failed or None).
 
         While it runs, the memory guard is read every tenth of a second; when it trips, the load
@@ -413,7 +409,10 @@ class CellRun:
                         if self.stop.is_set():
                             raise Interrupted from None
                         if time.monotonic() > deadline:
-                            return None, f"load generator still running after {limit:.0f} s"
+                            return None, (
+                                "load",
+                                f"load generator still running after {limit:.0f} s",
+                            )
                         why = guard.check(monitor.latest() if monitor else None)
                         if why is not None:
                             held = server_connections(server.port)
@@ -427,17 +426,19 @@ class CellRun:
                 partial = None
                 with contextlib.suppress(schema.SchemaError):
                     partial = schema.load_load(out)  # written on SIGTERM, marked incomplete
-                return partial, memory_stop
+                return partial, ("memory", memory_stop)
             if code == 2:
-                return None, f"load generator rejected its arguments{last_line(tail)}"
+                return None, ("load", f"load generator rejected its arguments{last_line(tail)}")
             if not out.exists():
-                return None, f"load generator exited with code {code}, no result{last_line(tail)}"
+                why = f"load generator exited with code {code}, no result{last_line(tail)}"
+                return None, ("load", why)
             try:
                 load = schema.load_load(out)
             except schema.SchemaError as exc:
-                return None, f"load generator's result is unreadable: {exc}"
+                return None, ("load", f"load generator's result is unreadable: {exc}")
             if code != 0 or not load.complete:
-                return load, f"load incomplete (exit {code}): {load.failure or 'no reason given'}"
+                why = f"load incomplete (exit {code}): {load.failure or 'no reason given'}"
+                return load, ("load", why)
             return load, None
         finally:
             err_path.unlink(missing_ok=True)
@@ -446,8 +447,7 @@ class CellRun:
     def _result(
         self,
         params: dict[str, Any],
-        status: schema.CellStatus,
-        reason: str | None,
+        reasons: Reasons,
         load: schema.LoadResult | None,
         run: schema.ServerRun | None,
         monitor: schema.MonitorData | None,
@@ -457,7 +457,7 @@ class CellRun:
         xray: schema.Xray | None = None,
     ) -> schema.CellResult:
         return cell_result(
-            self.spec, params, status, reason, load=load, run=run, monitor=monitor,
+            self.spec, params, reasons, load=load, run=run, monitor=monitor,
             started=started, ended=utc_now(), notes=notes, cpu=cpu, git=self.git, xray=xray,
         )  # fmt: skip
 

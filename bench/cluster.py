@@ -61,7 +61,7 @@ from bench.cell import (
 from bench.memguard import MemoryGuard
 from bench.monitor import DEFAULT_INTERVAL_S, Monitor, server_connections
 from bench.profile import CellSpec
-from bench.verdict import judge, last_line
+from bench.verdict import Reasons, judge, last_line
 from records import schema
 from records.limits import open_deadline_s
 from records.merge import merge_loads
@@ -260,6 +260,7 @@ class ShardOutcome:
     window_start_ns: int | None  # on the scheduler's clock
     load: schema.LoadResult | None
     failure: str | None
+    kind: schema.FailureKind = "load"  # "cluster": its worker failed, not its load generator
 
 
 def shard(order: ShardOrder) -> ShardOutcome:
@@ -484,7 +485,7 @@ class ClusterCellRun:
             key=f"serve-{key}", pure=False, workers=[server_w.address],
             resources={SERVER: 1}, retries=0,
         )  # fmt: skip
-        reasons: list[str] = []
+        reasons = Reasons()
         notes: list[str] = []  # where it ran is in the cell's `cluster`, not repeated here
         shards: list[ShardOutcome] = []
         served: ServeOutcome | None = None
@@ -493,13 +494,16 @@ class ClusterCellRun:
             if got is None:
                 served = self._served(serve_f, stop)
                 why = served.start_failure if served else None
-                reasons.append(why or "the server's worker gave no address")
+                if why:
+                    reasons.add("server-start", why)
+                else:
+                    reasons.add("cluster", "the server's worker gave no address")
             else:
                 host, port, _ = got
                 shards, why = self._load(key, spec, params, host, int(port), rate, go, stop,
                                          arrived_q)  # fmt: skip
                 if why:
-                    reasons.append(why)
+                    reasons.add("cluster", why)
         finally:
             stop.set()
             if served is None:
@@ -508,11 +512,10 @@ class ClusterCellRun:
                 for q in (target_q, arrived_q):
                     q.close()
         if served is None:
-            reasons.insert(0, "the server's worker did not report back (killed or hung)")
+            reasons.first("cluster", "the server's worker did not report back (killed or hung)")
             return cell_result(
-                spec, params, "failed", reasons[0], started=started, ended=utc_now(),
-                notes=notes + reasons[1:], git=self.git,
-            )  # fmt: skip
+                spec, params, reasons, started=started, ended=utc_now(), notes=notes, git=self.git
+            )
         return self._judge(params, reasons, notes, served, shards, started)
 
     def _wait(self, poll: Callable[[], Any], future: Any, limit_s: float) -> Any:
@@ -606,7 +609,7 @@ class ClusterCellRun:
                 if alive is not None and workers[i].address not in alive and not f.done():
                     why = f"shard {i}'s worker {workers[i].address} left the cluster mid-cell"
                     outcomes[i] = ShardOutcome(i, workers[i].address, workers[i].host, "", 0.0,
-                                               None, None, why)  # fmt: skip
+                                               None, None, why, "cluster")  # fmt: skip
                     f.cancel()
                     del pending[i]
                     stop.set()
@@ -617,25 +620,26 @@ class ClusterCellRun:
                 elif f.status in ("error", "cancelled"):
                     exc = f.exception() if f.status == "error" else "cancelled"
                     why = f"shard {i} failed: {type(exc).__name__}: {exc}"
-                    outcomes[i] = ShardOutcome(i, "", "", "", 0.0, None, None, why)
+                    outcomes[i] = ShardOutcome(i, "", "", "", 0.0, None, None, why, "cluster")
                     del pending[i]
                     stop.set()
             time.sleep(POLL_S)
         for i, f in pending.items():
             f.cancel()
             outcomes[i] = ShardOutcome(i, "", "", "", 0.0, None, None,
-                                       f"shard {i} did not report in time")  # fmt: skip
+                                       f"shard {i} did not report in time", "cluster")  # fmt: skip
         return [outcomes[i] for i in sorted(outcomes)]
 
     def _judge(
-        self, params: dict[str, Any], reasons: list[str], notes: list[str], served: ServeOutcome,
+        self, params: dict[str, Any], reasons: Reasons, notes: list[str], served: ServeOutcome,
         shards: list[ShardOutcome], started: str,
     ) -> schema.CellResult:  # fmt: skip
         spec = self.spec
         loads = [s.load for s in shards if s.load is not None]
         load = None
         # The cause first: a shard the runner stopped failed because another one did.
-        failed = sorted((s.failure for s in shards if s.failure), key=lambda f: "stopped" in f)
+        failed = sorted(((s.kind, s.failure) for s in shards if s.failure),
+                        key=lambda f: "stopped" in f[1])  # fmt: skip
         if loads:
             config = replace(
                 loads[0].config, host=served.host, connections=int(params["connections"])
@@ -648,14 +652,14 @@ class ClusterCellRun:
                 f"{len(shards) - len(loads)} of {len(shards)} shards returned no result"
             )  # fmt: skip
             load = merge_loads(
-                loads, config, served.window_ns, why or (failed[0] if failed else None)
+                loads, config, served.window_ns, why or (failed[0][1] if failed else None)
             )
         if failed and not reasons:
-            reasons.append(failed[0])
+            reasons.add(*failed[0])
         if served.memory_stop:
-            reasons.insert(0, served.memory_stop)
+            reasons.first("memory", served.memory_stop)
         if served.start_failure:
-            reasons.insert(0, served.start_failure)
+            reasons.first("server-start", served.start_failure)
         if served.cpus is None and self.cpus.server is not None:
             notes.append(f"server unpinned: its host lacks CPUs {list(self.cpus.server)}")
         cpu = None
@@ -697,9 +701,7 @@ class ClusterCellRun:
             ],
             start_skew_s=round(skew, 6) if skew is not None else None,
         )
-        status: schema.CellStatus = "failed" if reasons else "ok"
         return cell_result(
-            spec, params, status, reasons[0] if reasons else None, load=load, run=served.run,
-            monitor=served.monitor, started=started, ended=utc_now(),
-            notes=notes + reasons[1:], cpu=cpu, git=self.git, cluster=run,
+            spec, params, reasons, load=load, run=served.run, monitor=served.monitor,
+            started=started, ended=utc_now(), notes=notes, cpu=cpu, git=self.git, cluster=run,
         )  # fmt: skip

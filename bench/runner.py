@@ -538,7 +538,7 @@ class Runner:
                 and done.status == "failed"
                 and _same_args(done, spec.server_args)
                 and int(done.params["connections"]) < int(spec.params["connections"])
-                and (done.reason or "").startswith(("limit reached", "stopped at"))
+                and _stopped_at_scale(done)
             ):
                 return f"not run: {spec.server} already stopped below this ({done.reason})"
         return None
@@ -612,8 +612,19 @@ class Runner:
             self._say(f"warning: report {what}; raw results are complete in {run_dir}")
 
 
+def _stopped_at_scale(done: schema.CellResult) -> bool:
+    """Whether a scale cell failed because the server reached its limit (or the memory guard
+    stopped it); files older than version 4 say so only in words."""
+    if done.failure_kind is not None:
+        return done.failure_kind in ("limit", "memory")
+    return (done.reason or "").startswith(("limit reached", "stopped at"))
+
+
 def _same_args(done: schema.CellResult, args: tuple[str, ...]) -> bool:
-    """Whether a finished cell's server ran with exactly `args` (they end its argv)."""
+    """Whether a finished cell's server ran with exactly `args`."""
+    if done.server_args is not None:
+        return done.server_args == list(args)
+    # before version 4 the arguments are only in the argv, after the runner's own options
     argv = done.server_run.argv if done.server_run is not None else []
     if done.server not in argv:
         return False

@@ -18,12 +18,50 @@ from records import schema
 from servers.launch import StopReport
 
 
+class Reasons:
+    """Why a cell failed, the cause first: (kind, words) pairs, where the kind is what readers
+    (the runner's scale logic, the scorecard) test, never the words. Empty: the cell is ok."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[schema.FailureKind, str]] = []
+
+    def add(self, kind: schema.FailureKind, text: str) -> None:
+        self.items.append((kind, text))
+
+    def first(self, kind: schema.FailureKind, text: str) -> None:
+        """A cause that explains the others (the server died, so the load failed)."""
+        self.items.insert(0, (kind, text))
+
+    def has(self, kind: schema.FailureKind) -> bool:
+        return any(k == kind for k, _ in self.items)
+
+    def __bool__(self) -> bool:
+        return bool(self.items)
+
+    @property
+    def status(self) -> schema.CellStatus:
+        return "failed" if self.items else "ok"
+
+    @property
+    def reason(self) -> str | None:
+        return self.items[0][1] if self.items else None
+
+    @property
+    def kind(self) -> schema.FailureKind | None:
+        return self.items[0][0] if self.items else None
+
+    @property
+    def rest(self) -> list[str]:
+        """The other reasons' words: they go to the cell's notes."""
+        return [text for _, text in self.items[1:]]
+
+
 def judge(
     params: dict[str, Any],
     load: schema.LoadResult | None,
     report: StopReport,
     monitor_data: schema.MonitorData | None,
-    reasons: list[str],
+    reasons: Reasons,
     notes: list[str],
     *,
     died_during: int | None,
@@ -36,29 +74,30 @@ def judge(
     """Add to `reasons` (why the cell failed; empty: ok) and `notes` what the run's evidence
     says; return the window's CPU account. `primed` is the bytes the primer got back."""
     if died_during is not None:
-        reasons.insert(
-            0,
+        reasons.first(
+            "server-died",
             f"server exited during the cell ({_exit_text(died_during)})"
             f"{last_line(report.stderr_tail)}",
         )
     elif report.exit_code is None:
-        reasons.append("server did not exit after SIGTERM (killed)")
+        reasons.add("server-stop", "server did not exit after SIGTERM (killed)")
     elif report.exit_code != 0:
-        reasons.append(f"server exited with {_exit_text(report.exit_code)} on SIGTERM")
+        reasons.add("server-stop", f"server exited with {_exit_text(report.exit_code)} on SIGTERM")
     if report.leftovers:
         notes.append(f"left behind after SIGTERM (then killed): {', '.join(report.leftovers)}")
 
     if load is not None:
         if load.requests == 0 and not reasons:
             # Zero completions with no error is not a figure: the window measured nothing.
-            reasons.append(
+            reasons.add(
+                "empty",
                 f"no request completed in the {load.elapsed_s:.2f} s measured phase "
                 f"({load.connections_opened} connections opened, "
-                f"{load.bytes_received_total} bytes echoed in all)"
+                f"{load.bytes_received_total} bytes echoed in all)",
             )
         mismatches = load.errors.get("mismatch", 0)
         if mismatches:
-            reasons.append(f"{mismatches} echoes came back different from what was sent")
+            reasons.add("echo", f"{mismatches} echoes came back different from what was sent")
         others = {k: v for k, v in load.errors.items() if v and k != "mismatch"}
         if others:
             listed = ", ".join(f"{k}={v}" for k, v in sorted(others.items()))
@@ -82,13 +121,13 @@ def judge(
                 abandoned,
             )
             if why:
-                reasons.append(why)
+                reasons.add("counter", why)
             if note:
                 notes.append(note)
-    if load is not None and params.get("idle") and not any("memory" in r for r in reasons):
+    if load is not None and params.get("idle") and not reasons.has("memory"):
         limit = scale_limit(params, load, monitor_data, report.stderr_tail)
         if limit is not None:
-            reasons.insert(0, limit)
+            reasons.first("limit", limit)
     if 0 < monitor_hz < 10:
         notes.append(f"monitor reached only {monitor_hz:.1f} Hz (a large process tree)")
     if pss_max_age_s is not None:

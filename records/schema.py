@@ -37,8 +37,11 @@ Version history (bump `SCHEMA_VERSION` and add a line on every incompatible chan
   (the addresses a cluster names: the only targets besides loopback), `CellResult.cluster`
   (which worker served, which shards loaded it, each host's clock offset from the scheduler and
   how far apart the shards' windows opened), `Manifest.cluster`/`hosts` (the scheduler and
-  every worker's host, roles and environment). Versions 1 to 3 are upgraded in `parse()`: a
-  run on one machine has no cluster (None, empty lists).
+  every worker's host, roles and environment); `CellResult.failure_kind` (what kind of
+  failure `reason` is, so no reader matches reason text) and `server_args` (the arguments the
+  profile gave the server, apart from the runner's own). Versions 1 to 3 are upgraded in
+  `parse()`: a run on one machine has no cluster (None, empty lists), and the failure kind and
+  server arguments read as None (readers fall back on the reason's words and the argv).
 
 Histograms are HdrHistogram's own compressed base64 encoding (`HdrHistogram.encode()`), values
 in nanoseconds, so per-worker histograms merge losslessly (`decode_histogram` + `add`). Summary
@@ -70,6 +73,16 @@ Mode = Literal["persistent", "per-request"]
 LoadModel = Literal["closed", "open"]
 Placement = Literal["split", "shared", "unpinned"]
 CellStatus = Literal["ok", "failed"]
+# What kind of failure a failed cell's `reason` describes (v4; None for an ok cell, or an older
+# file): the server would not start / died in the cell / would not stop on SIGTERM; the primer
+# connection failed; the load generator failed or was incomplete; the window measured nothing;
+# an echo came back wrong; a shared counter disagreed; a scale cell reached the server's limit;
+# the memory guard stopped it; the X-ray was unreadable; a cluster worker failed; or the cell
+# was not run (its reference failed, or a smaller cell of the same server already stopped).
+FailureKind = Literal[
+    "server-start", "server-died", "server-stop", "primer", "load", "empty", "echo", "counter",
+    "limit", "memory", "xray", "cluster", "not-run",
+]  # fmt: skip
 
 # Error kinds the load generator counts; a kind outside this set is a programming error.
 ERROR_KINDS = (
@@ -425,6 +438,8 @@ class CellResult:
     rerun: str | None = None  # v2: why this trial was run again (its first run is in `notes`)
     xray: Xray | None = None  # v3: a forking server's per-connection X-ray
     cluster: ClusterRun | None = None  # v4: the hosts a cluster cell ran on (None: this machine)
+    failure_kind: FailureKind | None = None  # v4: what kind of failure `reason` is
+    server_args: list[str] | None = None  # v4: the profile's server arguments (None: older file)
     schema_version: int = SCHEMA_VERSION
     kind: Literal["cell"] = "cell"
 
