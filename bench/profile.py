@@ -274,28 +274,30 @@ def build(data: Mapping[str, Any], *, unpinned: bool = False) -> Profile:
     if not isinstance(scenarios, list) or not scenarios:
         raise ProfileError("profile: needs at least one [[scenarios]] table")
 
-    # points[i] = (scenario, server, args, params, placement): one cell before trials
-    points: list[tuple[str, str, tuple[str, ...], dict[str, Any], Placement]] = []
-    # per scenario index: (memory cap, nofile, close_wait); looked up through params["_sc"]
-    extras: list[tuple[float | None, int | None, bool]] = []
+    points: list[_Point] = []
     for i, sc in enumerate(scenarios):
         if not isinstance(sc, Mapping):
             raise ProfileError(f"scenarios[{i}]: expected a table")
         expanded = _expand(
             sc, i, servers, server_args, placement, duration, warmup, unpinned=unpinned
         )
-        extras.append(_limits(sc, i, memory_cap))
-        for pt in expanded:
-            pt[3]["_sc"] = i
-        points.extend(expanded)
+        limits = _limits(sc, i, memory_cap)
+        points.extend(_Point(*pt, limits=limits) for pt in expanded)
 
-    closed = [p for p in points if p[3]["load"] == "closed"]
-    opened = [p for p in points if p[3]["load"] == "open"]
-    closed_keys = {_ref_key(p[1], p[2], p[3], p[4]) for p in closed if "active" not in p[3]}
+    closed = [p for p in points if p.params["load"] == "closed"]
+    opened = [p for p in points if p.params["load"] == "open"]
+    closed_keys = {
+        _ref_key(p.server, p.args, p.params, p.placement)
+        for p in closed
+        if "active" not in p.params
+    }
     cells: list[CellSpec] = []
     for group in (closed, opened):
         for trial in range(1, trials + 1):
-            for scenario, server, args, params, where in group:
+            for pt in group:
+                scenario, server, args, params, where = (
+                    pt.scenario, pt.server, pt.args, pt.params, pt.placement
+                )  # fmt: skip
                 ref = None
                 if params["load"] == "open":
                     ref = _ref_key(server, args, params, where)
@@ -306,7 +308,7 @@ def build(data: Mapping[str, Any], *, unpinned: bool = False) -> Profile:
                             "take its rate from (add it to the concurrency scenario)"
                         )
                 own = dict(params)
-                cap, nofile, close_wait = extras[own.pop("_sc")]
+                cap, nofile = pt.limits.memory_cap_mb, pt.limits.nofile
                 cell = _cell(scenario, server, args, own, where, trial, timeout, ref, nofile)
                 cells.append(
                     replace(
@@ -314,7 +316,7 @@ def build(data: Mapping[str, Any], *, unpinned: bool = False) -> Profile:
                         memory_cap_mb=cap,
                         mem_available_floor=floor,
                         nofile=nofile,
-                        close_wait=close_wait,
+                        close_wait=pt.limits.close_wait,
                         xray=bool(_SCENARIOS[scenario].get("xray", False)),
                         server_cpus=own.get("server_cpus"),
                     )
@@ -333,14 +335,34 @@ def build(data: Mapping[str, Any], *, unpinned: bool = False) -> Profile:
     )
 
 
-def _limits(sc: Mapping[str, Any], index: int, default_cap: float | None
-            ) -> tuple[float | None, int | None, bool]:  # fmt: skip
-    """A scenario's memory cap, server open-files limit and CLOSE_WAIT sampling."""
+@dataclass(frozen=True, slots=True)
+class ScenarioLimits:
+    """A scenario's memory cap on the server tree, the server's open-files limit, and whether
+    the monitor counts CLOSE_WAIT sockets: the same for every cell of the scenario."""
+
+    memory_cap_mb: float | None
+    nofile: int | None
+    close_wait: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _Point:
+    """One cell before trials: what runs, with which parameters, where, under which limits."""
+
+    scenario: str
+    server: str
+    args: tuple[str, ...]
+    params: dict[str, Any]
+    placement: Placement
+    limits: ScenarioLimits
+
+
+def _limits(sc: Mapping[str, Any], index: int, default_cap: float | None) -> ScenarioLimits:
     where = f"scenarios[{index}]"
     shape = _SCENARIOS.get(str(sc.get("name")), {})
     cap = sc.get("memory_cap_mb", default_cap)
     nofile = sc.get("nofile", shape.get("nofile"))
-    return (
+    return ScenarioLimits(
         None if cap is None else _num(cap, f"{where}.memory_cap_mb", lo=1.0),
         None if nofile is None else _int(nofile, f"{where}.nofile", lo=16),
         bool(shape.get("close_wait", False)),
