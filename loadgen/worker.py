@@ -34,7 +34,7 @@ from typing import Any
 
 import uvloop
 
-from loadgen import client
+from loadgen import client, per_request, persistent
 from loadgen.idle import HELLO as IDLE_HELLO
 from loadgen.idle import IdleSet
 from loadgen.protocol import WorkerInit, WorkerReport
@@ -137,8 +137,8 @@ class Worker:
         """Open this phase's connections (persistent) or make its slots (per-request)."""
         if self.cfg.mode == "persistent":
             srcs = [self.source_of(i) for i in range(len(self.uids))]
-            return list(await client.open_all(run, self.uids, srcs, due.__getitem__))
-        return client.make_slots(run, self.uids, self.sources, due.__getitem__)
+            return list(await persistent.open_all(run, self.uids, srcs, due.__getitem__))
+        return per_request.make_slots(run, self.uids, self.sources, due.__getitem__)
 
     def due_times(self, t0: int) -> list[int]:
         rate = self.cfg.rate
