@@ -41,7 +41,7 @@ from matplotlib.ticker import FuncFormatter
 
 from analysis import fmt, forkcost, micro
 from analysis.document import Table
-from analysis.load import Run, merged_histogram, ok_cells, percentiles_us
+from analysis.results import Run, merged_histogram, ok_cells, percentiles_us
 from analysis.stats import CV_LIMIT, summarise
 from servers.registry import SERVERS
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from analysis.check import CheckError, check_report
 from analysis.compare import compare, ratio_chart
-from analysis.load import RunError, load_run
 from analysis.report import write_report
+from analysis.results import RunError, load_run
 from records.schema import SchemaError
 from records.usage import OneLineParser
 

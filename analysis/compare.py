@@ -35,7 +35,7 @@ from analysis import (
     micro,
 )
 from analysis.document import Document, Heading, Para, Table, to_markdown
-from analysis.load import Run, ok_cells
+from analysis.results import Run, ok_cells
 from analysis.scorecard import scorecard
 from analysis.stats import summarise
 

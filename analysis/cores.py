@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from analysis import fmt
 from analysis.document import Table
-from analysis.load import Run, ok_cells
+from analysis.results import Run, ok_cells
 from analysis.stats import summarise
 from servers.registry import SERVERS
 

@@ -23,7 +23,7 @@ import pandas as pd
 
 from analysis import fmt
 from analysis.document import Table
-from analysis.load import Run, ok_cells
+from analysis.results import Run, ok_cells
 from analysis.stats import Figure, pick, summarise
 from records import schema
 from records.xray import STEPS, TIMELINE

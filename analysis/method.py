@@ -15,7 +15,7 @@ from __future__ import annotations
 import statistics
 
 from analysis import fmt
-from analysis.load import Run, ok_cells
+from analysis.results import Run, ok_cells
 from analysis.stats import CV_LIMIT, coverage, placement_summary, summarise
 
 EPISODE_SPEED = 0.70  # as bench/runner.py: a canary this much slower than the run's median

@@ -8,7 +8,7 @@ where the run lacks a figure, the sentence says so instead.
 from __future__ import annotations
 
 from analysis import fmt, micro
-from analysis.load import Run, ok_cells
+from analysis.results import Run, ok_cells
 from analysis.stats import pick, placement_summary, summarise
 
 

@@ -25,7 +25,7 @@ from analysis.document import (
     to_html,
     to_markdown,
 )
-from analysis.load import Run, load_run, ok_cells
+from analysis.results import Run, load_run, ok_cells
 from analysis.scorecard import scorecard
 from analysis.stats import CV_LIMIT, placement_summary, summarise
 from records import gitinfo, schema

@@ -24,7 +24,7 @@ import pandas as pd
 
 from analysis import fmt, micro
 from analysis.charts import label
-from analysis.load import FAULTS, Run
+from analysis.results import FAULTS, Run
 from analysis.stats import Figure, pick, summarise
 from analysis.verdict import RULE, Outcome, Verdict, combine, less
 from servers.registry import Role, by_role

@@ -12,7 +12,7 @@ import pandas as pd
 
 from analysis import fmt, micro
 from analysis.charts import label
-from analysis.load import Run, ok_cells
+from analysis.results import Run, ok_cells
 from analysis.stats import pick, summarise
 from servers.registry import SERVERS, Role, by_role
 

@@ -28,8 +28,8 @@ from hdrh.histogram import HdrHistogram
 from analysis import charts, fmt
 from analysis.check import check_report, find_browser
 from analysis.compare import compare
-from analysis.load import load_run
 from analysis.report import failed_table, write_report
+from analysis.results import load_run
 from analysis.scorecard import Evidence, parent_must_close_connfd
 from analysis.stats import summarise
 from records import schema
@@ -65,7 +65,7 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 def raw_cells() -> list[dict[str, Any]]:
-    """The cell documents as plain JSON: the test's own reading, independent of analysis.load."""
+    """The cell documents as plain JSON: the test's own reading, independent of analysis.results."""
     return [json.loads(p.read_text()) for p in sorted((DATA / "cells").glob("*.json"))]
 
 

@@ -233,7 +233,7 @@ def test_pool_server_cell_says_how_many_it_served_and_is_never_capacity(
 ) -> None:
     """prefork serves 4 connections at a time: a cell asking for 8 must say so, not pose as a
     figure for 8 clients (issue 11: 996 of 1000 clients once went unserved, unreported)."""
-    from analysis.load import load_run  # noqa: PLC0415
+    from analysis.results import load_run  # noqa: PLC0415
     from analysis.stats import pick, summarise  # noqa: PLC0415
 
     profile = {

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from analysis.load import load_run
+from analysis.results import load_run
 from records import schema
 
 DATA = Path(__file__).parent / "data"

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from analysis import micro
-from analysis.load import load_run
+from analysis.results import load_run
 from analysis.scorecard import (
     CLAIMS,
     Evidence,

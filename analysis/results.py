@@ -1,4 +1,4 @@
-"""Load one run directory into pandas: the only place the analysis touches result files.
+"""Read one run directory into pandas: the only place the analysis touches result files.
 
 A run directory (see results/README.md) holds `manifest.json` and `cells/<cell_id>.json`
 (searched at any depth, in case a cell id holds "/"), read here through
