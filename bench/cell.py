@@ -245,6 +245,20 @@ def cell_result(
     )
 
 
+def stop_watched(
+    server: ServerProcess, monitor: Monitor, window_w: int
+) -> tuple[schema.MonitorData, StopReport]:
+    """End a cell's server and its monitor, even on Ctrl-C: the window pipe closed, then the
+    monitor (it needs the leader alive), then the server."""
+    with contextlib.suppress(OSError):
+        os.close(window_w)
+    try:
+        monitor_data = monitor.stop()
+    finally:
+        report = server.stop()
+    return monitor_data, report
+
+
 class Interrupted(Exception):
     """The runner was asked to stop (SIGINT/SIGTERM); the cell in progress is abandoned."""
 
@@ -313,8 +327,6 @@ class CellRun:
         monitor.start()
         load: schema.LoadResult | None = None
         reasons = Reasons()
-        report: StopReport | None = None
-        monitor_data: schema.MonitorData | None = None
         died_during: int | None = None
         try:
             primed = 0
@@ -331,13 +343,7 @@ class CellRun:
             if not server.alive():
                 died_during = server.popen.returncode
         finally:
-            with contextlib.suppress(OSError):
-                os.close(window_w)
-            # Monitor first (it needs the leader alive), then the server; both even on Ctrl-C.
-            try:
-                monitor_data = monitor.stop()
-            finally:
-                report = server.stop()
+            monitor_data, report = stop_watched(server, monitor, window_w)
 
         run = server_run_from(server, spec.server, server.argv, report)
         pss_age = monitor.pss.max_age_s if monitor.pss.partial_samples else None

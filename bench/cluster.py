@@ -56,6 +56,7 @@ from bench.cell import (
     loadgen_argv,
     prime,
     server_run_from,
+    stop_watched,
     utc_now,
 )
 from bench.memguard import MemoryGuard
@@ -219,12 +220,7 @@ def serve(order: ServeOrder) -> ServeOutcome:
         if not server.alive():
             died = server.popen.returncode
     finally:
-        with contextlib.suppress(OSError):
-            os.close(window_w)
-        try:
-            monitor_data = monitor.stop()
-        finally:
-            report = server.stop()
+        monitor_data, report = stop_watched(server, monitor, window_w)
     return ServeOutcome(
         **base, start_failure=None, run=server_run_from(server, spec.server, server.argv, report),
         report=report, monitor=monitor_data, monitor_hz=monitor.achieved_hz(),
