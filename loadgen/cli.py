@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 
+from loadgen.parent import die_with_parent
 from records.cpulist import parse_cpus
 from records.schema import LoadConfig, LoadResult, write_atomic
 from records.usage import OneLineParser
@@ -142,23 +143,13 @@ def _say(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def die_with_parent(pid: int) -> bool:
-    """Ask the kernel for SIGTERM when our parent dies (PR_SET_PDEATHSIG; the coordinator ends a
-    run on SIGTERM and still writes what it measured). False if the parent is already gone."""
-    import ctypes  # noqa: PLC0415 - only cluster shards ask for this
-
-    pr_set_pdeathsig = 1
-    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
-    return os.getppid() == pid  # checked after the request: no window where it could be missed
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     # Before numpy is first imported (by the histograms): no spinning OpenBLAS threads.
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     from loadgen import coordinator  # noqa: PLC0415 - keep `--help` and usage errors fast
 
     config = config_from_args(args)
-    if args.parent_pid is not None and not die_with_parent(args.parent_pid):
+    if args.parent_pid is not None and not die_with_parent(args.parent_pid, signal.SIGTERM):
         print(f"loadgen: parent {args.parent_pid} is already gone", file=sys.stderr)
         return 1
     try:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import gc
 import json
 import os
@@ -37,20 +36,9 @@ import uvloop
 from loadgen import client, per_request, persistent
 from loadgen.idle import HELLO as IDLE_HELLO
 from loadgen.idle import IdleSet
+from loadgen.parent import die_with_parent
 from loadgen.protocol import WorkerInit, WorkerReport
 from records.schema import ClientCpu, TimelineSecond, from_dict, to_dict
-
-PR_SET_PDEATHSIG = 1
-
-
-def die_with_parent(parent_pid: int) -> None:
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):
-        return  # not Linux: the parent's own cleanup still ends us
-    if os.getppid() != parent_pid:  # the parent died before prctl took effect
-        os._exit(1)
 
 
 def raise_nofile(need: int) -> None:
@@ -341,7 +329,8 @@ async def amain() -> int:
     if not line:
         return 1
     init = from_dict(WorkerInit, json.loads(line), "init")
-    die_with_parent(init.parent_pid)
+    if not die_with_parent(init.parent_pid, signal.SIGKILL):
+        os._exit(1)  # the coordinator died before the request took effect
     raise_nofile(len(init.uids) * 2 + 64)
     worker = Worker(init)
     loop = asyncio.get_running_loop()
