@@ -175,6 +175,15 @@ def loadgen_argv(
     return argv
 
 
+def loadgen_limit_s(spec: CellSpec, params: dict[str, Any]) -> float:
+    """How long a load generator run of this cell may take before it counts as hung."""
+    limit = float(params["warmup_s"] + params["duration_s"] + spec.timeout_s + LOADGEN_SLACK_S)
+    idle = int(params.get("idle") or 0)
+    if idle:  # opened before the measured phase, echoed once after it
+        limit += open_deadline_s(idle, spec.timeout_s) + spec.timeout_s
+    return limit
+
+
 def server_run_from(
     server: ServerProcess | None, name: str, argv: list[str], report: StopReport | None,
     stderr_tail: list[str] | None = None,
@@ -382,10 +391,7 @@ class CellRun:
         argv = loadgen_argv(
             spec, server.host, server.port, out, client_cpus, self.workers, rate, window_fd
         )
-        limit = params["warmup_s"] + params["duration_s"] + spec.timeout_s + LOADGEN_SLACK_S
-        idle = int(params.get("idle") or 0)
-        if idle:  # opened before the measured phase, echoed once after it
-            limit += open_deadline_s(idle, spec.timeout_s) + spec.timeout_s
+        limit = loadgen_limit_s(spec, params)
         guard = MemoryGuard.of(spec.memory_cap_mb, spec.mem_available_floor)
         memory_stop: str | None = None
         with tempfile.NamedTemporaryFile(

@@ -48,12 +48,12 @@ from pathlib import Path
 from typing import Any
 
 from bench.cell import (
-    LOADGEN_SLACK_S,
     CpuPlan,
     Interrupted,
     cell_result,
     end_group,
     loadgen_argv,
+    loadgen_limit_s,
     prime,
     server_run_from,
     stop_watched,
@@ -64,7 +64,6 @@ from bench.monitor import DEFAULT_INTERVAL_S, Monitor, server_connections
 from bench.profile import CellSpec
 from bench.verdict import Reasons, judge, last_line
 from records import schema
-from records.limits import open_deadline_s
 from records.merge import merge_loads
 from servers.launch import ServerProcess, ServerStartError, StopReport
 
@@ -551,9 +550,7 @@ class ClusterCellRun:
         idle = int(params.get("idle") or 0)
         clients = self.cluster.clients[:active]
         actives, idles = split_counts(active, len(clients)), split_counts(idle, len(clients))
-        limit = params["warmup_s"] + params["duration_s"] + spec.timeout_s + LOADGEN_SLACK_S
-        if idle:
-            limit += open_deadline_s(idle, spec.timeout_s) + spec.timeout_s
+        limit = loadgen_limit_s(spec, params)
         futures = []
         for i, (w, n, k) in enumerate(zip(clients, actives, idles, strict=True)):
             share = {**params, "connections": n + k, "active": n if idle else None, "idle": k}
