@@ -287,7 +287,7 @@ def tidy_row(run_id: str, cell: schema.CellResult) -> dict[str, Any]:
         row["cpu_user_us_per_req"] = acct.server_user_s * per
         row["cpu_sys_us_per_req"] = acct.server_sys_s * per
         row["cpu_us_per_req"] = acct.server_cpu_s * per
-        row["server_cpu_util"] = acct.server_cpu_s / acct.window_s
+        row["server_cpu_util"] = acct.server_cpus_used
         row["server_cpus"] = acct.server_cpus
         row["cpu_source"] = acct.server_source
         row["client_busy_share"] = acct.client_busy_share

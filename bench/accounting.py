@@ -109,15 +109,19 @@ def account(
         ticks = [per_cpu[f"cpu{c}"] for c in server_cpus or () if f"cpu{c}" in per_cpu]
         user = sum(t.user for t in ticks) * TICK_S
         sys_ = sum(t.system + t.irq + t.softirq for t in ticks) * TICK_S
+    # Whole microseconds from here on, so that the capped figures add up to the cap exactly:
+    # scaled floats rounded one by one came out a microsecond over it (1.0000000000000002 CPUs).
+    window_us, user_us, sys_us = round(window * 1e6), round(user * 1e6), round(sys_ * 1e6)
     capped = False
     if n_server:
-        cap = n_server * window
-        total = user + sys_
-        if total > cap > 0:
+        cap_us = n_server * window_us
+        total_us = user_us + sys_us
+        if total_us > cap_us > 0:
             # Counters move in whole clock ticks: an excess within 2 ticks per CPU is their
             # rounding, cut silently; beyond that the cut is reported.
-            capped = total > cap + 2 * n_server * TICK_S
-            user, sys_ = user * cap / total, sys_ * cap / total
+            capped = total_us > cap_us + round(2 * n_server * TICK_S * 1e6)
+            user_us = user_us * cap_us // total_us
+            sys_us = cap_us - user_us
     n_client = len(client_cpus) if client_cpus else 0
     client_busy = busy_s(client_cpus)
     share = client_busy / (window * n_client) if client_busy is not None and n_client else None
@@ -127,10 +131,10 @@ def account(
     used = {f"cpu{c}" for c in (*(server_cpus or ()), *(client_cpus or ()))}
     kept = {k: v for k, v in per_cpu.items() if k in used} if used else per_cpu
     return CpuAccount(
-        window_s=round(window, 6),
+        window_s=window_us / 1e6,
         server_cpus=n_server,
-        server_user_s=round(user, 6),
-        server_sys_s=round(sys_, 6),
+        server_user_s=user_us / 1e6,
+        server_sys_s=sys_us / 1e6,
         server_capped=capped,
         server_source=source,
         server_tree_s=round(tree_s, 6),

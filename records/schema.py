@@ -345,6 +345,17 @@ class CpuAccount:
     def server_cpu_s(self) -> float:
         return self.server_user_s + self.server_sys_s
 
+    @property
+    def server_cpus_used(self) -> float:
+        """The server's CPU over the window in CPUs, never above `server_cpus` when pinned.
+
+        Divided in whole microseconds, as the figures are recorded: the float quotient of the
+        float sum can land one ulp over the cap (1.0000000000000002 CPUs), the quotient of
+        integers is rounded once and cannot."""
+        cpu_us = round(self.server_user_s * 1e6) + round(self.server_sys_s * 1e6)
+        window_us = round(self.window_s * 1e6)
+        return cpu_us / window_us if window_us > 0 else 0.0
+
 
 @dataclass(frozen=True, slots=True)
 class Spread:

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from bench.accounting import account
+from bench.accounting import TICK_S, account
 from bench.monitor import Monitor
+from records.schema import CpuTicks, MonitorData, MonitorSample
 
 BURNER = Path(__file__).parent / "fixtures" / "burner.py"
 SERVER_CPU, CLIENT_CPU = 0, 1
@@ -63,7 +64,7 @@ def measure(duty: float, child_ms: float) -> tuple[float, float, float]:
     acct = account(data, (t0, t_end), (SERVER_CPU,), (CLIENT_CPU,))
     assert acct is not None
     assert acct.window_s == pytest.approx(WINDOW_S, abs=0.02)
-    return acct.server_cpu_s / acct.window_s, acct.server_tree_s / acct.window_s, acct.window_s
+    return acct.server_cpus_used, acct.server_tree_s / acct.window_s, acct.window_s
 
 
 @pytest.mark.parametrize(("duty", "child_ms"), [(1.0, 20.0), (0.5, 20.0)])
@@ -77,3 +78,36 @@ def test_cpu_over_the_window_is_the_known_burn_and_never_above_one_cpu(
     assert cpus == pytest.approx(duty, abs=0.08)
     # The tree's counters (reaped children's lumps through cutime) agree within a lump or two.
     assert tree == pytest.approx(cpus, abs=0.1)
+
+
+def _sample(t_s: float, ticks: dict[str, CpuTicks], mark: str) -> MonitorSample:
+    return MonitorSample(t_s, 0.0, 0.0, 0, 0, 1, 1, 0, 0, 0, 0, cpu_ticks=ticks, mark=mark)
+
+
+@pytest.mark.parametrize("n_cpus", [1, 2, 3, 7])
+@pytest.mark.parametrize("window_s", [0.999_999_7, 1.582_315, 2.000_000_3, 4.123_456_8])
+def test_a_capped_figure_never_reads_above_the_cpus_given(n_cpus: int, window_s: float) -> None:
+    """Counters over the cap by a few ticks (their rounding) are cut to exactly the cap: the
+    CPUs used read n_cpus, not one ulp more (CI once saw 1.0000000000000002 on one CPU)."""
+    cpus = tuple(range(n_cpus))
+    zero = CpuTicks(0, 0, 0, 0, 0, 0)
+    # Each CPU busy for the whole window plus a tick, split unevenly between user and system.
+    ticks = round(window_s / TICK_S) + 1
+    busy = CpuTicks(
+        user=ticks * 2 // 3, system=ticks - ticks * 2 // 3, idle=0, irq=0, softirq=0, steal=0
+    )
+    names = [f"cpu{c}" for c in (*cpus, n_cpus)]
+    data = MonitorData(
+        interval_s=0.05,
+        samples=[
+            _sample(0.0, dict.fromkeys(names, zero), "start"),
+            _sample(window_s, {n: busy if n != f"cpu{n_cpus}" else zero for n in names}, "end"),
+        ],
+        window_start=0,
+        window_end=1,
+    )
+    acct = account(data, (0, 0), cpus, (n_cpus,))
+    assert acct is not None
+    assert not acct.server_capped  # within the counters' rounding: cut silently
+    assert acct.server_cpus_used <= n_cpus
+    assert acct.server_cpus_used == pytest.approx(n_cpus)
