@@ -143,6 +143,10 @@ class Children:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, signal.SIG_IGN)  # a second Ctrl-C must not abandon the children
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # reap here, not in the handler
+        # The kernel's record of this parent's children, not only ours: the process server's
+        # plain path forks without recording (see servers/process.py), and a stop that landed
+        # between a fork and its record left that child out of `live`.
+        self.live |= children_of(os.getpid())
         for pid in list(self.live):
             # SIGCHLD is SIG_DFL now: a child that exits stays a zombie until waited for, so
             # its pid cannot be reused while we look. ChildProcessError: reaped before it was
@@ -180,6 +184,16 @@ class Children:
                 continue
             time.sleep(0.002)
         self.live.clear()
+
+
+def children_of(parent: int) -> set[int]:
+    """Every process whose parent is `parent`, zombies included, from /proc.
+
+    Read once, at the stop: a scan of the machine's processes costs milliseconds, and the
+    record layer's /proc parser is imported only then, so the forking parent stays lean."""
+    from records.procfs import processes  # noqa: PLC0415 - at the stop only (see above)
+
+    return {p.pid for p in processes() if p.ppid == parent}
 
 
 def _xray_reaper(
