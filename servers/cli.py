@@ -117,6 +117,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     spec = get(args.server)
     if spec.name == "inetd" and getattr(args, "shared_counter", None) and args.handler == "cat":
         args.parser.error("--shared-counter needs --handler python (cat counts nothing)")
+    if getattr(args, "xray", None) and getattr(args, "shared_counter", None):
+        args.parser.error("--xray times the model's own path: it takes no --shared-counter")
     cfg = ServerConfig(
         name=spec.name,
         host=args.host,

@@ -6,15 +6,27 @@ connection is never freed: `--leak-connfd` shows what happens) and goes back to 
 handler reaps children with waitpid(-1, WNOHANG) in a loop (`--naive-reaper` reaps once per
 signal and leaves zombies, because signals do not queue, section 8.5.5).
 
-Written flat, as the figure is: the whole per-connection path of the parent and of the child is
-in `run()`, with helpers only off that path. In a forking Python server, every function run
-after a fork writes its code object (call counts and the interpreter's inline caches), and every
-page written is a copy-on-write fault (CS:APP 12.1.2, 9.8.3). Measured with `make
-bench-servers` (connections/s against a minimal twin under the C client): the same server
-written with an accept() helper, Children.fork() and a child_exit(partial(...)) body made
-0.83-0.85x the twin's connections/s; flat, it is within the noise of the twin. This module
-imports nothing heavier than socket/signal/os, and it runs in the lean interpreter of
-servers.lean, for the same reason.
+Written flat, as the figure is: the parent's fork and the child's whole life (two lines that
+give SIGTERM/SIGINT back their default action, close, echo, _exit) are in `run()`, with helpers
+only off that path. In a forking Python server every function run after a fork writes its code
+object (reference counts, the interpreter's inline caches) and every page written is a
+copy-on-write fault (CS:APP 12.1.2, 9.8.3), so each helper on the path costs every connection.
+Measured with `make bench-servers` (connections/s against a minimal twin under the C client,
+alternated rounds): with an accept() helper, Children.fork() and a child_exit(partial(...)) body
+0.83-0.85x the twin; with Children.fork()'s stop deferral and record of each child still on the
+path 0.88x (0.82..0.92); as below, in an interpreter started without the site module
+(servers.cli, servers.lean), 0.91x (0.89..0.95) against the twin run with the same -S, and 0.99x
+against the twin as a user runs it.
+
+What stays on the path, and why:
+* the child's two `_signal.signal` calls: a stop must end the children in the kernel, not by
+  waking one interpreter per child (3,000 of them did not stop within 2 s on one CPU);
+* the non-blocking accept with SignalWakeup: without it a stop that arrives while the SIGCHLD
+  handler runs waits for the next signal (1 stop in 50 hung).
+What left it: the parent's record of each child. At the stop the parent finds its children in
+/proc (servers.forking.children_of), and a stop that reaches a just-forked child before its
+handlers are reset is ended by the first line of `finally`. The shared-count cells still fork
+through Children.fork (`serve_counted`): a child with a count to report must finish it.
 
 `--xray FILE` records each connection's steps (servers.xray) and `--gc-freeze` moves every
 object the parent has into the garbage collector's permanent generation before the first fork,
@@ -23,6 +35,8 @@ so a collection never walks (and writes) them.
 
 from __future__ import annotations
 
+import _signal
+import os
 import socket
 import time
 
@@ -49,32 +63,35 @@ if TYPE_CHECKING:
     from servers.xray import Xray
 
 
-def child(listenfd: socket.socket, connfd: socket.socket, counter: Counter | None) -> None:
+def serve_counted(
+    children: Children, listenfd: socket.socket, connfd: socket.socket, counter: Counter
+) -> int:
+    """One connection of the shared-count cells (the IPC question): a child with a count to
+    report must end through Python and finish its report, so it is forked with the stop
+    deferred and its stop signals blocked (servers.forking) instead of the plain path's two
+    lines. Returns the child's pid; raises BlockingIOError when out of processes."""
+    pid = children.fork(graceful_stop=True)
+    if pid == 0:
+        child_exit(counter, child, listenfd, connfd, counter)  # never returns
+    return pid
+
+
+def child(listenfd: socket.socket, connfd: socket.socket, counter: Counter) -> None:
     listenfd.close()  # Child closes its listening socket
-    if counter is not None:
-        echo(connfd, counter)  # Child services client
-        return
-    try:  # echo() written out: one function fewer in every child (see the module's header)
-        while data := connfd.recv(CHUNK):
-            connfd.sendall(data)
-    except OSError:
-        pass  # the client reset or vanished: this child is done
+    echo(connfd, counter)  # Child services client, counting every chunk
 
 
-def xray_child(
-    listenfd: socket.socket, connfd: socket.socket, counter: Counter | None, xray: Xray, slot: int
-) -> None:
-    """child(), stamping each step into this connection's X-ray slot."""
+def xray_child(listenfd: socket.socket, connfd: socket.socket, xray: Xray, slot: int) -> None:
+    """The plain child's steps, each stamped into this connection's X-ray slot."""
     xray.stamp(slot, xray.START)
     listenfd.close()
     xray.stamp(slot, xray.LISTEN_CLOSED)
     try:
         if data := connfd.recv(CHUNK):
-            if counter is not None:
-                counter.add(len(data))
             connfd.sendall(data)
             xray.stamp(slot, xray.FIRST_ECHO)
-            echo(connfd, counter)
+            while data := connfd.recv(CHUNK):
+                connfd.sendall(data)
     except OSError:
         pass
     xray.stamp(slot, xray.EXIT)
@@ -95,8 +112,8 @@ def run(cfg: ServerConfig) -> int:
     wakeup = SignalWakeup()  # SIGCHLD and SIGTERM both handled: see SignalWakeup
     listenfd.setblocking(False)
     accept_backoff, fork_failures = Backoff("accept"), Backoff("fork")
-    graceful = counter is not None  # a child with a count to report ends through Python
     leaked: list[socket.socket] = []
+    parent = os.getpid()
     if cfg.gc_freeze:
         import gc  # noqa: PLC0415 - a teaching switch
 
@@ -114,17 +131,32 @@ def run(cfg: ServerConfig) -> int:
                 continue
             if xray is not None:
                 slot, t_accept = xray.slot(), time.monotonic_ns()
+            t_fork = time.monotonic_ns() if xray is not None else 0
             try:
-                t_fork = time.monotonic_ns() if xray is not None else 0
-                pid = children.fork(graceful_stop=graceful)
+                if counter is not None:
+                    pid = serve_counted(children, listenfd, connfd, counter)
+                else:
+                    pid = os.fork()
             except BlockingIOError as err:  # EAGAIN: out of processes; drop this client only
                 fork_failures.note(err)
                 connfd.close()
                 continue
-            if pid == 0:  # child
-                if xray is not None:
-                    child_exit(counter, xray_child, listenfd, connfd, counter, xray, slot)
-                child_exit(counter, child, listenfd, connfd, counter)  # never returns
+            if pid == 0:  # Child
+                # The parent's stop handlers undone: a stop ends this child in the kernel,
+                # without waking its interpreter (servers.forking.Children.fork says why).
+                _signal.signal(_signal.SIGTERM, _signal.SIG_DFL)
+                _signal.signal(_signal.SIGINT, _signal.SIG_DFL)
+                try:
+                    if xray is not None:
+                        xray_child(listenfd, connfd, xray, slot)
+                    else:
+                        listenfd.close()  # Child closes its listening socket
+                        while data := connfd.recv(CHUNK):  # Child services client
+                            connfd.sendall(data)
+                except OSError:
+                    pass  # the client reset or vanished: this child is done
+                finally:
+                    os._exit(0)  # Child exits (never into the parent's loop)
             if xray is not None:
                 t_forked = time.monotonic_ns()
             if cfg.leak_connfd:
@@ -136,6 +168,8 @@ def run(cfg: ServerConfig) -> int:
     except Stop:
         pass
     finally:
+        if os.getpid() != parent:
+            os._exit(0)  # a stop that reached a just-forked child before its handlers were reset
         listenfd.close()
         children.end_all()
         wakeup.close()

@@ -40,6 +40,7 @@ def test_help_lists_every_registered_server() -> None:
         ["thread", "--leak-connfd"],  # process only
         ["uvloop", "--naive-reaper"],  # process only
         ["process", "--handler", "python"],  # inetd only
+        ["process", "--xray", "x.txt", "--shared-counter", "pipe"],  # X-ray: the plain path
         ["asyncio", "--workers", "4"],  # pools only
         ["inetd", "--handler", "perl"],
         ["prefork", "--workers", "0"],

@@ -18,6 +18,7 @@ import os
 import signal
 import socket
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -173,3 +174,49 @@ def test_process_parent_does_not_import_what_it_does_not_need(start_server: Any)
     # argparse drags in shutil and three compression libraries, every fork's to copy.
     for cli_only in ("argparse", "dataclasses", "typing", "shutil", "bz2", "servers.registry"):
         assert cli_only not in modules, f"the forking parent kept the CLI's {cli_only}"
+
+
+def _churn(addr: tuple[str, int], served: list[int], stop: threading.Event) -> None:
+    """Short connections as fast as one client can make them, bounded in count and time: until
+    `stop`, 5,000 connections or 10 s; an error means the server is stopping."""
+    end = time.monotonic() + 10.0
+    for _ in range(5_000):
+        if stop.is_set() or time.monotonic() > end:
+            return
+        try:
+            with socket.create_connection(addr, timeout=2) as c:
+                echo_one(c, b"x")
+        except (OSError, EOFError):
+            return
+        served[0] += 1
+
+
+def test_a_stop_in_the_middle_of_a_fork_storm_leaves_nothing(start_server: Any) -> None:
+    """The plain path records no child: the parent finds them in /proc when it stops, and a stop
+    that reaches a just-forked child before it reset its handlers must end that child, not run
+    the parent's cleanup in it. Stopped 12 times while two clients connect as fast as they can,
+    each stop lands somewhere in accept, fork or a child's first steps: SIGTERM to the parent
+    (what the runner sends) or SIGINT to the whole process group (Ctrl-C in a terminal), which
+    reaches the children too."""
+    for i in range(12):
+        server = start_server("process")
+        served = [0]
+        stop = threading.Event()
+        args = ((server.host, server.port), served, stop)
+        clients = [threading.Thread(target=_churn, args=args) for _ in range(2)]
+        for t in clients:
+            t.start()
+        try:
+            wait_for("50 connections served", lambda: served[0] >= 50)  # noqa: B023 - waited here
+            if i % 2:
+                os.killpg(server.pgid, signal.SIGINT)
+                server.popen.wait(timeout=5)
+            report = server.stop()
+        finally:
+            stop.set()
+            for t in clients:
+                t.join(timeout=15)
+        assert report.exit_code == 0, report
+        assert report.leftovers == [], report
+        assert report.clean_exit, report
+        assert report.stdout_lines == [], report  # no child ran the parent's stop and printed
