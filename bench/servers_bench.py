@@ -3,10 +3,12 @@
 Each Python server is measured against its minimal twin (bench/twins/: the same model in a
 dozen lines, no options, no clean stop, no counters) under the C epoll client, connection per
 request (connect, 64 B echo, close; 10 slots over 8 source addresses, as the issue measured),
-server on CPU 0, client on CPU 1. Server and twin alternate, and which goes first alternates
-from round to round, so both see the same machine. Prints connections/s of each, and the
-ratio per round: median and spread. The goal for the book's process server is >= 0.9x. Then,
-where strace exists, system calls per connection of the forking servers, Python and C.
+server on CPU 0, client on CPU 1. A twin runs with its server's interpreter flags (-S for the
+forking servers, which run in servers.lean's interpreter). Server and twin alternate, and which
+goes first alternates from round to round, so both see the same machine. Prints connections/s
+of each, and the ratio per round: median and spread. The goal for the book's process server
+is >= 0.9x. Then, where strace exists, system calls per connection of the forking servers,
+Python and C.
 
 These are figures to read, never asserted: the machine may be shared.
 """
@@ -25,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from servers.launch import ServerProcess
-from servers.registry import SERVERS
+from servers.registry import LEAN_FLAGS, SERVERS
 
 TWINS = Path(__file__).with_name("twins")
 CLIENT = Path(__file__).parents[1] / "loadgen" / "native" / "bin" / "epoll_client"
@@ -62,7 +64,10 @@ def measure_server(name: str, warmup_s: float, seconds: float) -> float:
 
 def measure_twin(name: str, warmup_s: float, seconds: float) -> float:
     script, extra = TWIN_ARGV[name]
-    argv = [sys.executable, str(TWINS / script), "127.0.0.1", *extra]
+    # The same interpreter flags as the server it stands beside (-S for the forking servers):
+    # a twin carrying a virtual environment's site imports the server does not would flatter it.
+    flags = LEAN_FLAGS if SERVERS[name].runs_lean else ()
+    argv = [sys.executable, *flags, str(TWINS / script), "127.0.0.1", *extra]
     proc = subprocess.Popen(
         argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True
     )

@@ -60,6 +60,7 @@ class Option(StrEnum):
 
 
 _PY_FORK = frozenset({Option.XRAY, Option.GC_FREEZE})
+LEAN_FLAGS = ("-S",)  # the interpreter flags of a forking Python server (servers.cli)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +83,12 @@ class ServerSpec:
     @property
     def language(self) -> str:
         return "C" if self.native else "Python"
+
+    @property
+    def runs_lean(self) -> bool:
+        """A forking Python server: the CLI execs it in servers.lean's interpreter, started
+        with LEAN_FLAGS (servers.cli says why); its twin in `make bench-servers` gets the same."""
+        return self.native is None and self.model is Model.PROCESS
 
     def native_path(self) -> Path | None:
         return NATIVE_DIR / self.native if self.native else None

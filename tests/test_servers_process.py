@@ -174,6 +174,9 @@ def test_process_parent_does_not_import_what_it_does_not_need(start_server: Any)
     # argparse drags in shutil and three compression libraries, every fork's to copy.
     for cli_only in ("argparse", "dataclasses", "typing", "shutil", "bz2", "servers.registry"):
         assert cli_only not in modules, f"the forking parent kept the CLI's {cli_only}"
+    # Nor what a virtual environment's site imports (an editable install's finder: pathlib...).
+    for site_only in ("site", "pathlib", "re", "ipaddress", "urllib"):
+        assert site_only not in modules, f"the forking parent kept site's {site_only}"
 
 
 def _churn(addr: tuple[str, int], served: list[int], stop: threading.Event) -> None:

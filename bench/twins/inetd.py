@@ -4,6 +4,7 @@ import os
 import signal
 import socket
 import sys
+import warnings  # noqa: F401 - os.execvp imports it in every child; site has, -S does not
 
 
 def reap(signum: int, frame: object) -> None:
