@@ -7,6 +7,7 @@ every connection it still serves and waits, within its grace period, for the thr
 
 from __future__ import annotations
 
+import _signal
 import contextlib
 import signal
 import socket
@@ -26,13 +27,16 @@ def start_thread(target: Callable[..., None], *args: Any) -> threading.Thread:
     signal, its recv is retried and the main thread's accept() or sbuf.put() is never
     interrupted: the stop hangs (seen here: about 1 threadpool stop in 50). Blocking the signals
     in the creating thread across start() gives the new thread that mask with no window, and a
-    signal arriving meanwhile stays pending for the main thread."""
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    signal arriving meanwhile stays pending for the main thread. `_signal.pthread_sigmask`, the
+    C function, not `signal.pthread_sigmask`, which turns every returned signal into an enum
+    member: measured with alternated runs under the C client, the thread server made 1.05x
+    (1.03..1.08) the connections/s with the C call, 0.91x its minimal twin's instead of 0.86x."""
+    old = _signal.pthread_sigmask(_signal.SIG_BLOCK, _STOP_SIGNALS)
     try:
         t = threading.Thread(target=target, args=args, daemon=True)
         t.start()
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        _signal.pthread_sigmask(_signal.SIG_SETMASK, old)
     return t
 
 
