@@ -43,6 +43,10 @@ HOW_TO_READ = [
     "A 'STARVED' cell did not serve every connection it names within its window (a pool of "
     "4 workers and 100 clients): it says how many it served, its waiting clients count as "
     "> window, and it is never drawn or ranked as capacity or latency.",
+    "The asyncio and uvloop servers accept in Python (so that, out of descriptors, they back "
+    "off instead of shedding waiting clients): in connection-per-request cells uvloop reads as "
+    "'uvloop with a Python accept loop', about two thirds of what uvloop accepting in C makes "
+    "(servers/uvloop_server.py has the measurement).",
     "To compare with another machine or run: `make compare A=<run> B=<run>` prints every "
     "common cell as a ratio B/A with its spread, the machines' canary speeds, and flags "
     "environment differences.",
