@@ -124,7 +124,7 @@ def xray_points(run: Run) -> list[XrayPoint]:
     for cell in run.cells.values():
         if cell.scenario != "xray" or cell.status != "ok" or cell.xray is None:
             continue
-        key = (cell.server, bool(cell.params.get("gc_freeze")))
+        key = (cell.server, cell.params.gc_freeze)
         groups.setdefault(key, []).append(cell.xray)
     order = list(SERVERS)
     out = []

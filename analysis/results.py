@@ -201,11 +201,11 @@ def tidy_row(run_id: str, cell: schema.CellResult) -> dict[str, Any]:
         "status": cell.status,
         "reason": cell.reason or "",
         "failure_kind": cell.failure_kind or "",
-        "param_key": param_key(p),
-        "match_key": match_key(p),
+        "param_key": param_key(p.to_json()),
+        "match_key": match_key(p.to_json()),
     }
     for col in PARAM_COLUMNS:
-        row[col] = p.get(col)
+        row[col] = getattr(p, col)
     load = cell.load
     if load is not None:
         cfg = load.config

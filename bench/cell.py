@@ -30,7 +30,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -137,8 +137,7 @@ def loadgen_argv(
 ) -> list[str]:
     p = spec.params
     # A scale cell's `connections` is the total held: `active` measure, the rest are idle.
-    active = int(p.get("active") or p["connections"])
-    idle = int(p.get("idle") or 0)
+    active, idle = p.measured, p.held_idle
     argv = [
         sys.executable,
         "-m",
@@ -148,15 +147,15 @@ def loadgen_argv(
         "--connections",
         str(active),
         "--mode",
-        p["mode"],
+        p.mode,
         "--load",
-        p["load"],
+        p.load,
         "--size",
-        str(p["size"]),
+        str(p.size),
         "--duration",
-        f"{p['duration_s']:g}",
+        f"{p.duration_s:g}",
         "--warmup",
-        f"{p['warmup_s']:g}",
+        f"{p.warmup_s:g}",
         "--workers",
         str(min(workers, active)),
         "--timeout",
@@ -175,10 +174,10 @@ def loadgen_argv(
     return argv
 
 
-def loadgen_limit_s(spec: CellSpec, params: dict[str, Any]) -> float:
+def loadgen_limit_s(spec: CellSpec, params: schema.CellParams) -> float:
     """How long a load generator run of this cell may take before it counts as hung."""
-    limit = float(params["warmup_s"] + params["duration_s"] + spec.timeout_s + LOADGEN_SLACK_S)
-    idle = int(params.get("idle") or 0)
+    limit = params.warmup_s + params.duration_s + spec.timeout_s + LOADGEN_SLACK_S
+    idle = params.held_idle
     if idle:  # opened before the measured phase, echoed once after it
         limit += open_deadline_s(idle, spec.timeout_s) + spec.timeout_s
     return limit
@@ -210,12 +209,12 @@ def failed_cell(
     now = utc_now()
     why = Reasons()
     why.add("not-run", reason)
-    return cell_result(spec, dict(spec.params), why, started=started_at or now, ended=now, git=git)
+    return cell_result(spec, spec.params, why, started=started_at or now, ended=now, git=git)
 
 
 def cell_result(
     spec: CellSpec,
-    params: dict[str, Any],
+    params: schema.CellParams,
     reasons: Reasons,
     *,
     load: schema.LoadResult | None = None,
@@ -303,9 +302,7 @@ class CellRun:
         spec = self.spec
         started = utc_now()
         server_cpus, client_cpus = self.cpus.for_cell(spec.placement, spec.server_cpus)
-        params = dict(spec.params)
-        if rate is not None:
-            params["rate"] = round(rate, 3)
+        params = spec.params if rate is None else replace(spec.params, rate=round(rate, 3))
         notes: list[str] = []
         if spec.placement == "unpinned":
             notes.append("unpinned: server and load generator share the CPUs with anything else")
@@ -340,7 +337,7 @@ class CellRun:
         try:
             primed = 0
             try:
-                primed = prime(server.host, server.port, spec.params["size"])
+                primed = prime(server.host, server.port, spec.params.size)
             except OSError as exc:
                 reasons.add("primer", f"primer connection failed: {exc}")
             if self.stop.is_set():
@@ -371,7 +368,7 @@ class CellRun:
     def _load(  # noqa: PLR0911 - one return per way a load generator run can end
         self,
         server: ServerProcess,
-        params: dict[str, Any],
+        params: schema.CellParams,
         client_cpus: tuple[int, ...] | None,
         rate: float | None,
         monitor: Monitor | None = None,
@@ -458,7 +455,7 @@ class CellRun:
 
     def _result(
         self,
-        params: dict[str, Any],
+        params: schema.CellParams,
         reasons: Reasons,
         load: schema.LoadResult | None,
         run: schema.ServerRun | None,

@@ -202,7 +202,7 @@ def serve(order: ServeOrder) -> ServeOutcome:
     primed, window, memory_stop, died = 0, (0, 0), None, None
     try:
         with contextlib.suppress(OSError):
-            primed = prime(server.host, server.port, spec.params["size"])
+            primed = prime(server.host, server.port, spec.params.size)
         target.put([server.host, server.port, primed])
         while not stop.wait(POLL_S / 2):
             if window == (0, 0):
@@ -466,9 +466,7 @@ class ClusterCellRun:
         d = _dask()
         spec, client = self.spec, self.cluster.client
         started = utc_now()
-        params = dict(spec.params)
-        if rate is not None:
-            params["rate"] = round(rate, 3)
+        params = spec.params if rate is None else replace(spec.params, rate=round(rate, 3))
         key = f"{spec.cell_id}/{uuid.uuid4().hex[:12]}"
         stop = d.Event(f"{key}/stop", client=client)
         go = d.Event(f"{key}/go", client=client)
@@ -541,19 +539,19 @@ class ClusterCellRun:
         return out
 
     def _load(
-        self, key: str, spec: CellSpec, params: dict[str, Any], host: str, port: int,
+        self, key: str, spec: CellSpec, params: schema.CellParams, host: str, port: int,
         rate: float | None, go: Any, stop: Any, arrived_q: Any,
     ) -> tuple[list[ShardOutcome], str | None]:  # fmt: skip
         """Run every shard to its end; (their outcomes, why the load failed or None)."""
         client, hosts = self.cluster.client, self.cluster.hosts()
-        active = int(params.get("active") or params["connections"])
-        idle = int(params.get("idle") or 0)
+        active, idle = params.measured, params.held_idle
         clients = self.cluster.clients[:active]
         actives, idles = split_counts(active, len(clients)), split_counts(idle, len(clients))
         limit = loadgen_limit_s(spec, params)
         futures = []
         for i, (w, n, k) in enumerate(zip(clients, actives, idles, strict=True)):
-            share = {**params, "connections": n + k, "active": n if idle else None, "idle": k}
+            share = replace(params, connections=n + k, active=n if idle else None,
+                            idle=k if idle else None)  # fmt: skip
             order = ShardOrder(
                 key, i, replace(spec, params=share), host, port, self.cpus.client,
                 max(1, min(self.workers, n)), rate * n / active if rate else None, hosts, limit,
@@ -624,7 +622,7 @@ class ClusterCellRun:
         return [outcomes[i] for i in sorted(outcomes)]
 
     def _judge(
-        self, params: dict[str, Any], reasons: Reasons, notes: list[str], served: ServeOutcome,
+        self, params: schema.CellParams, reasons: Reasons, notes: list[str], served: ServeOutcome,
         shards: list[ShardOutcome], started: str,
     ) -> schema.CellResult:  # fmt: skip
         spec = self.spec
@@ -635,11 +633,9 @@ class ClusterCellRun:
                         key=lambda f: "stopped" in f[1])  # fmt: skip
         if loads:
             config = replace(
-                loads[0].config, host=served.host, connections=int(params["connections"])
-                if not params.get("idle") else int(params["active"]),
-                idle_connections=int(params.get("idle") or 0),
-                workers=sum(x.config.workers for x in loads), cpus=None,
-                rate=params.get("rate"),
+                loads[0].config, host=served.host, connections=params.measured,
+                idle_connections=params.held_idle,
+                workers=sum(x.config.workers for x in loads), cpus=None, rate=params.rate,
             )  # fmt: skip
             why = None if len(loads) == len(shards) else (
                 f"{len(shards) - len(loads)} of {len(shards)} shards returned no result"
@@ -665,7 +661,7 @@ class ClusterCellRun:
             )  # fmt: skip
         starts = [s.window_start_ns for s in shards if s.window_start_ns is not None]
         skew = (max(starts) - min(starts)) / 1e9 if len(starts) > 1 else None
-        if skew is not None and skew > 0.05 * float(params["duration_s"]):
+        if skew is not None and skew > 0.05 * params.duration_s:
             notes.append(
                 f"the shards' windows opened {skew:.3f} s apart (over 5% of the window): the "
                 f"merged rate counts their overlap and their edges"

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from records.limits import MAX_CONNECTIONS, MAX_SIZE
-from records.schema import Placement
+from records.schema import CellParams, Placement
 from servers.registry import SERVERS, Model, Option
 
 PROFILE_DIR = Path(__file__).with_name("profiles")
@@ -172,7 +172,7 @@ class CellSpec:
     scenario: str
     server: str
     server_args: tuple[str, ...]
-    params: dict[str, Any]
+    params: CellParams
     placement: Placement
     trial: int
     timeout_s: float
@@ -205,10 +205,7 @@ class Profile:
 
     def budget_s(self, overhead_s: float = CELL_OVERHEAD_S) -> float:
         """A rough run time: measured + warm-up + start/stop overhead, per cell."""
-        return sum(
-            float(c.params["duration_s"]) + float(c.params["warmup_s"]) + overhead_s
-            for c in self.cells
-        )
+        return sum(c.params.duration_s + c.params.warmup_s + overhead_s for c in self.cells)
 
 
 def resolve(name_or_path: str) -> Path:
@@ -284,12 +281,10 @@ def build(data: Mapping[str, Any], *, unpinned: bool = False) -> Profile:
         limits = _limits(sc, i, memory_cap)
         points.extend(_Point(*pt, limits=limits) for pt in expanded)
 
-    closed = [p for p in points if p.params["load"] == "closed"]
-    opened = [p for p in points if p.params["load"] == "open"]
+    closed = [p for p in points if p.params.load == "closed"]
+    opened = [p for p in points if p.params.load == "open"]
     closed_keys = {
-        _ref_key(p.server, p.args, p.params, p.placement)
-        for p in closed
-        if "active" not in p.params
+        _ref_key(p.server, p.args, p.params, p.placement) for p in closed if p.params.active is None
     }
     cells: list[CellSpec] = []
     for group in (closed, opened):
@@ -299,17 +294,16 @@ def build(data: Mapping[str, Any], *, unpinned: bool = False) -> Profile:
                     pt.scenario, pt.server, pt.args, pt.params, pt.placement
                 )  # fmt: skip
                 ref = None
-                if params["load"] == "open":
+                if params.load == "open":
                     ref = _ref_key(server, args, params, where)
                     if ref not in closed_keys:
                         raise ProfileError(
-                            f"{scenario}: {server} at {params['connections']} connections, "
-                            f"{params['size']} B, {where}: no closed-loop cell in the profile to "
+                            f"{scenario}: {server} at {params.connections} connections, "
+                            f"{params.size} B, {where}: no closed-loop cell in the profile to "
                             "take its rate from (add it to the concurrency scenario)"
                         )
-                own = dict(params)
                 cap, nofile = pt.limits.memory_cap_mb, pt.limits.nofile
-                cell = _cell(scenario, server, args, own, where, trial, timeout, ref, nofile)
+                cell = _cell(scenario, server, args, params, where, trial, timeout, ref, nofile)
                 cells.append(
                     replace(
                         cell,
@@ -318,7 +312,7 @@ def build(data: Mapping[str, Any], *, unpinned: bool = False) -> Profile:
                         nofile=nofile,
                         close_wait=pt.limits.close_wait,
                         xray=bool(_SCENARIOS[scenario].get("xray", False)),
-                        server_cpus=own.get("server_cpus"),
+                        server_cpus=params.server_cpus,
                     )
                 )
     ids = [c.cell_id for c in cells]
@@ -352,7 +346,7 @@ class _Point:
     scenario: str
     server: str
     args: tuple[str, ...]
-    params: dict[str, Any]
+    params: CellParams
     placement: Placement
     limits: ScenarioLimits
 
@@ -379,7 +373,7 @@ def _expand(
     warmup: float,
     *,
     unpinned: bool,
-) -> list[tuple[str, str, tuple[str, ...], dict[str, Any], Placement]]:
+) -> list[tuple[str, str, tuple[str, ...], CellParams, Placement]]:
     where = f"scenarios[{index}]"
     _no_unknown(sc, _SCENARIO_KEYS, where)
     name = _str(sc.get("name"), f"{where}.name")
@@ -456,32 +450,27 @@ def _expand(
                 for where_ in placements:
                     for server in servers:
                         for counter in _counters(name, sc, server, where):
-                            params: dict[str, Any] = {
-                                "mode": shape["mode"],
-                                "load": shape["load"],
-                                "connections": conn,
-                                "size": size,
-                                "duration_s": d,
-                                "warmup_s": w,
-                                "shared_counter": counter,
-                            }
-                            if frac is not None:
-                                params["rate_fraction"] = frac
-                                params["rate"] = None  # measured in this run, see runner
-                            if active is not None:
-                                params["active"] = active
-                                params["idle"] = conn - active
+                            params = CellParams(
+                                mode=shape["mode"],
+                                load=shape["load"],
+                                connections=conn,
+                                size=size,
+                                duration_s=d,
+                                warmup_s=w,
+                                shared_counter=counter,
+                                rate_fraction=frac,  # its rate is measured in this run (runner)
+                                active=active,
+                                idle=None if active is None else conn - active,
+                            )
                             args = server_args.get(server, ())
                             if counter is not None:
                                 args = (*args, "--shared-counter", counter)
                             for extra in variants:
                                 for k in cores:
-                                    own = (
-                                        dict(params) if k is None else {**params, "server_cpus": k}
-                                    )
+                                    own = replace(params, server_cpus=k)
                                     out.append((name, server, (*args, *extra), own, where_))
                             if server in gc_freeze:
-                                frozen = {**params, "gc_freeze": True}
+                                frozen = replace(params, gc_freeze=True)
                                 out.append((name, server, (*args, "--gc-freeze"), frozen, where_))
     return out
 
@@ -512,15 +501,15 @@ def _counters(name: str, sc: Mapping[str, Any], server: str, where: str) -> list
     return counters
 
 
-def _ref_key(server: str, args: tuple[str, ...], params: Mapping[str, Any], where: str) -> str:
+def _ref_key(server: str, args: tuple[str, ...], params: CellParams, where: str) -> str:
     """What an open-loop cell and its closed-loop reference have in common."""
     return _canon(
         {
             "server": server,
             "args": list(args),
-            "mode": params["mode"],
-            "connections": params["connections"],
-            "size": params["size"],
+            "mode": params.mode,
+            "connections": params.connections,
+            "size": params.size,
             "placement": where,
         }
     )
@@ -529,12 +518,7 @@ def _ref_key(server: str, args: tuple[str, ...], params: Mapping[str, Any], wher
 def closed_ref_key(spec: CellSpec) -> str | None:
     """The reference key a closed-loop cell offers to open-loop cells (None: not eligible)."""
     p = spec.params
-    if (
-        p["load"] != "closed"
-        or p["shared_counter"] is not None
-        or "active" in p
-        or p.get("server_cpus")
-    ):
+    if p.load != "closed" or p.shared_counter is not None or p.active is not None or p.server_cpus:
         return None  # a scale cell's rate is its few active connections': no reference
     return _ref_key(spec.server, spec.server_args, p, spec.placement)
 
@@ -543,7 +527,7 @@ def _cell(
     scenario: str,
     server: str,
     args: tuple[str, ...],
-    params: dict[str, Any],
+    params: CellParams,
     placement: Placement,
     trial: int,
     timeout: float,
@@ -554,22 +538,22 @@ def _cell(
         "scenario": scenario,
         "server": server,
         "args": list(args),
-        "params": {k: v for k, v in params.items() if k != "rate"},
+        "params": {k: v for k, v in params.to_json().items() if k != "rate"},
         "placement": placement,
     }
     if nofile is not None:  # only when set: every other cell keeps the id it always had
         identity["nofile"] = nofile
     point = _canon(identity)
     digest = hashlib.sha256(point.encode()).hexdigest()[:8]
-    parts = [scenario, server, f"c{params['connections']}", f"s{params['size']}"]
-    if params["shared_counter"] is not None:
-        parts.append(f"sc-{params['shared_counter']}")
-    if "rate_fraction" in params:
-        parts.append(f"f{params['rate_fraction']:g}")
-    if params.get("gc_freeze"):
+    parts = [scenario, server, f"c{params.connections}", f"s{params.size}"]
+    if params.shared_counter is not None:
+        parts.append(f"sc-{params.shared_counter}")
+    if params.rate_fraction is not None:
+        parts.append(f"f{params.rate_fraction:g}")
+    if params.gc_freeze:
         parts.append("gcfreeze")
-    if params.get("server_cpus"):
-        parts.append(f"cpus{params['server_cpus']}")
+    if params.server_cpus:
+        parts.append(f"cpus{params.server_cpus}")
     if scenario in FAULT_SCENARIOS:
         parts.append("fault" if any(a.startswith("--") and a[2:] in FAULT_SCENARIOS
                                     for a in args) else "control")  # fmt: skip
@@ -582,7 +566,7 @@ def _cell(
         scenario=scenario,
         server=server,
         server_args=args,
-        params=dict(params),
+        params=params,
         placement=placement,
         trial=trial,
         timeout_s=timeout,

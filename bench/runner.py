@@ -283,7 +283,7 @@ class Runner:
 
     def _limits(self, profile: Profile) -> dict[str, Any]:
         """Raise what may be raised for the profile's largest cell; say what could not be."""
-        most = max((int(c.params["connections"]) for c in profile.cells), default=1)
+        most = max((c.params.connections for c in profile.cells), default=1)
         limits = environment.raise_limits(most)
         for line in limits["not_raised"]:
             self._say(f"limit: {line}")
@@ -390,7 +390,7 @@ class Runner:
             key = closed_ref_key(spec)
             if key is not None:
                 by_ref.setdefault(key, []).append(spec.cell_id)
-        est = sum(c.params["duration_s"] + c.params["warmup_s"] + CELL_OVERHEAD_S for c in todo)
+        est = sum(c.params.duration_s + c.params.warmup_s + CELL_OVERHEAD_S for c in todo)
         progress = Progress(len(todo), est, self.log)
         current = run_dir / "current.json"
         for i, spec in enumerate(todo, 1):
@@ -411,7 +411,7 @@ class Runner:
                 if rate is None:
                     result = failed_cell(spec, why or "no reference", git=self.git)
                 else:
-                    rate *= spec.params["rate_fraction"]
+                    rate *= spec.params.rate_fraction or 1.0
                     result = self._cell(spec, run_dir, cpus, workers, on_pids, rate)
             else:
                 result = self._cell(spec, run_dir, cpus, workers, on_pids, None)
@@ -528,7 +528,7 @@ class Runner:
         """A scale cell above a connection count where the same server (same arguments, same
         trial) already stopped: not run, and why (a server that could not hold 3,000 clients
         will not hold 10,000, and a fork server's attempt costs minutes and gigabytes)."""
-        if "active" not in spec.params:
+        if spec.params.active is None:
             return None
         for done in self.results.values():
             if (
@@ -537,7 +537,7 @@ class Runner:
                 and done.trial == spec.trial
                 and done.status == "failed"
                 and _same_args(done, spec.server_args)
-                and int(done.params["connections"]) < int(spec.params["connections"])
+                and done.params.connections < spec.params.connections
                 and _stopped_at_scale(done)
             ):
                 return f"not run: {spec.server} already stopped below this ({done.reason})"

@@ -11,7 +11,6 @@ result, not a failure: timeouts and resets under load are notes beside the figur
 from __future__ import annotations
 
 import signal
-from typing import Any
 
 from bench.accounting import account
 from records import schema
@@ -57,7 +56,7 @@ class Reasons:
 
 
 def judge(
-    params: dict[str, Any],
+    params: schema.CellParams,
     load: schema.LoadResult | None,
     report: StopReport,
     monitor_data: schema.MonitorData | None,
@@ -113,9 +112,9 @@ def judge(
             # one message per connection (closed loop).
             abandoned = max(0, load.bytes_sent - load.bytes_received)
             # warm-up's and the fill phase's: at most one message per connection each
-            abandoned += 2 * params["connections"] * params["size"]
+            abandoned += 2 * params.connections * params.size
             why, note = counter_check(
-                params["shared_counter"],
+                params.shared_counter,
                 report.stats,
                 load.bytes_received_total + primed,
                 abandoned,
@@ -124,7 +123,7 @@ def judge(
                 reasons.add("counter", why)
             if note:
                 notes.append(note)
-    if load is not None and params.get("idle") and not reasons.has("memory"):
+    if load is not None and params.held_idle and not reasons.has("memory"):
         limit = scale_limit(params, load, monitor_data, report.stderr_tail)
         if limit is not None:
             reasons.first("limit", limit)
@@ -228,7 +227,7 @@ def counter_check(
 
 
 def scale_limit(
-    params: dict[str, Any],
+    params: schema.CellParams,
     load: schema.LoadResult,
     monitor: schema.MonitorData | None,
     stderr_tail: list[str],
@@ -236,7 +235,7 @@ def scale_limit(
     """A scale cell's verdict: None when the server held every connection and served the active
     ones, else where it stopped and why (the client's errors, the server tree at its largest,
     the server's last word). A limit is a result, recorded as a failed cell, never a crash."""
-    idle, active = int(params["idle"]), int(params["active"])
+    idle, active = params.held_idle, params.measured
     if load.idle_alive_at_end >= idle and load.requests > 0:
         return None
     held = load.idle_alive_at_end + (active if load.requests > 0 else 0)
@@ -254,7 +253,7 @@ def scale_limit(
         )
     if stderr_tail:
         why.append(f"server stderr: {stderr_tail[-1].strip()[:160]}")
-    return f"limit reached at {held} of {params['connections']} connections: {'; '.join(why)}"
+    return f"limit reached at {held} of {params.connections} connections: {'; '.join(why)}"
 
 
 def last_line(lines: list[str]) -> str:

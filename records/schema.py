@@ -42,6 +42,8 @@ Version history (bump `SCHEMA_VERSION` and add a line on every incompatible chan
   profile gave the server, apart from the runner's own). Versions 1 to 3 are upgraded in
   `parse()`: a run on one machine has no cluster (None, empty lists), and the failure kind and
   server arguments read as None (readers fall back on the reason's words and the argv).
+  Later in 4, with the file format unchanged: `CellResult.params` is read as a typed
+  `CellParams` (the same JSON object, optional fields only when set).
 
 Histograms are HdrHistogram's own compressed base64 encoding (`HdrHistogram.encode()`), values
 in nanoseconds, so per-worker histograms merge losslessly (`decode_histogram` + `add`). Summary
@@ -429,13 +431,67 @@ class ClusterRun:
 
 
 @dataclass(frozen=True, slots=True)
+class CellParams:
+    """A cell's scenario parameters, as the profile expanded them: what the cell's label says.
+
+    Stored as the same JSON object files always held (`to_json`): the optional fields appear
+    only when set, and `shared_counter` always, because a cell's id is a digest of this object
+    and a run resumed or compared across versions must find its cells under the same ids."""
+
+    mode: Mode
+    load: LoadModel
+    connections: int  # every connection the cell holds (a scale cell: active + idle)
+    size: int
+    duration_s: float
+    warmup_s: float
+    shared_counter: str | None = None
+    rate_fraction: float | None = None  # open loop: the share of the closed-loop rate offered
+    rate: float | None = None  # open loop: requests/s, measured in the run (None until then)
+    active: int | None = None  # a scale cell: the connections that carry the traffic...
+    idle: int | None = None  # ... and those that are only held
+    server_cpus: int | None = None  # the cores sweep: CPUs given to the server
+    gc_freeze: bool = False  # the X-ray's variant with gc.freeze() in the forking parent
+
+    @property
+    def measured(self) -> int:
+        """The connections that carry the measured traffic."""
+        return self.active if self.active is not None else self.connections
+
+    @property
+    def held_idle(self) -> int:
+        return self.idle or 0
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "mode": self.mode,
+            "load": self.load,
+            "connections": self.connections,
+            "size": self.size,
+            "duration_s": self.duration_s,
+            "warmup_s": self.warmup_s,
+            "shared_counter": self.shared_counter,
+        }
+        if self.rate_fraction is not None or self.rate is not None:
+            out["rate_fraction"] = self.rate_fraction
+            out["rate"] = self.rate
+        if self.active is not None or self.idle is not None:
+            out["active"] = self.active
+            out["idle"] = self.idle
+        if self.server_cpus is not None:
+            out["server_cpus"] = self.server_cpus
+        if self.gc_freeze:
+            out["gc_freeze"] = True
+        return out
+
+
+@dataclass(frozen=True, slots=True)
 class CellResult:
     cell_id: str  # unique in a run: scenario/server/params/trial
     scenario: str
     server: str
     trial: int
     placement: Placement
-    params: dict[str, Any]  # the scenario parameters, as the profile gave them
+    params: CellParams  # the scenario parameters, as the profile gave them
     status: CellStatus
     reason: str | None
     load: LoadResult | None
@@ -520,6 +576,8 @@ def to_dict(doc: Any) -> dict[str, Any]:
 
 
 def _plain(value: Any) -> Any:
+    if isinstance(value, CellParams):
+        return value.to_json()  # its optional fields only when set (see CellParams)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, Mapping):

@@ -38,24 +38,24 @@ def test_standard_profile_covers_issue_4_and_5() -> None:
     prof = profiles.load("standard")
     assert prof.data["trials"] == 3
     conc = _points(prof, "concurrency")
-    assert {c.params["connections"] for c in conc} == {1, 10, 100, 1000}
-    assert {c.params["size"] for c in conc} == {64}
+    assert {c.params.connections for c in conc} == {1, 10, 100, 1000}
+    assert {c.params.size for c in conc} == {64}
     size = _points(prof, "size")
-    assert {c.params["size"] for c in size} == {64, 1024, 16384, 262144}
-    assert {c.params["connections"] for c in size} == {10}
+    assert {c.params.size for c in size} == {64, 1024, 16384, 262144}
+    assert {c.params.connections for c in size} == {10}
     per = _points(prof, "per-request")
-    assert {c.params["connections"] for c in per} == {1, 10, 100}
-    assert {c.params["mode"] for c in per} == {"per-request"}
+    assert {c.params.connections for c in per} == {1, 10, 100}
+    assert {c.params.mode for c in per} == {"per-request"}
     opened = _points(prof, "open-loop")
-    assert {c.params["rate_fraction"] for c in opened} == {0.25, 0.5, 0.75}
+    assert {c.params.rate_fraction for c in opened} == {0.25, 0.5, 0.75}
     assert all(c.ref_point for c in opened)
     assert {c.placement for c in _points(prof, "placement")} == {"split", "shared"}
     # issue 5: a throughput cell with and without the counter for every server that keeps one
     sc = _points(prof, "shared-counter")
     for server in (n for n, spec in SERVERS.items() if spec.counter_modes):
-        modes = {c.params["shared_counter"] for c in sc if c.server == server}
+        modes = {c.params.shared_counter for c in sc if c.server == server}
         assert None in modes and len(modes) >= 2, (server, modes)
-    assert {"naive", "shm", "pipe"} <= {c.params["shared_counter"] for c in sc}
+    assert {"naive", "shm", "pipe"} <= {c.params.shared_counter for c in sc}
 
 
 def test_order_is_trial_major_interleaved_and_open_loop_last() -> None:
@@ -71,15 +71,15 @@ def test_order_is_trial_major_interleaved_and_open_loop_last() -> None:
         }
     )
     cells = list(prof.cells)
-    closed = [c for c in cells if c.params["load"] == "closed"]
+    closed = [c for c in cells if c.params.load == "closed"]
     assert cells[: len(closed)] == closed  # every open-loop cell after every closed one
     assert [c.trial for c in closed] == [1] * 6 + [2] * 6
     assert [c.server for c in closed[:3]] == ["process", "thread", "uvloop"]  # A, B, C, ...
     assert [c.server for c in closed[3:6]] == ["process", "thread", "uvloop"]
-    ref = {profiles.closed_ref_key(c) for c in closed if c.params["connections"] == 10}
+    ref = {profiles.closed_ref_key(c) for c in closed if c.params.connections == 10}
     for c in cells[len(closed) :]:
         assert c.ref_point in ref
-        assert c.params["rate"] is None  # measured in the run
+        assert c.params.rate is None  # measured in the run
 
 
 def test_shared_counter_args_and_ids() -> None:
@@ -96,7 +96,7 @@ def test_shared_counter_args_and_ids() -> None:
             ],
         }
     )
-    by = {(c.server, c.params["shared_counter"]): c for c in prof.cells}
+    by = {(c.server, c.params.shared_counter): c for c in prof.cells}
     assert set(by) == {
         ("process", None),
         ("process", "naive"),

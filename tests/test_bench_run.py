@@ -177,7 +177,7 @@ def test_tiny_matrix_end_to_end(start_runner: Any) -> None:
 
     cells = _cells(run_dir)
     assert len(cells) == 6
-    by = {(c.scenario, c.params.get("shared_counter")): c for c in cells.values()}
+    by = {(c.scenario, c.params.shared_counter): c for c in cells.values()}
     for cell in cells.values():
         assert cell.status == "ok", (cell.cell_id, cell.reason)
         assert cell.load is not None and cell.load.requests > 0
@@ -194,10 +194,10 @@ def test_tiny_matrix_end_to_end(start_runner: Any) -> None:
     assert shared.load is not None and shared.load.config.cpus == (0,)
     # Open loop at half the closed-loop cell's throughput, measured in this very run.
     opened = by["open-loop", None]
-    assert opened.params["rate_fraction"] == 0.5
-    assert opened.params["rate"] == pytest.approx(0.5 * closed.load.requests_per_s, rel=1e-3)
+    assert opened.params.rate_fraction == 0.5
+    assert opened.params.rate == pytest.approx(0.5 * closed.load.requests_per_s, rel=1e-3)
     assert opened.load is not None and opened.load.config.rate == pytest.approx(
-        opened.params["rate"], rel=1e-3
+        opened.params.rate, rel=1e-3
     )
     # issue 5: shm counts exactly (primer included); naive's parent counts nothing, and the
     # two numbers are kept in the notes for the report.
@@ -208,7 +208,7 @@ def test_tiny_matrix_end_to_end(start_runner: Any) -> None:
     naive = by["shared-counter", "naive"]
     assert naive.server_run is not None and naive.server_run.stats == {"bytes": 0, "updates": 0}
     assert any("server counted 0 bytes" in n for n in naive.notes)
-    assert by["per-request", None].params["mode"] == "per-request"
+    assert by["per-request", None].params.mode == "per-request"
 
     # issue 11: every cell is stamped with the code that measured it, its CPU is accounted over
     # exactly its window (samples at both edges) and never exceeds the CPUs the server had;
@@ -224,7 +224,7 @@ def test_tiny_matrix_end_to_end(start_runner: Any) -> None:
     assert shared.cpu is not None and shared.cpu.server_source == "tree"
     assert len(manifest.canary) >= 2 and all(c.pipe_rtt_us > 0 for c in manifest.canary)
     # open loop proves its schedule: the target is recorded beside what was achieved
-    assert opened.load.target_rate == pytest.approx(opened.params["rate"], rel=1e-3)
+    assert opened.load.target_rate == pytest.approx(opened.params.rate, rel=1e-3)
     assert opened.load.sent > 0 and "lateness" in opened.load.histograms
 
 

@@ -25,6 +25,7 @@ from bench.cell import CpuPlan
 from bench.cluster import Cluster, ClusterCellRun, split_counts
 from bench.profile import CellSpec
 from records import hist, schema
+from records.schema import CellParams
 
 REPO = Path(__file__).resolve().parent.parent
 distributed = pytest.importorskip("distributed")
@@ -37,8 +38,8 @@ def spec(connections: int, duration_s: float, server: str = "thread") -> CellSpe
         scenario="cluster",
         server=server,
         server_args=(),
-        params={"mode": "persistent", "load": "closed", "connections": connections, "size": 64,
-                "duration_s": duration_s, "warmup_s": 0.2, "shared_counter": None},
+        params=CellParams(mode="persistent", load="closed", connections=connections, size=64,
+                          duration_s=duration_s, warmup_s=0.2),
         placement="split",
         trial=1,
         timeout_s=5.0,

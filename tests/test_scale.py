@@ -37,10 +37,10 @@ def _cpus() -> CpuPlan:
 def test_scale_profile_holds_active_plus_idle_and_is_in_full() -> None:
     p = load("scale")
     cells = [c for c in p.cells if c.scenario == "scale"]
-    assert {c.params["connections"] for c in cells} == {100, 1000, 3000, 10000}
+    assert {c.params.connections for c in cells} == {100, 1000, 3000, 10000}
     for c in cells:
-        assert c.params["active"] == 10
-        assert c.params["idle"] == c.params["connections"] - 10
+        assert c.params.active == 10
+        assert c.params.idle == c.params.connections - 10
         assert c.ref_point is None
     assert any(c.scenario == "scale" for c in load("full").cells)
 
