@@ -201,9 +201,11 @@ int main(int argc, char **argv) {
             if (s) s[1] = now_ns();
             int64_t first = 0;
             echo(connfd, s ? &first : NULL); /* Child services client */
-            close(connfd);                   /* Child closes connection with client */
+            /* Stamped before the close: the client sees EOF at the close and may stop the
+             * server at once, whose SIGTERM would otherwise land before the stamp. */
             if (s) { s[3] = first; s[4] = now_ns(); }
-            _exit(0); /* Child exits */
+            close(connfd); /* Child closes connection with client */
+            _exit(0);      /* Child exits */
         }
         int64_t t_fork1 = xray_path ? now_ns() : 0;
         if (pid > 0) live_add(pid);
