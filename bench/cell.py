@@ -25,7 +25,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -39,7 +38,7 @@ from bench.memguard import MemoryGuard
 from bench.monitor import DEFAULT_INTERVAL_S, Monitor, server_connections
 from bench.profile import CellSpec
 from bench.verdict import Reasons, judge, last_line
-from records import schema
+from records import loadargs, schema
 from records import xray as records_xray
 from records.limits import open_deadline_s
 from servers.launch import ServerProcess, ServerStartError, StopReport
@@ -125,61 +124,31 @@ def prime(host: str, port: int, size: int) -> int:
     return got
 
 
-def loadgen_argv(
+def cell_load(
     spec: CellSpec,
     host: str,
     port: int,
-    out: Path,
     client_cpus: tuple[int, ...] | None,
     workers: int,
     rate: float | None,
-    window_fd: int | None = None,
-) -> list[str]:
-    p = spec.params
-    # A scale cell's `connections` is the total held: `active` measure, the rest are idle.
-    active, idle = p.measured, p.held_idle
-    argv = [
-        sys.executable,
-        "-m",
-        "loadgen",
-        "--target",
-        f"{host}:{port}",
-        "--connections",
-        str(active),
-        "--mode",
-        p.mode,
-        "--load",
-        p.load,
-        "--size",
-        str(p.size),
-        "--duration",
-        f"{p.duration_s:g}",
-        "--warmup",
-        f"{p.warmup_s:g}",
-        "--workers",
-        str(min(workers, active)),
-        "--timeout",
-        f"{spec.timeout_s:g}",
-        "--output",
-        str(out),
-    ]
-    if idle:
-        argv += ["--idle", str(idle)]
-    if rate is not None:
-        argv += ["--rate", f"{rate:.3f}"]
-    if client_cpus is not None:
-        argv += ["--cpus", ",".join(map(str, client_cpus))]
-    if window_fd is not None:
-        argv += ["--window-fd", str(window_fd)]
-    return argv
+) -> schema.LoadConfig:
+    """The cell's LoadConfig (built with its profile) aimed at its server, with what only the
+    run knows: the client's CPUs, its worker processes (at most one per measured connection) and
+    an open loop's rate, measured from the closed-loop cell it scales."""
+    return replace(
+        loadargs.aimed(spec.load, host, port),
+        workers=min(workers, spec.load.connections),
+        cpus=client_cpus,
+        rate=None if rate is None else round(rate, 3),
+    )
 
 
-def loadgen_limit_s(spec: CellSpec, params: schema.CellParams) -> float:
-    """How long a load generator run of this cell may take before it counts as hung."""
-    limit = params.warmup_s + params.duration_s + spec.timeout_s + LOADGEN_SLACK_S
-    idle = params.held_idle
-    if idle:  # opened before the measured phase, echoed once after it
-        limit += open_deadline_s(idle, spec.timeout_s) + spec.timeout_s
+def loadgen_limit_s(config: schema.LoadConfig) -> float:
+    """How long a load generator run of this load may take before it counts as hung."""
+    c = config
+    limit = c.warmup_s + c.duration_s + c.timeout_s + LOADGEN_SLACK_S
+    if c.idle_connections:  # opened before the measured phase, echoed once after it
+        limit += open_deadline_s(c.idle_connections, c.timeout_s) + c.timeout_s
     return limit
 
 
@@ -343,7 +312,7 @@ class CellRun:
             if self.stop.is_set():
                 raise Interrupted
             if not reasons:
-                load, why = self._load(server, params, client_cpus, rate, monitor, window_w)
+                load, why = self._load(server, client_cpus, rate, monitor, window_w)
                 if why:
                     reasons.add(*why)
             if not server.alive():
@@ -368,7 +337,6 @@ class CellRun:
     def _load(  # noqa: PLR0911 - one return per way a load generator run can end
         self,
         server: ServerProcess,
-        params: schema.CellParams,
         client_cpus: tuple[int, ...] | None,
         rate: float | None,
         monitor: Monitor | None = None,
@@ -385,10 +353,9 @@ class CellRun:
         workdir.mkdir(parents=True, exist_ok=True)
         out = workdir / f"{spec.cell_id}.json"
         out.unlink(missing_ok=True)
-        argv = loadgen_argv(
-            spec, server.host, server.port, out, client_cpus, self.workers, rate, window_fd
-        )
-        limit = loadgen_limit_s(spec, params)
+        config = cell_load(spec, server.host, server.port, client_cpus, self.workers, rate)
+        argv = loadargs.argv(config, output=out, window_fd=window_fd)
+        limit = loadgen_limit_s(config)
         guard = MemoryGuard.of(spec.memory_cap_mb, spec.mem_available_floor)
         memory_stop: str | None = None
         with tempfile.NamedTemporaryFile(

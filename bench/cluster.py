@@ -50,9 +50,9 @@ from typing import Any
 from bench.cell import (
     CpuPlan,
     Interrupted,
+    cell_load,
     cell_result,
     end_group,
-    loadgen_argv,
     loadgen_limit_s,
     prime,
     server_run_from,
@@ -63,7 +63,7 @@ from bench.memguard import MemoryGuard
 from bench.monitor import DEFAULT_INTERVAL_S, Monitor, server_connections
 from bench.profile import CellSpec
 from bench.verdict import Reasons, judge, last_line
-from records import schema
+from records import loadargs, schema
 from records.merge import merge_loads
 from servers.launch import ServerProcess, ServerStartError, StopReport
 
@@ -235,13 +235,11 @@ def serve(order: ServeOrder) -> ServeOutcome:
 class ShardOrder:
     key: str
     index: int
-    spec: CellSpec  # with this shard's share of the connections
-    host: str
-    port: int
+    # This shard's whole load, aimed at the server: its share of the connections and of an open
+    # loop's rate, its worker processes, the hosts the cluster names. Only its CPUs are chosen on
+    # its host, from `cpus`.
+    config: schema.LoadConfig
     cpus: tuple[int, ...] | None
-    workers: int  # load generator worker processes in this shard
-    rate: float | None  # this shard's share of an open loop's rate
-    cluster_hosts: tuple[str, ...]
     limit_s: float
 
 
@@ -281,12 +279,10 @@ def shard(order: ShardOrder) -> ShardOutcome:
     workdir = Path(tempfile.mkdtemp(prefix="echobench-shard-"))
     out = workdir / "load.json"
     window_r, window_w = os.pipe()
-    argv = loadgen_argv(
-        order.spec, order.host, order.port, out, _usable(order.cpus), order.workers,
-        order.rate, window_w,
+    argv = loadargs.argv(
+        replace(order.config, cpus=_usable(order.cpus)), output=out, window_fd=window_w,
+        parent_pid=os.getpid(), python=sys.executable,  # this host's interpreter
     )  # fmt: skip
-    argv[0] = sys.executable  # this host's interpreter
-    argv += ["--cluster-hosts", ",".join(order.cluster_hosts), "--parent-pid", str(os.getpid())]
 
     def forward_window() -> None:
         # "T0 T_END" on this host's clock, ~0.1 s before the window opens: to the scheduler's
@@ -493,7 +489,7 @@ class ClusterCellRun:
                     reasons.add("cluster", "the server's worker gave no address")
             else:
                 host, port, _ = got
-                shards, why = self._load(key, spec, params, host, int(port), rate, go, stop,
+                shards, why = self._load(key, spec, host, int(port), rate, go, stop,
                                          arrived_q)  # fmt: skip
                 if why:
                     reasons.add("cluster", why)
@@ -539,23 +535,23 @@ class ClusterCellRun:
         return out
 
     def _load(
-        self, key: str, spec: CellSpec, params: schema.CellParams, host: str, port: int,
-        rate: float | None, go: Any, stop: Any, arrived_q: Any,
+        self, key: str, spec: CellSpec, host: str, port: int, rate: float | None, go: Any,
+        stop: Any, arrived_q: Any,
     ) -> tuple[list[ShardOutcome], str | None]:  # fmt: skip
         """Run every shard to its end; (their outcomes, why the load failed or None)."""
         client, hosts = self.cluster.client, self.cluster.hosts()
-        active, idle = params.measured, params.held_idle
+        whole = cell_load(spec, host, port, None, self.workers, rate)
+        active, idle = whole.connections, whole.idle_connections
         clients = self.cluster.clients[:active]
         actives, idles = split_counts(active, len(clients)), split_counts(idle, len(clients))
-        limit = loadgen_limit_s(spec, params)
+        limit = loadgen_limit_s(whole)
         futures = []
         for i, (w, n, k) in enumerate(zip(clients, actives, idles, strict=True)):
-            share = replace(params, connections=n + k, active=n if idle else None,
-                            idle=k if idle else None)  # fmt: skip
-            order = ShardOrder(
-                key, i, replace(spec, params=share), host, port, self.cpus.client,
-                max(1, min(self.workers, n)), rate * n / active if rate else None, hosts, limit,
+            share = replace(
+                whole, connections=n, idle_connections=k, workers=max(1, min(self.workers, n)),
+                rate=None if rate is None else round(rate * n / active, 3), cluster_hosts=hosts,
             )  # fmt: skip
+            order = ShardOrder(key, i, share, self.cpus.client, limit)
             futures.append(
                 client.submit(shard, order, key=f"shard-{i}-{key}", pure=False,
                               workers=[w.address], resources={CLIENT: 1}, retries=0)

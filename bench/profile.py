@@ -25,8 +25,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, cast
 
+from records import loadargs
 from records.limits import MAX_CONNECTIONS, MAX_SIZE
-from records.schema import CellParams, Placement
+from records.schema import CellParams, LoadConfig, Placement
 from servers.registry import SERVERS, Model, Option
 
 PROFILE_DIR = Path(__file__).with_name("profiles")
@@ -176,6 +177,9 @@ class CellSpec:
     placement: Placement
     trial: int
     timeout_s: float
+    # The load generator's whole configuration, built and checked here once: the runner only aims
+    # it at the server (host, port) and fills in client CPUs, workers and an open loop's rate.
+    load: LoadConfig
     ref_point: str | None = None  # open loop: the closed-loop point whose rate it scales
     # issue 7: the memory guard's cap on the server tree's PSS (None: only the MemAvailable
     # floor), the server's RLIMIT_NOFILE (None: inherited), and whether the monitor counts
@@ -304,6 +308,9 @@ def build(data: Mapping[str, Any], *, unpinned: bool = False) -> Profile:
                         )
                 cap, nofile = pt.limits.memory_cap_mb, pt.limits.nofile
                 cell = _cell(scenario, server, args, params, where, trial, timeout, ref, nofile)
+                why = loadargs.problem(cell.load, rate_pending=True)
+                if why:
+                    raise ProfileError(f"{cell.cell_id}: the load generator would refuse it: {why}")
                 cells.append(
                     replace(
                         cell,
@@ -570,7 +577,26 @@ def _cell(
         placement=placement,
         trial=trial,
         timeout_s=timeout,
+        load=load_config(params, timeout),
         ref_point=ref,
+    )
+
+
+def load_config(params: CellParams, timeout_s: float) -> LoadConfig:
+    """The cell's load, not yet aimed: a scale cell's `connections` are all it holds, of which
+    the load generator measures `active` and only holds the rest (`idle_connections`)."""
+    return LoadConfig(
+        host=loadargs.LOOPBACK,
+        port=0,  # the server's, once it listens
+        connections=params.measured,
+        mode=params.mode,
+        load=params.load,
+        size=params.size,
+        duration_s=params.duration_s,
+        warmup_s=params.warmup_s,
+        timeout_s=timeout_s,
+        idle_connections=params.held_idle,
+        source_addrs=loadargs.default_source_addrs(loadargs.LOOPBACK),
     )
 
 

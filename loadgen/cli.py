@@ -15,10 +15,9 @@ import sys
 
 from loadgen.parent import die_with_parent
 from records.cpulist import parse_cpus
+from records.loadargs import DEFAULT_LOOPBACK_SOURCES, default_source_addrs
 from records.schema import LoadConfig, LoadResult, write_atomic
 from records.usage import OneLineParser
-
-DEFAULT_LOOPBACK_SOURCES = 8
 
 
 def parse_target(text: str) -> tuple[str, int]:
@@ -91,7 +90,7 @@ def config_from_args(args: argparse.Namespace) -> LoadConfig:
     host, port = args.target
     sources = args.source_addrs
     if sources is None:
-        sources = DEFAULT_LOOPBACK_SOURCES if host.startswith("127.") else 0
+        sources = default_source_addrs(host)
     return LoadConfig(
         host=host,
         port=port,

@@ -29,8 +29,8 @@ from typing import Any
 
 from loadgen.client import FILL_STALL_S, fill_deadline_s
 from loadgen.protocol import WorkerInit, WorkerReport
-from records import hist
-from records.limits import MAX_CONNECTIONS, MAX_SIZE, open_deadline_s
+from records import hist, loadargs
+from records.limits import open_deadline_s
 from records.schema import (
     ERROR_KINDS,
     RATE_MISS_LIMIT,
@@ -47,8 +47,6 @@ from records.schema import (
 # numpy's OpenBLAS starts a thread per CPU at import that busy-waits for a while: client CPU
 # spent on nothing (perf found 2.5% of a run's samples in blas_thread_server). One is enough.
 WORKER_ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
-MAX_WORKERS = 64
-MAX_SOURCE_ADDRS = 250  # 127.0.0.2 .. 127.0.0.251
 SATURATION = 0.90  # a worker using more than this share of its CPU may be the bottleneck
 FD_RESERVE = 64  # descriptors a worker needs besides its connections
 START_DELAY_NS = 100_000_000  # between "go" and t0: every worker gets the message in time
@@ -86,35 +84,11 @@ def validate(config: LoadConfig) -> None:
         )
     if not 1 <= c.port <= 65535:
         raise UsageError(f"port {c.port} is not in 1..65535")
-    if not 1 <= c.connections <= MAX_CONNECTIONS:
-        raise UsageError(f"--connections must be 1..{MAX_CONNECTIONS}, got {c.connections}")
-    if not 0 <= c.idle_connections <= MAX_CONNECTIONS:
-        raise UsageError(f"--idle must be 0..{MAX_CONNECTIONS}, got {c.idle_connections}")
-    if c.idle_connections and c.mode != "persistent":
-        raise UsageError("--idle only applies to --mode persistent")
-    if not 1 <= c.size <= MAX_SIZE:
-        raise UsageError(f"--size must be 1..{MAX_SIZE} bytes, got {c.size}")
-    if not 0 < c.duration_s <= 3600:
-        raise UsageError(f"--duration must be in (0, 3600] seconds, got {c.duration_s}")
-    if not 0 <= c.warmup_s <= 600:
-        raise UsageError(f"--warmup must be in [0, 600] seconds, got {c.warmup_s}")
-    if not 0 < c.timeout_s <= 120:
-        raise UsageError(f"--timeout must be in (0, 120] seconds, got {c.timeout_s}")
-    if not 1 <= c.workers <= min(MAX_WORKERS, c.connections):
-        raise UsageError(
-            f"--workers must be 1..{min(MAX_WORKERS, c.connections)} (at most one per "
-            f"connection), got {c.workers}"
-        )
-    if c.load == "open":
-        if c.rate is None or not c.rate > 0:
-            raise UsageError(f"open loop needs a positive --rate, got {c.rate}")
-    elif c.rate is not None:
-        raise UsageError("--rate only applies to --load open")
-    if c.source_addrs:
-        if not 0 <= c.source_addrs <= MAX_SOURCE_ADDRS:
-            raise UsageError(f"--source-addrs must be 0..{MAX_SOURCE_ADDRS}")
-        if not is_loopback(c.host) or ipaddress.ip_address(c.host).version != 4:
-            raise UsageError("--source-addrs needs an IPv4 loopback target (127.0.0.0/8)")
+    why = loadargs.problem(c)
+    if why:
+        raise UsageError(why)
+    if c.source_addrs and (not is_loopback(c.host) or ipaddress.ip_address(c.host).version != 4):
+        raise UsageError("--source-addrs needs an IPv4 loopback target (127.0.0.0/8)")
     if c.cpus is not None:
         allowed = os.sched_getaffinity(0)
         bad = sorted(set(c.cpus) - allowed)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 MAX_CONNECTIONS = 10_000  # measured connections of one load, and idle ones besides
 MAX_SIZE = 1 << 20  # bytes per message
+MAX_WORKERS = 64  # load generator worker processes
+MAX_SOURCE_ADDRS = 250  # loopback source addresses: 127.0.0.2 .. 127.0.0.251
 
 # Opening idle connections (the scale sweep): a budget per connection on top of one timeout. A
 # fork server pinned to one CPU with thousands of children was seen taking ~8 ms per new

@@ -132,6 +132,15 @@ def test_shared_counter_args_and_ids() -> None:
             {"scenarios": [{"name": "concurrency", "connections": [20_000]}]},
             "over the load generator's 10,000",
         ),
+        # every other check the load generator makes of a load, from the same function
+        (
+            {"duration_s": 4000, "scenarios": [{"name": "placement"}]},
+            r"load generator would refuse it: --duration must be in \(0, 3600\]",
+        ),
+        (
+            {"timeout_s": 500, "scenarios": [{"name": "placement"}]},
+            "load generator would refuse it: --timeout",
+        ),
     ],
 )
 def test_bad_profiles_are_one_clear_error(data: dict[str, object], needle: str) -> None:

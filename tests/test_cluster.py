@@ -23,7 +23,7 @@ import pytest
 
 from bench.cell import CpuPlan
 from bench.cluster import Cluster, ClusterCellRun, split_counts
-from bench.profile import CellSpec
+from bench.profile import CellSpec, load_config
 from records import hist, schema
 from records.schema import CellParams
 
@@ -32,18 +32,20 @@ distributed = pytest.importorskip("distributed")
 
 
 def spec(connections: int, duration_s: float, server: str = "thread") -> CellSpec:
+    params = CellParams(mode="persistent", load="closed", connections=connections, size=64,
+                        duration_s=duration_s, warmup_s=0.2)  # fmt: skip
     return CellSpec(
         cell_id=f"cluster_{server}_c{connections}",
         point_key=f"cluster_{server}_c{connections}",
         scenario="cluster",
         server=server,
         server_args=(),
-        params=CellParams(mode="persistent", load="closed", connections=connections, size=64,
-                          duration_s=duration_s, warmup_s=0.2),
+        params=params,
         placement="split",
         trial=1,
         timeout_s=5.0,
-    )  # fmt: skip
+        load=load_config(params, 5.0),
+    )
 
 
 @pytest.fixture(scope="module")

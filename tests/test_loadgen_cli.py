@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 from fixtures.procs import echo_server, wait_group_empty
 
-from records.schema import load_load
+from loadgen.cli import build_parser, config_from_args
+from records import loadargs
+from records.schema import LoadConfig, load_load
 
 
 def loadgen(*args: str) -> subprocess.CompletedProcess[str]:
@@ -134,3 +136,40 @@ def test_sigterm_stops_promptly_and_keeps_what_was_measured(tmp_path: Path) -> N
     r = load_load(out)
     assert not r.complete and r.failure is not None and "SIGTERM" in r.failure
     assert len(r.client_cpu) == 2
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        LoadConfig(host="127.0.0.1", port=8080, connections=10, source_addrs=8),
+        LoadConfig(
+            host="127.0.0.1",
+            port=1,
+            connections=3,
+            load="open",
+            rate=1234.567,
+            size=1 << 20,
+            duration_s=0.25,
+            warmup_s=0.0,
+            workers=3,
+            cpus=(1,),
+            source_addrs=0,
+            timeout_s=2.5,
+        ),
+        LoadConfig(
+            host="10.200.0.1",
+            port=9,
+            connections=40,
+            idle_connections=960,
+            cluster_hosts=("10.200.0.1", "10.200.0.2"),
+        ),
+        LoadConfig(host="::1", port=9, connections=1, mode="per-request", cpus=(0, 1)),
+    ],
+)
+def test_a_load_config_survives_its_command_line(config: LoadConfig) -> None:
+    # The runner hands the load generator its LoadConfig as argv: every field must come back.
+    argv = loadargs.argv(config, output=Path("x.json"), window_fd=7, parent_pid=11)
+    assert argv[1:3] == ["-m", "loadgen"]
+    args = build_parser().parse_args(argv[3:])
+    assert config_from_args(args) == config
+    assert (args.output, args.window_fd, args.parent_pid) == ("x.json", 7, 11)
