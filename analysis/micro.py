@@ -70,10 +70,10 @@ class LikeForLike:
 
 def like_for_like(m: pd.DataFrame) -> LikeForLike:
     return LikeForLike(
-        figure(m, "rtt.pipe[cross-cpu]"),
-        figure(m, "rtt.thread_queue[cross-cpu]"),
-        figure(m, "counter.shm_lock.2w[cross-cpu]"),
-        figure(m, "counter.thread_lock.2w[cross-cpu]"),
+        figure(m, "rtt.pipe[split]"),
+        figure(m, "rtt.thread_queue[split]"),
+        figure(m, "counter.shm_lock.2w[split]"),
+        figure(m, "counter.thread_lock.2w[split]"),
     )
 
 
@@ -88,7 +88,7 @@ def figure(m: pd.DataFrame, name: str, impl: str = "python") -> float | None:
 # Every microbenchmark in words, in reading order, with what it belongs to. A report names a
 # benchmark by what it does ("pipe round trip between two processes on different CPUs"), never
 # by its key; the order puts like beside like (a 1 GB fork beside the other forks).
-_PLACE = {"same-cpu": "on one CPU", "cross-cpu": "on different CPUs", "n/a": ""}
+_PLACE = {"shared": "on one CPU", "split": "on different CPUs", "n/a": ""}
 _WORDS: list[tuple[str, str, str]] = [
     ("fork_wait.small_parent", "fork + exit + waitpid, small parent", "creating work"),
     ("fork_wait.pytest_parent", "fork + exit + waitpid, pytest-sized parent", "creating work"),
@@ -125,13 +125,13 @@ _WORDS: list[tuple[str, str, str]] = [
 
 
 def _split(name: str) -> tuple[str, str]:
-    """('rtt.pipe', 'cross-cpu') from 'rtt.pipe[cross-cpu]'."""
+    """('rtt.pipe', 'split') from 'rtt.pipe[split]'."""
     base, _, rest = name.partition("[")
     return base, rest.rstrip("]")
 
 
 def words(name: str) -> str:
-    """A benchmark key in plain words: 'rtt.pipe[cross-cpu]' -> 'pipe round trip between two
+    """A benchmark key in plain words: 'rtt.pipe[split]' -> 'pipe round trip between two
     processes on different CPUs'."""
     base, place = _split(name)
     workers = ""

@@ -111,11 +111,11 @@ def why_ipc_hurts(run: Run) -> list[str]:
         "mapping set up on purpose -- and each trip costs system calls and, when the other end "
         "sleeps on another CPU, a wake-up.",
         "Like for like on this machine (1-byte round trips, medians): a pipe between two "
-        f"processes {us('rtt.pipe[same-cpu]')} on one CPU and {us('rtt.pipe[cross-cpu]')} on "
-        f"different CPUs; queue.Queue between two threads {us('rtt.thread_queue[same-cpu]')} "
-        f"and {us('rtt.thread_queue[cross-cpu]')}; asyncio.Queue between two tasks "
+        f"processes {us('rtt.pipe[shared]')} on one CPU and {us('rtt.pipe[split]')} on "
+        f"different CPUs; queue.Queue between two threads {us('rtt.thread_queue[shared]')} "
+        f"and {us('rtt.thread_queue[split]')}; asyncio.Queue between two tasks "
         f"{us('rtt.asyncio_queue.default')}; a multiprocessing Queue between two processes "
-        f"{us('rtt.mp_queue[same-cpu]')} and {us('rtt.mp_queue[cross-cpu]')} (it pickles).",
+        f"{us('rtt.mp_queue[shared]')} and {us('rtt.mp_queue[split]')} (it pickles).",
         ("So: " + "; ".join(conclusion) + ".") if conclusion else "",
         f"Where the two ends run matters as much as the channel: one connection's echo "
         f"requests/s {placement}.",

@@ -162,7 +162,7 @@ def _end_to_end(ev: Evidence, mode: str, what: str) -> tuple[str, Outcome]:
     return text, less(on, off, f"{BOOK_PROCESS} with {what} vs without")
 
 
-PLACEMENTS = (("same-cpu", "on one CPU"), ("cross-cpu", "on different CPUs"))
+PLACEMENTS = (("shared", "on one CPU"), ("split", "on different CPUs"))
 
 
 def _by_placement(

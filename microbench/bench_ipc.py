@@ -29,7 +29,7 @@ from pytest_benchmark.fixture import BenchmarkFixture
 
 from microbench import workers
 from microbench.children import forked_echo, reap
-from microbench.placement import Placement, home_cpu, pinned, two_ended
+from microbench.placement import Pinning, home_cpu, pinned, two_ended
 from microbench.recording import REPLAY, Effort, describe, on_fresh_loop, replay, timed
 
 PLACEMENTS = two_ended()
@@ -42,7 +42,7 @@ def _measure(
     round_trip: Callable[[], None],
     *,
     op: str,
-    placement: Placement,
+    placement: Pinning,
     what: str,
 ) -> None:
     batch = effort.pick(fast=100, normal=200)
@@ -75,7 +75,7 @@ def _measure(
 def test_rtt_os_channel(
     benchmark: BenchmarkFixture,
     effort: Effort,
-    placement: Placement,
+    placement: Pinning,
     kind: Literal["pipe", "socketpair"],
 ) -> None:
     with pinned(placement.parent_cpu), forked_echo(kind, placement.child_cpu) as ends:
@@ -107,7 +107,7 @@ def _mp_child(target: Callable[..., None], *args: Any) -> Iterator[multiprocessi
 
 
 @pytest.mark.parametrize("placement", PLACEMENTS, ids=IDS)
-def test_rtt_mp_pipe(benchmark: BenchmarkFixture, effort: Effort, placement: Placement) -> None:
+def test_rtt_mp_pipe(benchmark: BenchmarkFixture, effort: Effort, placement: Pinning) -> None:
     ctx = multiprocessing.get_context("fork")
     ours, theirs = ctx.Pipe()
     try:
@@ -140,7 +140,7 @@ def test_rtt_mp_pipe(benchmark: BenchmarkFixture, effort: Effort, placement: Pla
 
 
 @pytest.mark.parametrize("placement", PLACEMENTS, ids=IDS)
-def test_rtt_mp_queue(benchmark: BenchmarkFixture, effort: Effort, placement: Placement) -> None:
+def test_rtt_mp_queue(benchmark: BenchmarkFixture, effort: Effort, placement: Pinning) -> None:
     ctx = multiprocessing.get_context("fork")
     inbox: multiprocessing.Queue[bytes | None] = ctx.Queue()
     outbox: multiprocessing.Queue[bytes] = ctx.Queue()
@@ -177,9 +177,7 @@ def test_rtt_mp_queue(benchmark: BenchmarkFixture, effort: Effort, placement: Pl
 
 
 @pytest.mark.parametrize("placement", PLACEMENTS, ids=IDS)
-def test_rtt_thread_queue(
-    benchmark: BenchmarkFixture, effort: Effort, placement: Placement
-) -> None:
+def test_rtt_thread_queue(benchmark: BenchmarkFixture, effort: Effort, placement: Pinning) -> None:
     inbox: queue.Queue[bytes | None] = queue.Queue()
     outbox: queue.Queue[bytes] = queue.Queue()
     echo = threading.Thread(

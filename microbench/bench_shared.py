@@ -28,16 +28,17 @@ from pytest_benchmark.fixture import BenchmarkFixture
 
 from microbench import workers
 from microbench.children import reap
-from microbench.placement import Placement, PlacementName, home_cpu, pinned, two_ended
+from microbench.placement import Pinning, home_cpu, pinned, two_ended
 from microbench.recording import REPLAY, Effort, describe, replay
+from records.schema import MicroPlacement
 
 # (workers, placement): one worker is uncontended; two contend on one CPU or across two.
-SHAPES: list[tuple[int, Placement]] = [(1, Placement("n/a", home_cpu(), home_cpu()))]
+SHAPES: list[tuple[int, Pinning]] = [(1, Pinning("n/a", home_cpu(), home_cpu()))]
 SHAPES += [(2, p) for p in two_ended()]
 SHAPE_IDS = [f"{n}w-{p.name}" for n, p in SHAPES]
 
 
-def _worker_cpus(n: int, placement: Placement) -> list[int]:
+def _worker_cpus(n: int, placement: Pinning) -> list[int]:
     return [placement.parent_cpu, placement.child_cpu][:n]
 
 
@@ -47,7 +48,7 @@ def _wall_per_increment(times: Any, n: int, total: int) -> float:
     return float(max(ends) - min(starts)) / total
 
 
-def _shm_round(n: int, placement: Placement, increments: int) -> float:
+def _shm_round(n: int, placement: Pinning, increments: int) -> float:
     ctx = multiprocessing.get_context("fork")
     counter = ctx.Value(ctypes.c_longlong, 0)  # shared memory + an RLock that works across forks
     barrier = ctx.Barrier(n)
@@ -76,7 +77,7 @@ def _shm_round(n: int, placement: Placement, increments: int) -> float:
     return _wall_per_increment(times, n, n * increments)
 
 
-def _thread_round(n: int, placement: Placement, increments: int) -> float:
+def _thread_round(n: int, placement: Pinning, increments: int) -> float:
     box = [0]
     lock = threading.Lock()
     barrier = threading.Barrier(n)
@@ -109,7 +110,7 @@ def _describe(
     benchmark: BenchmarkFixture,
     op: str,
     n: int,
-    placement: PlacementName,
+    placement: MicroPlacement,
     cpus: list[int],
     increments: int,
     what: str,
@@ -132,7 +133,7 @@ def _describe(
 @pytest.mark.benchmark(timer=REPLAY)
 @pytest.mark.parametrize(("n", "placement"), SHAPES, ids=SHAPE_IDS)
 def test_counter_shm_lock(
-    benchmark: BenchmarkFixture, effort: Effort, n: int, placement: Placement
+    benchmark: BenchmarkFixture, effort: Effort, n: int, placement: Pinning
 ) -> None:
     increments = _increments(effort)
     what = f"{n} fork process(es): `with value.get_lock(): value.value += 1` on shared memory"
@@ -144,7 +145,7 @@ def test_counter_shm_lock(
 @pytest.mark.benchmark(timer=REPLAY)
 @pytest.mark.parametrize(("n", "placement"), SHAPES, ids=SHAPE_IDS)
 def test_counter_thread_lock(
-    benchmark: BenchmarkFixture, effort: Effort, n: int, placement: Placement
+    benchmark: BenchmarkFixture, effort: Effort, n: int, placement: Pinning
 ) -> None:
     increments = _increments(effort)
     what = f"{n} thread(s): `with lock: box[0] += 1` under one threading.Lock"

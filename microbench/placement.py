@@ -3,9 +3,9 @@
 On the 2-vCPU VM this suite is developed on, a 1-byte pipe round trip costs ~2.5 us with both
 processes on one CPU and 17-60 us with one on each, because every hop must wake the other
 (idle) CPU. An unpinned figure is a random mix of the two, so every two-ended measurement runs
-in named placements: "same-cpu" (both ends pinned to one CPU) and "cross-cpu" (one CPU each,
-only when the machine has two). One-ended measurements are pinned to one CPU too and recorded
-with placement "n/a" and the CPU they used.
+in the suite's named placements (records.schema.Placement): "shared" (both ends pinned to one
+CPU) and "split" (one CPU each, only when the machine has two). One-ended measurements are pinned
+to one CPU too and recorded with placement "n/a" and the CPU they used.
 """
 
 from __future__ import annotations
@@ -15,14 +15,13 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Literal
 
-PlacementName = Literal["same-cpu", "cross-cpu", "n/a"]
+from records.schema import MicroPlacement
 
 
 @dataclass(frozen=True, slots=True)
-class Placement:
-    name: PlacementName
+class Pinning:
+    name: MicroPlacement
     parent_cpu: int
     child_cpu: int
 
@@ -31,7 +30,7 @@ class Placement:
         return sorted({self.parent_cpu, self.child_cpu})
 
 
-def name_with(op: str, placement: PlacementName) -> str:
+def name_with(op: str, placement: MicroPlacement) -> str:
     """The stable result name: the operation, plus the placement when there are two ends."""
     return op if placement == "n/a" else f"{op}[{placement}]"
 
@@ -47,12 +46,12 @@ def home_cpu() -> int:
     return allowed_cpus()[0]
 
 
-def two_ended() -> list[Placement]:
+def two_ended() -> list[Pinning]:
     """Same CPU always; across CPUs when there is a second one to go to."""
     cpus = allowed_cpus()
-    placements = [Placement("same-cpu", cpus[0], cpus[0])]
+    placements = [Pinning("shared", cpus[0], cpus[0])]
     if len(cpus) >= 2:
-        placements.append(Placement("cross-cpu", cpus[0], cpus[1]))
+        placements.append(Pinning("split", cpus[0], cpus[1]))
     return placements
 
 

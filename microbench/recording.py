@@ -24,7 +24,8 @@ from typing import Literal
 import uvloop
 from pytest_benchmark.fixture import BenchmarkFixture
 
-from microbench.placement import PlacementName, name_with
+from microbench.placement import name_with
+from records.schema import MicroPlacement
 
 Group = Literal["process-control", "ipc", "shared-counter"]
 LoopKind = Literal["default", "uvloop"]
@@ -57,7 +58,7 @@ def describe(
     *,
     op: str,
     group: Group,
-    placement: PlacementName,
+    placement: MicroPlacement,
     cpus: Sequence[int],
     batch: int,
     what: str,

@@ -23,16 +23,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, cast, get_args
 
-from records.schema import SchemaError
+from records.schema import MicroPlacement, SchemaError
 
 PY_FILE = "microbench.json"
 C_FILE = "microbench_c.json"
 C_FORMAT = "echobench-microbench-c"
-C_FORMAT_VERSION = 1
+# History of the C file's format_version (the Python file is pytest-benchmark's own JSON, whose
+# extra_info follows the same words):
+# * 1 -- 2026-12: first version; placements "same-cpu" / "cross-cpu" / "n/a".
+# * 2 -- 2026-12: placements take the suite's one vocabulary, "shared" / "split" / "n/a"
+#   (records.schema.Placement), in `placement` and in the name's "[...]". Files of version 1, and
+#   Python files in the old words, are read with their words translated (`_upgrade`).
+C_FORMAT_VERSION = 2
+C_FORMATS_READ = frozenset({1, 2})
 
 Group = Literal["process-control", "ipc", "shared-counter"]
 Language = Literal["python", "c"]
-Placement = Literal["same-cpu", "cross-cpu", "n/a"]
 
 
 class MicrobenchError(SchemaError):
@@ -45,7 +51,7 @@ class MicroResult:
     op: str  # the operation, shared by Python and C figures (e.g. "rtt.pipe")
     group: Group
     language: Language
-    placement: Placement
+    placement: MicroPlacement
     median_us: float  # per operation
     min_us: float
     max_us: float
@@ -131,13 +137,14 @@ def _python_results(path: Path, doc: Mapping[str, Any]) -> list[MicroResult]:
         if info.get("language") != "python":
             raise MicrobenchError(f"{where_info}: not an echobench microbenchmark (no language)")
         us = {k: float(_get(stats, k, float, where_stats)) * 1e6 for k in _STAT_KEYS}
+        name, placement = _upgrade(info, where_info)
         results.append(
             MicroResult(
-                name=_get(info, "name", str, where_info),
+                name=name,
                 op=_get(info, "op", str, where_info),
                 group=_choice(info, "group", Group, where_info),
                 language="python",
-                placement=_choice(info, "placement", Placement, where_info),
+                placement=placement,
                 median_us=_positive(us["median"], "median", where_stats),
                 min_us=_positive(us["min"], "min", where_stats),
                 max_us=_positive(us["max"], "max", where_stats),
@@ -166,10 +173,10 @@ def _c_results(path: Path, doc: Mapping[str, Any]) -> list[MicroResult]:
             f"{where}: not a C microbenchmark file (format {doc.get('format')!r})"
         )
     version = doc.get("format_version")
-    if version != C_FORMAT_VERSION:
+    if version not in C_FORMATS_READ:
         raise MicrobenchError(
             f"{where}: format_version {version!r} is not one this echobench reads "
-            f"(knows {C_FORMAT_VERSION})"
+            f"(knows {sorted(C_FORMATS_READ)})"
         )
     results: list[MicroResult] = []
     for i, item in enumerate(_get(doc, "results", list, where)):
@@ -179,13 +186,14 @@ def _c_results(path: Path, doc: Mapping[str, Any]) -> list[MicroResult]:
         samples = [float(s) for s in _get(item, "samples_us", list, at)]
         if not samples or any(not s > 0 for s in samples):
             raise MicrobenchError(f"{at}.samples_us: expected positive per-operation figures")
+        name, placement = _upgrade(item, at)
         results.append(
             MicroResult(
-                name=_get(item, "name", str, at),
+                name=name,
                 op=_get(item, "op", str, at),
                 group=_choice(item, "group", Group, at),
                 language="c",
-                placement=_choice(item, "placement", Placement, at),
+                placement=placement,
                 median_us=_positive(_get(item, "median_us", float, at), "median_us", at),
                 min_us=_positive(_get(item, "min_us", float, at), "min_us", at),
                 max_us=_positive(_get(item, "max_us", float, at), "max_us", at),
@@ -199,6 +207,21 @@ def _c_results(path: Path, doc: Mapping[str, Any]) -> list[MicroResult]:
         )
     _check_unique(path, results)
     return results
+
+
+# The first version's placement words, and the suite's words for the same placements.
+_OLD_WORDS: dict[str, MicroPlacement] = {"same-cpu": "shared", "cross-cpu": "split"}
+
+
+def _upgrade(obj: Mapping[str, Any], where: str) -> tuple[str, MicroPlacement]:
+    """A result's name and placement in the suite's placement words, whichever words it was
+    written in: 'rtt.pipe[cross-cpu]' is read as 'rtt.pipe[split]'."""
+    name = _get(obj, "name", str, where)
+    raw = _get(obj, "placement", str, where)
+    new = _OLD_WORDS.get(raw)
+    if new is None:
+        return name, _choice(obj, "placement", MicroPlacement, where)
+    return name.replace(f"[{raw}]", f"[{new}]"), new
 
 
 def _check_unique(path: Path, results: list[MicroResult]) -> None:

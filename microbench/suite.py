@@ -25,9 +25,9 @@ from types import FrameType
 from typing import Any
 
 from microbench.children import PARENT_ENV, run_json_child
-from microbench.placement import PlacementName, allowed_cpus, home_cpu, name_with, two_ended
+from microbench.placement import allowed_cpus, home_cpu, name_with, two_ended
 from microbench.results import C_FILE, PY_FILE, c_document
-from records.schema import write_json_atomic
+from records.schema import MicroPlacement, write_json_atomic
 
 PACKAGE = Path(__file__).resolve().parent
 PROJECT = PACKAGE.parent
@@ -111,7 +111,7 @@ def _end_group(proc: subprocess.Popen[bytes]) -> None:
 class CRun:
     op: str
     group: str
-    placement: PlacementName
+    placement: MicroPlacement
     cpus: tuple[int, ...]
     what: str
     argv: tuple[str, ...]

@@ -73,7 +73,13 @@ HIST_SIGNIFICANT_DIGITS = 3
 
 Mode = Literal["persistent", "per-request"]
 LoadModel = Literal["closed", "open"]
+# Where the two ends of a measurement run: one vocabulary for the whole suite. "split": each end
+# pinned to CPUs of its own (a cell: the server on its CPUs, the load generator on the others; a
+# microbenchmark: parent and child on different CPUs). "shared": both ends pinned to the same
+# CPU(s). "unpinned": left to the scheduler (a cell run with --unpinned). A one-ended
+# microbenchmark is pinned to one CPU and has no placement: "n/a".
 Placement = Literal["split", "shared", "unpinned"]
+MicroPlacement = Literal["split", "shared", "n/a"]
 CellStatus = Literal["ok", "failed"]
 # What kind of failure a failed cell's `reason` describes (v4; None for an ok cell, or an older
 # file): the server would not start / died in the cell / would not stop on SIGTERM; the primer

@@ -61,7 +61,7 @@ C_TWO_ENDED = ["rtt.pipe"]
 
 
 def placements() -> list[str]:
-    return ["same-cpu", "cross-cpu"] if len(allowed_cpus()) >= 2 else ["same-cpu"]
+    return ["shared", "split"] if len(allowed_cpus()) >= 2 else ["shared"]
 
 
 def expected(one_ended: list[str], two_ended: list[str]) -> set[str]:
@@ -134,10 +134,10 @@ def test_fast_run_has_every_python_figure(fast_run: tuple[Path, str]) -> None:
         assert 0 < r.min_us <= r.median_us <= r.max_us, name
         assert r.stddev_us >= 0 and r.rounds >= 3 and r.batch >= 1, name
         assert r.cpus and set(r.cpus) <= set(allowed_cpus()), name
-        if name.endswith("[cross-cpu]"):
-            assert r.placement == "cross-cpu" and len(r.cpus) == 2, name
-        elif name.endswith("[same-cpu]"):
-            assert r.placement == "same-cpu" and len(r.cpus) == 1, name
+        if name.endswith("[split]"):
+            assert r.placement == "split" and len(r.cpus) == 2, name
+        elif name.endswith("[shared]"):
+            assert r.placement == "shared" and len(r.cpus) == 1, name
         else:
             assert r.placement == "n/a", name
     assert {r.group for r in python.values()} == {"process-control", "ipc", "shared-counter"}
@@ -205,3 +205,24 @@ def test_show_prints_each_figure_once(fast_run: tuple[Path, str]) -> None:
     assert shown.returncode == 0, shown.stderr
     rows = [line.split()[1] for line in shown.stdout.splitlines()[2:]]
     assert sorted(rows) == sorted({r.name for r in load_microbench(out)})
+
+
+def test_files_in_the_first_placement_words_read_in_the_suites_words(tmp_path: Path) -> None:
+    # tests/data holds a run written before the suite had one placement vocabulary
+    # ("same-cpu"/"cross-cpu", C format 1): it reads as "shared"/"split", figures untouched.
+    old = Path(__file__).parent / "data" / "analysis-run"
+    assert '"cross-cpu"' in (old / PY_FILE).read_text()
+    results = load_microbench(old)
+    by_name = {(r.name, r.language): r for r in results}
+    assert {r.placement for r in results} == {"shared", "split", "n/a"}
+    assert not any("cpu]" in r.name for r in results)
+    pipe = by_name["rtt.pipe[split]", "c"]
+    raw = json.loads((old / C_FILE).read_text())
+    assert raw["format_version"] == 1
+    first = next(x for x in raw["results"] if x["name"] == "rtt.pipe[cross-cpu]")
+    assert pipe.median_us == first["median_us"] and pipe.placement == "split"
+    # A format this version does not know is refused, naming the versions it reads.
+    (tmp_path / PY_FILE).write_text((old / PY_FILE).read_text())
+    (tmp_path / C_FILE).write_text(json.dumps({**raw, "format_version": 3}))
+    with pytest.raises(MicrobenchError, match=r"format_version 3 .* \[1, 2\]"):
+        load_microbench(tmp_path)

@@ -109,14 +109,14 @@ def test_message_passing(recorded: Evidence) -> None:
     # queue.Queue (83.8 [41.2-95.4]), and the end-to-end cells have 2 trials: not confirmed
     v = message_passing_cost(recorded)
     assert v.verdict in (N, X) and "threads over queue.Queue" in v.figure
-    ev = with_micro(recorded, "rtt.pipe[same-cpu]", 120, 110, 130)
-    ev = with_micro(ev, "rtt.pipe[cross-cpu]", 400, 380, 420)
+    ev = with_micro(recorded, "rtt.pipe[shared]", 120, 110, 130)
+    ev = with_micro(ev, "rtt.pipe[split]", 400, 380, 420)
     ev = trials(ev, "shared-counter", "process", "requests_per_s", [30000, 31000, 32000],
                 shared_counter="pipe")  # fmt: skip
     ev = trials(ev, "shared-counter", "process", "requests_per_s", [40000, 41000, 42000],
                 shared_counter=None)  # fmt: skip
     assert message_passing_cost(ev).verdict == C
-    fast_pipe = with_micro(ev, "rtt.pipe[same-cpu]", 5, 4, 6)  # processes beat threads
+    fast_pipe = with_micro(ev, "rtt.pipe[shared]", 5, 4, 6)  # processes beat threads
     assert message_passing_cost(fast_pipe).verdict == X
 
 
@@ -125,7 +125,7 @@ def test_shared_memory(recorded: Evidence) -> None:
                 shared_counter="shm")  # fmt: skip
     ev = trials(ev, "shared-counter", "process", "requests_per_s", [40000, 41000, 42000],
                 shared_counter=None)  # fmt: skip
-    ev = with_micro(ev, "counter.shm_lock.2w[same-cpu]", 1.5, 1.4, 1.6)
+    ev = with_micro(ev, "counter.shm_lock.2w[shared]", 1.5, 1.4, 1.6)
     assert shared_memory_cost(ev).verdict == C  # shm 2.4 / 1.5 us vs Lock 0.44 / 0.52 us
     faster = trials(ev, "shared-counter", "process", "requests_per_s", [50000, 51000, 52000],
                     shared_counter="shm")  # fmt: skip
