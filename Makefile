@@ -66,7 +66,7 @@ bench-loadgen: $(STAMP) native
 
 # Every Python server against its minimal twin (bench/twins), C client, alternated (issue 13).
 bench-servers: $(STAMP) native
-	$(PY) -m bench servers
+	$(PY) -m bench twins
 
 report: $(STAMP)
 	@test -n "$(RUN)" || { echo "usage: make report RUN=results/<run>" >&2; exit 2; }

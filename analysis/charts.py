@@ -537,9 +537,9 @@ def creation_and_ipc_costs(run: Run, out: Path) -> Chart:
         "start + join, task creation, and IPC round trips. Bars are Python medians with min-max; "
         "black diamonds are the C floor measured on the same machine, where there is one."
     )
-    m = micro.load(run.path)
+    m = run.micro
     if m.empty:
-        return _not_measured(out, name, title, caption, micro.absent_reason(run.path))
+        return _not_measured(out, name, title, caption, run.micro_absent)
     py = m[m["impl"] == "python"].copy()
     py["order"] = py["name"].map(micro.order)
     py = py.sort_values("order", ascending=False).reset_index(drop=True)  # top to bottom
@@ -891,7 +891,7 @@ def fork_xray(run: Run, out: Path) -> Chart:
     ax.legend(fontsize=7)
     ax.grid(True, axis="x", alpha=0.3)
     ax = axes[2]
-    m = micro.load(run.path)
+    m = run.micro
     sizes = [("fork_wait.small_parent", 10), ("fork_wait.heap_100mb", 100),
              ("fork_wait.heap_1gb", 1024)]  # fmt: skip
     xs, vs = [], []

@@ -16,7 +16,7 @@ from pathlib import Path
 from analysis.check import CheckError, check_report
 from analysis.compare import compare, ratio_chart
 from analysis.report import write_report
-from analysis.results import RunError, load_run
+from analysis.results import RunError, read_run
 from records.schema import SchemaError
 from records.usage import OneLineParser
 
@@ -28,7 +28,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    runs = [load_run(p) for p in args.runs]
+    runs = [read_run(p) for p in args.runs]
     text = compare(runs)
     print(text)
     if args.output:

@@ -225,7 +225,7 @@ def compare_pair(a: Run, b: Run) -> list[Heading | Para | Table]:
 
 def micro_blocks(a: Run, b: Run) -> list[Heading | Para | Table]:
     """The microbenchmarks of both runs, as ratios B/A with the range their rounds allow."""
-    ma, mb = micro.load(a.path), micro.load(b.path)
+    ma, mb = a.micro, b.micro
     if ma.empty or mb.empty:
         return [Para("Microbenchmarks: not in both runs.")]
     ia = ma.set_index(["name", "impl"])

@@ -1,9 +1,9 @@
-"""Microbenchmark figures for the report, read only through `microbench.results`.
+"""Microbenchmark figures for the report, read only through `records.micro`.
 
 The microbenchmarks (fork + waitpid, fork + exec, thread start, task creation, IPC round trips,
 shared counters: CS:APP 12.1.2's "overhead for process control and IPC") write
 `microbench.json` (pytest-benchmark) and `microbench_c.json` (the C floor) into the run
-directory; `microbench.results.load_microbench(run_dir)` is their one reader. This module turns
+directory; `records.micro.read_microbench(run_dir)` is their one reader. This module turns
 its `MicroResult`s into a DataFrame, one row per (name, language), in microseconds per
 operation, so the chart and the scorecard never look at the files themselves. A run without
 microbenchmarks gives an empty frame and a reason, shown as "not measured in this run".
@@ -16,15 +16,17 @@ from pathlib import Path
 
 import pandas as pd
 
-from microbench.results import MicrobenchError, load_microbench
+from records.micro import MicrobenchError, read_microbench
 
 COLUMNS = ["name", "op", "group", "impl", "placement", "median_us", "min_us", "max_us",
            "rounds", "what"]  # fmt: skip
 
 
-def _read(run_dir: Path) -> tuple[pd.DataFrame, str]:
+def read(run_dir: Path) -> tuple[pd.DataFrame, str]:
+    """A run's microbenchmark figures, or an empty frame and why there are none. Called once
+    per run, by `analysis.results.read_run`: every other module reads `Run.micro`."""
     try:
-        results = load_microbench(run_dir)
+        results = read_microbench(run_dir)
     except MicrobenchError as exc:
         return pd.DataFrame(columns=COLUMNS), str(exc)
     rows = [
@@ -45,15 +47,6 @@ def _read(run_dir: Path) -> tuple[pd.DataFrame, str]:
     if not rows:
         return pd.DataFrame(columns=COLUMNS), "the microbenchmark files list no results"
     return pd.DataFrame(rows, columns=COLUMNS), ""
-
-
-def load(run_dir: Path) -> pd.DataFrame:
-    """Microbenchmark figures of a run, or an empty frame when the run has none."""
-    return _read(run_dir)[0]
-
-
-def absent_reason(run_dir: Path) -> str:
-    return _read(run_dir)[1] or "no microbenchmark figures"
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from analysis.stats import pick, placement_summary, summarise
 
 
 def _micro(run: Run, name: str) -> str:
-    v = micro.figure(micro.load(run.path), name)
+    v = micro.figure(run.micro, name)
     return f"{fmt.num(v)} us" if v is not None else fmt.NOT_MEASURED
 
 
@@ -60,7 +60,7 @@ def fig_12_5_picture() -> str:
 
 
 def why_ipc_hurts(run: Run) -> list[str]:
-    m = micro.load(run.path)
+    m = run.micro
 
     def us(name: str) -> str:
         v = micro.figure(m, name)

@@ -25,7 +25,7 @@ from analysis.document import (
     to_html,
     to_markdown,
 )
-from analysis.results import Run, load_run, ok_cells
+from analysis.results import Run, ok_cells, read_run
 from analysis.scorecard import scorecard
 from analysis.stats import CV_LIMIT, placement_summary, summarise
 from records import gitinfo, schema
@@ -335,7 +335,7 @@ def build(run: Run) -> Document:
 
 def write_report(run_dir: str | Path) -> Path:
     """Render the report of a run into the run directory; returns the markdown path."""
-    run = load_run(run_dir)
+    run = read_run(run_dir)
     doc = build(run)
     md, html_path = run.path / "report.md", run.path / "report.html"
     schema_text = to_markdown(doc)

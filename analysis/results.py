@@ -1,8 +1,9 @@
 """Read one run directory into pandas: the only place the analysis touches result files.
 
-A run directory (see results/README.md) holds `manifest.json` and `cells/<cell_id>.json`
-(searched at any depth, in case a cell id holds "/"), read here through
-`records.schema.load_manifest` / `load_cell` (the one versioned loader), never by
+A run directory (see results/README.md) holds `manifest.json`, `cells/<cell_id>.json`
+(searched at any depth, in case a cell id holds "/") and the microbenchmark files (read once,
+through `records.micro`, into `Run.micro`); cells and manifest are read through
+`records.schema.read_manifest` / `read_cell` (the one versioned loader), never by
 parsing JSON ourselves. The result is a `Run`: the manifest, the cell documents by id, and one
 tidy DataFrame row per cell and trial with the registry's labels and the figures every chart
 and table needs:
@@ -33,6 +34,7 @@ import numpy as np
 import pandas as pd
 from hdrh.histogram import HdrHistogram
 
+from analysis import micro
 from records import schema
 from servers.registry import SERVERS
 
@@ -53,6 +55,8 @@ class Run:
     manifest: schema.Manifest | None
     cells: dict[str, schema.CellResult]
     df: pd.DataFrame  # one row per cell and trial, see `tidy_row`
+    micro: pd.DataFrame  # the microbenchmark figures (analysis.micro), read once here
+    micro_absent: str  # why `micro` is empty ("" when it is not)
     unreadable: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
 
     @property
@@ -395,7 +399,7 @@ _NUMERIC = [
 ]
 
 
-def load_run(path: str | Path) -> Run:
+def read_run(path: str | Path) -> Run:
     """Read a run directory. Unreadable cell files are listed, not fatal; a missing dir is."""
     root = Path(path)
     if not root.is_dir():
@@ -408,7 +412,7 @@ def load_run(path: str | Path) -> Run:
     unreadable: list[tuple[str, str]] = []
     if manifest_path.exists():
         try:
-            manifest = schema.load_manifest(manifest_path)
+            manifest = schema.read_manifest(manifest_path)
         except schema.SchemaError as exc:
             unreadable.append((manifest_path.name, str(exc)))
     run_id = manifest.run_id if manifest else root.name
@@ -416,7 +420,7 @@ def load_run(path: str | Path) -> Run:
     rows = []
     for f in sorted(cell_dir.rglob("*.json")) if cell_dir.is_dir() else []:
         try:
-            cell = schema.load_cell(f)
+            cell = schema.read_cell(f)
         except schema.SchemaError as exc:
             unreadable.append((f.name, str(exc)))
             continue
@@ -434,7 +438,10 @@ def load_run(path: str | Path) -> Run:
         if col not in df.columns:
             df[col] = False
         df[col] = df[col].fillna(False).astype(bool)
-    return Run(root, manifest, cells, df, unreadable)
+    figures, absent = micro.read(root)
+    if figures.empty and not absent:
+        absent = "no microbenchmark figures"
+    return Run(root, manifest, cells, df, figures, absent, unreadable)
 
 
 def ok_cells(run: Run, faults: bool = False) -> pd.DataFrame:

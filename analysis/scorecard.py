@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from analysis import fmt, micro
+from analysis import fmt
 from analysis.charts import label
 from analysis.results import FAULTS, Run
 from analysis.stats import Figure, pick, summarise
@@ -43,7 +43,7 @@ class Evidence:
 
     @classmethod
     def of(cls, run: Run) -> Evidence:
-        return cls(run.df, micro.load(run.path))
+        return cls(run.df, run.micro)
 
     def ok(self, scenario: str | None = None, faults: bool = False) -> pd.DataFrame:
         d = self.df

@@ -65,7 +65,7 @@ def what_was_run(run: Run) -> str:
 
 
 def answer_fork(run: Run) -> str:
-    m = micro.load(run.path)
+    m = run.micro
     fork, thread = (
         micro.figure(m, "fork_wait.small_parent"),
         micro.figure(m, "thread_start_join"),
@@ -107,7 +107,7 @@ def answer_fork(run: Run) -> str:
 
 
 def answer_ipc(run: Run) -> str:
-    m = micro.load(run.path)
+    m = run.micro
     ll = micro.like_for_like(m)
     pipe, queue, shm, lock = ll.pipe, ll.queue, ll.shm, ll.lock
     s = summarise(_ok(run, "shared-counter"), "requests_per_s")

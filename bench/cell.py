@@ -401,7 +401,7 @@ class CellRun:
             if memory_stop is not None:
                 partial = None
                 with contextlib.suppress(schema.SchemaError):
-                    partial = schema.load_load(out)  # written on SIGTERM, marked incomplete
+                    partial = schema.read_load(out)  # written on SIGTERM, marked incomplete
                 return partial, ("memory", memory_stop)
             if code == 2:
                 return None, ("load", f"load generator rejected its arguments{last_line(tail)}")
@@ -409,7 +409,7 @@ class CellRun:
                 why = f"load generator exited with code {code}, no result{last_line(tail)}"
                 return None, ("load", why)
             try:
-                load = schema.load_load(out)
+                load = schema.read_load(out)
             except schema.SchemaError as exc:
                 return None, ("load", f"load generator's result is unreadable: {exc}")
             if code != 0 or not load.complete:

@@ -55,7 +55,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_list_profiles(args: argparse.Namespace) -> int:
     for name in profiles.available():
-        prof = profiles.load(name)
+        prof = profiles.read(name)
         print(
             f"{name:10} {len(prof.cells):4} cells  ~{fmt_duration(prof.budget_s())}  "
             f"{prof.description}"
@@ -64,7 +64,7 @@ def cmd_list_profiles(args: argparse.Namespace) -> int:
 
 
 def cmd_show_profile(args: argparse.Namespace) -> int:
-    prof = profiles.load(args.profile, unpinned=args.unpinned)
+    prof = profiles.read(args.profile, unpinned=args.unpinned)
     print(f"# {prof.name}: {len(prof.cells)} cells, ~{fmt_duration(prof.budget_s())}")
     for spec in prof.cells:
         extra = f"  ({' '.join(spec.server_args)})" if spec.server_args else ""
@@ -72,15 +72,15 @@ def cmd_show_profile(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_servers(args: argparse.Namespace) -> int:
-    from bench import servers_bench  # noqa: PLC0415 - only this command needs it
+def cmd_twins(args: argparse.Namespace) -> int:
+    from bench import twin_bench  # noqa: PLC0415 - only this command needs it
 
-    known = servers_bench.python_servers()
+    known = twin_bench.python_servers()
     names = args.servers or known
     unknown = [n for n in names if n not in known]
     if unknown:
-        raise UsageError(f"servers: {unknown} have no twin (known: {', '.join(known)})")
-    return servers_bench.run(names, args.rounds, args.warmup, args.duration, not args.no_syscalls)
+        raise UsageError(f"twins: {unknown} have no twin (known: {', '.join(known)})")
+    return twin_bench.run(names, args.rounds, args.warmup, args.duration, not args.no_syscalls)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -118,14 +118,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser(
-        "servers", help="every Python server against its minimal twin (make bench-servers)"
+        "twins", help="every Python server against its minimal twin (make bench-servers)"
     )
     p.add_argument("servers", nargs="*", help="registered Python servers (default: all)")
     p.add_argument("--rounds", type=_rounds, default=5, help="alternated pairs (default 5)")
     p.add_argument("--duration", type=float, default=1.5, help="seconds measured per run")
     p.add_argument("--warmup", type=float, default=0.3, help="seconds of load before each")
     p.add_argument("--no-syscalls", action="store_true", help="skip the strace count")
-    p.set_defaults(func=cmd_servers)
+    p.set_defaults(func=cmd_twins)
 
     p = sub.add_parser("list-profiles", help="the built-in profiles and their size")
     p.set_defaults(func=cmd_list_profiles)

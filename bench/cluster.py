@@ -325,7 +325,7 @@ def shard(order: ShardOrder) -> ShardOutcome:
         tail = err.read_text(errors="replace").splitlines()[-10:]
         load = None
         with contextlib.suppress(schema.SchemaError):
-            load = schema.load_load(out)
+            load = schema.read_load(out)
         if failure is None and load is None:
             failure = f"load generator exited with code {code}, no result{last_line(tail)}"
         elif failure is None and load is not None and not load.complete:

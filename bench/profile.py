@@ -231,7 +231,7 @@ def available() -> list[str]:
     return sorted(p.stem for p in PROFILE_DIR.glob("*.toml"))
 
 
-def load(name_or_path: str, *, unpinned: bool = False) -> Profile:
+def read(name_or_path: str, *, unpinned: bool = False) -> Profile:
     path = resolve(name_or_path)
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))

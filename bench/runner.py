@@ -35,7 +35,7 @@ from bench import environment
 from bench.cell import CellRun, CpuPlan, Interrupted, end_group, failed_cell, utc_now
 from bench.cluster import Cluster, ClusterCellRun, ClusterError, unsupported
 from bench.profile import CELL_OVERHEAD_S, CellSpec, Profile, ProfileError, build, closed_ref_key
-from bench.profile import load as load_profile
+from bench.profile import read as read_profile
 from bench.progress import Progress, fmt_duration
 from records import schema
 
@@ -202,7 +202,7 @@ class Runner:
         if opts.resume is not None:
             run_dir = opts.resume
             try:
-                old = schema.load_manifest(run_dir / "manifest.json")
+                old = schema.read_manifest(run_dir / "manifest.json")
             except schema.SchemaError as exc:
                 raise UsageError(f"--resume: {exc}") from exc
             unpinned = old.environment.get("placement") == "unpinned"
@@ -232,7 +232,7 @@ class Runner:
             )
             return run_dir, profile, cpus, manifest
         try:
-            profile = load_profile(opts.profile or "standard", unpinned=opts.unpinned)
+            profile = read_profile(opts.profile or "standard", unpinned=opts.unpinned)
         except ProfileError as exc:
             raise UsageError(str(exc)) from exc
         limits = self._limits(profile)
@@ -266,7 +266,7 @@ class Runner:
         cell_dir = run_dir / "cells"
         for path in sorted(cell_dir.glob("*.json")) if cell_dir.is_dir() else []:
             try:
-                cell = schema.load_cell(path)
+                cell = schema.read_cell(path)
             except schema.SchemaError:
                 continue
             seen.add((cell.git.commit, cell.git.dirty) if cell.git else (None, None))
@@ -374,7 +374,7 @@ class Runner:
     def _load_existing(self, cell_dir: Path) -> None:
         for path in sorted(cell_dir.glob("*.json")) if cell_dir.is_dir() else []:
             try:
-                cell = schema.load_cell(path)
+                cell = schema.read_cell(path)
             except schema.SchemaError as exc:
                 self._say(f"warning: {exc}: will run that cell again")
                 continue

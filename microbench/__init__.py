@@ -2,5 +2,5 @@
 
 `python -m microbench run --out DIR [--fast]` runs the pytest-benchmark suite in this package
 (`bench_*.py`) and the C reference programs in `c/`, writing `DIR/microbench.json` and
-`DIR/microbench_c.json`; `microbench.results.load_microbench(DIR)` is the one way to read them.
+`DIR/microbench_c.json`; `records.micro.read_microbench(DIR)` is the one way to read them.
 """

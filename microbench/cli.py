@@ -10,8 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from microbench.results import MicrobenchError, MicroResult, load_microbench
 from microbench.suite import run_all
+from records.micro import MicrobenchError, MicroResult, read_microbench
 from records.usage import OneLineParser
 
 
@@ -47,7 +47,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     try:
-        results = load_microbench(args.run_dir)
+        results = read_microbench(args.run_dir)
     except MicrobenchError as exc:
         print(f"microbench: {exc}", file=sys.stderr)
         return 2

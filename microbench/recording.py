@@ -1,7 +1,7 @@
 """How a benchmark states what it measured: names, groups, placement, and replayed clocks.
 
 Every benchmark records the same `extra_info` keys (see `describe`), which is what
-`microbench.results` reads back: the pytest test id is for people, `extra_info["name"]` is the
+`records.micro` reads back: the pytest test id is for people, `extra_info["name"]` is the
 stable name the analysis joins Python and C figures on.
 
 Most benchmarks let pytest-benchmark time the operation itself (`pedantic` with `iterations=N`:
@@ -64,7 +64,7 @@ def describe(
     what: str,
     **extra: object,
 ) -> None:
-    """Label a benchmark: the keys `microbench.results` relies on, plus free-form extras."""
+    """Label a benchmark: the keys `records.micro` relies on, plus free-form extras."""
     benchmark.group = group
     benchmark.extra_info.update(
         name=name_with(op, placement),

@@ -26,7 +26,7 @@ from typing import Any
 
 from microbench.children import PARENT_ENV, run_json_child
 from microbench.placement import allowed_cpus, home_cpu, name_with, two_ended
-from microbench.results import C_FILE, PY_FILE, c_document
+from records.micro import C_FILE, PY_FILE, c_document
 from records.schema import MicroPlacement, write_json_atomic
 
 PACKAGE = Path(__file__).resolve().parent

@@ -1,4 +1,4 @@
-"""The one result format of echobench, written here and read only through `load()`.
+"""The one result format of echobench, written here and read only through `read()`.
 
 Three documents share this schema:
 
@@ -8,7 +8,7 @@ Three documents share this schema:
   of the server's process tree;
 * a **manifest** (`kind = "manifest"`), the environment a whole run ran on.
 
-Every document carries `schema_version`. `load()` rejects a version it does not know rather than
+Every document carries `schema_version`. `read()` rejects a version it does not know rather than
 guessing, so an old report can never silently misread a newer run (pyperf's `_JSON_VERSION`
 does the same). Documents are written with `write_atomic()`: a reader never sees half a file,
 and a run interrupted mid-write keeps the previous complete file.
@@ -690,7 +690,7 @@ def upgrade(data: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def load(path: str | os.PathLike[str]) -> Document:
+def read(path: str | os.PathLike[str]) -> Document:
     """Read one result file (load or cell). Raises SchemaError with the file's name."""
     p = Path(path)
     try:
@@ -700,22 +700,22 @@ def load(path: str | os.PathLike[str]) -> Document:
     return parse(data, str(p))
 
 
-def load_cell(path: str | os.PathLike[str]) -> CellResult:
-    doc = load(path)
+def read_cell(path: str | os.PathLike[str]) -> CellResult:
+    doc = read(path)
     if not isinstance(doc, CellResult):
         raise SchemaError(f"{path}: is a {doc.kind} result, not a cell")
     return doc
 
 
-def load_load(path: str | os.PathLike[str]) -> LoadResult:
-    doc = load(path)
+def read_load(path: str | os.PathLike[str]) -> LoadResult:
+    doc = read(path)
     if not isinstance(doc, LoadResult):
         raise SchemaError(f"{path}: is a {doc.kind} result, not a load result")
     return doc
 
 
-def load_manifest(path: str | os.PathLike[str]) -> Manifest:
-    doc = load(path)
+def read_manifest(path: str | os.PathLike[str]) -> Manifest:
+    doc = read(path)
     if not isinstance(doc, Manifest):
         raise SchemaError(f"{path}: is a {doc.kind} result, not a manifest")
     return doc

@@ -6,7 +6,7 @@ reference) and each accepts only the switches its model uses: `--workers` for th
 `--shared-counter` modes that fit the model (issue 5). Anything else is a usage error: one line
 on stderr, exit 2.
 
-The server's module is imported only after parsing (`spec.load()`), so the forking servers'
+The server's module is imported only after parsing (`spec.import_module()`), so the forking servers'
 parent never loads asyncio or uvloop (CS:APP 12.1.2: a fork's cost grows with the parent).
 """
 
@@ -144,7 +144,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
         lean = [sys.executable, *LEAN_FLAGS, "-m", "servers.lean", spec.module, *cfg.to_argv()]
         os.execve(sys.executable, lean, {**os.environ, "PYTHONPATH": path})
-    module = spec.load()  # lazy: only this model's imports
+    module = spec.import_module()  # lazy: only this model's imports
     try:
         code: int = module.run(cfg)
     except OSError as err:  # e.g. the address is in use: one line, no traceback

@@ -77,7 +77,7 @@ class ServerSpec:
     counter_modes: tuple[str, ...] = ()  # --shared-counter modes (servers.counter)
     native: str | None = None  # the C program in NATIVE_DIR this server execs
 
-    def load(self) -> ModuleType:
+    def import_module(self) -> ModuleType:
         return importlib.import_module(self.module)
 
     @property

@@ -29,7 +29,7 @@ from analysis import charts, fmt
 from analysis.check import check_report, find_browser
 from analysis.compare import compare
 from analysis.report import failed_table, write_report
-from analysis.results import load_run
+from analysis.results import read_run
 from analysis.scorecard import Evidence, parent_must_close_connfd
 from analysis.stats import summarise
 from records import schema
@@ -97,9 +97,9 @@ def table_rows(md: str, first_cell: str) -> list[list[str]]:
 
 
 def test_committed_run_is_real_and_small() -> None:
-    manifest = schema.load_manifest(DATA / "manifest.json")
+    manifest = schema.read_manifest(DATA / "manifest.json")
     assert manifest.profile_name == "analysis-test" and manifest.finished
-    cells = [schema.load_cell(p) for p in (DATA / "cells").glob("*.json")]
+    cells = [schema.read_cell(p) for p in (DATA / "cells").glob("*.json")]
     assert len(cells) >= 30 and all(c.load is not None for c in cells if c.status == "ok")
     size = sum(p.stat().st_size for p in DATA.rglob("*") if p.is_file())
     assert size < 2 * 2**20
@@ -191,7 +191,7 @@ def test_missing_scenario_says_not_measured(tmp_path: Path) -> None:
     run = copy_run(tmp_path / "run")
     for p in (run / "cells").glob("per-request_*.json"):
         p.unlink()
-    chart = charts.connections_per_second(load_run(run), tmp_path / "charts")
+    chart = charts.connections_per_second(read_run(run), tmp_path / "charts")
     assert not chart.measured and chart.png.read_bytes()[:8] == PNG_MAGIC
 
 
@@ -207,12 +207,12 @@ def test_run_without_cells_still_renders_and_says_so(tmp_path: Path) -> None:
 def test_fault_experiment_cells_feed_the_scorecard_not_the_charts(tmp_path: Path) -> None:
     run = copy_run(tmp_path / "run")
     path = sorted((run / "cells").glob("per-request_process_*.json"))[0]
-    cell = schema.load_cell(path)
+    cell = schema.read_cell(path)
     assert cell.server_run is not None
     # The same measured cell, relabelled as run with issue 7's --leak-connfd switch.
     sr = dataclasses.replace(cell.server_run, argv=[*cell.server_run.argv, "--leak-connfd"])
     schema.write_atomic(path, dataclasses.replace(cell, server_run=sr))
-    loaded = load_run(run)
+    loaded = read_run(run)
     chart = charts.connections_per_second(loaded, tmp_path / "charts")
     rows = [r for t in chart.tables for r in t.rows if r[0] == SERVERS["process"].label]
     # one trial left (no [min-max] range in the grid): the other is the fault
@@ -226,10 +226,10 @@ def test_fault_experiment_cells_feed_the_scorecard_not_the_charts(tmp_path: Path
 def test_failed_cell_is_listed_with_reason(tmp_path: Path) -> None:
     run = copy_run(tmp_path / "run")
     victim_path = sorted((run / "cells").glob("concurrency_uvloop_*.json"))[0]
-    victim = schema.load_cell(victim_path)
+    victim = schema.read_cell(victim_path)
     failed = dataclasses.replace(victim, status="failed", reason="server did not print READY")
     schema.write_atomic(victim_path, failed)
-    loaded = load_run(run)
+    loaded = read_run(run)
     table = failed_table(loaded)
     assert [[victim.cell_id, SERVERS["uvloop"].label, "server did not print READY"]] == table.rows
     # ...and the failed trial is out of every figure: only the other trial is summarised.
@@ -242,7 +242,7 @@ def test_failed_cell_is_listed_with_reason(tmp_path: Path) -> None:
 
 
 def test_compare_with_itself_is_all_ones() -> None:
-    run = load_run(DATA)
+    run = read_run(DATA)
     text = compare([run, run])
     flat = [
         r for s in ("concurrency", "shared-counter", "per-request") for r in table_rows(text, s)
@@ -257,10 +257,10 @@ def test_compare_with_itself_is_all_ones() -> None:
 def test_compare_flags_a_different_environment(tmp_path: Path) -> None:
     a = copy_run(tmp_path / "a")
     b = copy_run(tmp_path / "b")
-    m = schema.load_manifest(b / "manifest.json")
+    m = schema.read_manifest(b / "manifest.json")
     env = {**m.environment, "cpu_model": "Some Other CPU"}
     schema.write_atomic(b / "manifest.json", dataclasses.replace(m, environment=env))
-    text = compare([load_run(a), load_run(b)])
+    text = compare([read_run(a), read_run(b)])
     assert "ENVIRONMENTS DIFFER" in text and "Some Other CPU" in text
 
 

@@ -25,7 +25,7 @@ def _points(prof: profiles.Profile, scenario: str) -> list[profiles.CellSpec]:
 
 def test_builtin_profiles_build_with_unique_safe_ids() -> None:
     for name in ("quick", "standard", "full"):
-        prof = profiles.load(name)
+        prof = profiles.read(name)
         ids = [c.cell_id for c in prof.cells]
         assert len(ids) == len(set(ids)), name
         for cid in ids:
@@ -35,7 +35,7 @@ def test_builtin_profiles_build_with_unique_safe_ids() -> None:
 
 
 def test_standard_profile_covers_issue_4_and_5() -> None:
-    prof = profiles.load("standard")
+    prof = profiles.read("standard")
     assert prof.data["trials"] == 3
     conc = _points(prof, "concurrency")
     assert {c.params.connections for c in conc} == {1, 10, 100, 1000}

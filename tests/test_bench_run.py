@@ -130,13 +130,13 @@ def start_runner(tmp_path: Path) -> Iterator[Any]:
 
 
 def _cells(run_dir: Path) -> dict[str, schema.CellResult]:
-    return {c.cell_id: c for c in map(schema.load_cell, sorted((run_dir / "cells").glob("*.json")))}
+    return {c.cell_id: c for c in map(schema.read_cell, sorted((run_dir / "cells").glob("*.json")))}
 
 
 def _profile_order(profile_path_or_name: str) -> list[str]:
-    from bench.profile import load  # noqa: PLC0415 - only this helper needs it
+    from bench.profile import read  # noqa: PLC0415 - only this helper needs it
 
-    return [c.cell_id for c in load(profile_path_or_name).cells]
+    return [c.cell_id for c in read(profile_path_or_name).cells]
 
 
 TINY = {
@@ -166,7 +166,7 @@ def test_tiny_matrix_end_to_end(start_runner: Any) -> None:
     assert runner.wait() == 0, runner.text()
     run_dir = runner.run_dir()
     assert run_dir is not None
-    manifest = schema.load_manifest(run_dir / "manifest.json")
+    manifest = schema.read_manifest(run_dir / "manifest.json")
     assert manifest.finished and manifest.profile_name == "tiny"
     assert manifest.server_cpus == (0,) and manifest.client_cpus == (1,)
     env = manifest.environment
@@ -233,7 +233,7 @@ def test_pool_server_cell_says_how_many_it_served_and_is_never_capacity(
 ) -> None:
     """prefork serves 4 connections at a time: a cell asking for 8 must say so, not pose as a
     figure for 8 clients (issue 11: 996 of 1000 clients once went unserved, unreported)."""
-    from analysis.results import load_run  # noqa: PLC0415
+    from analysis.results import read_run  # noqa: PLC0415
     from analysis.stats import pick, summarise  # noqa: PLC0415
 
     profile = {
@@ -255,7 +255,7 @@ def test_pool_server_cell_says_how_many_it_served_and_is_never_capacity(
     assert "4 of 8 connections served in the window" in " ".join(cell.notes)
     # the starved clients waited the whole window: censored, counted, never dropped
     assert cell.load.unfinished >= 4
-    run = load_run(run_dir)
+    run = read_run(run_dir)
     assert int(run.df["starved"].iloc[0]) == 4 and int(run.df["asked"].iloc[0]) == 8
     s = summarise(run.df, "requests_per_s")
     assert pick(s, "prefork", connections=8) is None  # no claim may use it as a capacity
@@ -294,7 +294,7 @@ def test_resume_refuses_cells_of_another_commit_and_reruns_failed_cells(
     mixed = start_runner(None, "--resume", str(run_dir), "--mixed-commits", "--no-canary")
     assert mixed.wait() == 0, mixed.text()
     assert "1 cells done, 1 to run" in mixed.text()
-    assert schema.load_cell(files[1]).status == "ok"
+    assert schema.read_cell(files[1]).status == "ok"
 
 
 def test_killed_server_fails_its_cell_and_the_next_cell_runs(start_runner: Any) -> None:
@@ -324,7 +324,7 @@ def test_killed_server_fails_its_cell_and_the_next_cell_runs(start_runner: Any) 
     assert killed.server_run is not None and killed.server_run.exit_code == -signal.SIGKILL
     others = [c for c in cells.values() if c.cell_id != first["cell_id"]]
     assert [c.status for c in others] == ["ok"]
-    assert schema.load_manifest(run_dir / "manifest.json").finished
+    assert schema.read_manifest(run_dir / "manifest.json").finished
     for pgid in runner.seen_groups:
         assert group_members(pgid) == []
 
@@ -362,7 +362,7 @@ def test_interrupt_keeps_finished_cells_and_resume_completes(
     # Nothing the runner started is left: not the server's group, not the load generator's.
     for pgid in (busy["server_pid"], busy["loadgen_pid"]):
         assert group_members(pgid) == [], pgid
-    manifest = schema.load_manifest(run_dir / "manifest.json")
+    manifest = schema.read_manifest(run_dir / "manifest.json")
     assert not manifest.finished
     kept = _cells(run_dir)
     assert first_file.stem in kept
@@ -375,7 +375,7 @@ def test_interrupt_keeps_finished_cells_and_resume_completes(
     done = _cells(run_dir)
     assert len(done) == 3 and all(c.status == "ok" for c in done.values())
     assert first_file.read_bytes() == before  # finished cells are never rerun
-    assert schema.load_manifest(run_dir / "manifest.json").finished
+    assert schema.read_manifest(run_dir / "manifest.json").finished
     assert not (run_dir / "loadgen").exists() or not list((run_dir / "loadgen").iterdir())
 
 

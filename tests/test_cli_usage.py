@@ -14,7 +14,7 @@ CASES = [
     ("servers", ["thread", "--leak-connfd"]),  # a switch the thread server does not take
     ("loadgen", ["--target", "127.0.0.1:1", "--connections", "many"]),
     ("bench", ["run", "--no-such-option"]),
-    ("bench", ["servers", "c-epoll"]),  # a server with no twin: caught after parsing
+    ("bench", ["twins", "c-epoll"]),  # a server with no twin: caught after parsing
     ("microbench", ["--no-such-option"]),
     ("analysis", ["report"]),  # a missing argument
 ]

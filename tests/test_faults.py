@@ -639,12 +639,12 @@ def test_loadgen_sigkill_fails_its_cell(tmp_path: Path) -> None:
     text = log.read_text(errors="replace")[-2000:]
     assert code == 0, text
     (run_dir,) = [d for d in out.iterdir() if d.is_dir()]
-    cells = {c.cell_id: c for c in map(schema.load_cell, (run_dir / "cells").glob("*.json"))}
+    cells = {c.cell_id: c for c in map(schema.read_cell, (run_dir / "cells").glob("*.json"))}
     killed = cells[str(cell["cell_id"])]
     assert killed.status == "failed", killed
     assert killed.reason is not None and "load generator" in killed.reason, killed.reason
     assert [c.status for c in cells.values() if c.cell_id != killed.cell_id] == ["ok"]
-    assert schema.load_manifest(run_dir / "manifest.json").finished
+    assert schema.read_manifest(run_dir / "manifest.json").finished
     for pgid in groups:
         assert group_members(pgid) == [], f"group {pgid} left running"
     ROWS.append(

@@ -23,7 +23,7 @@ from records.schema import (
     LoadConfig,
     LoadResult,
     TimelineSecond,
-    load_load,
+    read_load,
     write_atomic,
 )
 
@@ -55,7 +55,7 @@ def test_clean_echo_is_counted_verified_and_round_trips(tmp_path: Path) -> None:
     assert r.connections_opened == 3
     assert len(r.client_cpu) == 1 and r.client_cpu[0].wall_s > 0
     write_atomic(tmp_path / "r.json", r)
-    assert load_load(tmp_path / "r.json") == r
+    assert read_load(tmp_path / "r.json") == r
 
 
 @pytest.mark.parametrize(

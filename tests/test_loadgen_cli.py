@@ -14,7 +14,7 @@ from fixtures.procs import echo_server, wait_group_empty
 
 from loadgen.cli import build_parser, config_from_args
 from records import loadargs
-from records.schema import LoadConfig, load_load
+from records.schema import LoadConfig, read_load
 
 
 def loadgen(*args: str) -> subprocess.CompletedProcess[str]:
@@ -72,7 +72,7 @@ def test_unreachable_target_is_a_run_failure(tmp_path: Path) -> None:
     p = loadgen("--target", f"127.0.0.1:{free_port()}", "--output", str(out))
     assert p.returncode == 1
     assert "cannot connect" in p.stderr and len(p.stderr.strip().splitlines()) == 1
-    r = load_load(out)
+    r = read_load(out)
     assert not r.complete and r.failure and "cannot connect" in r.failure
 
 
@@ -91,7 +91,7 @@ def test_complete_run_writes_result_and_summary(tmp_path: Path) -> None:
         )
     assert p.returncode == 0, p.stderr
     assert "req/s" in p.stderr.strip().splitlines()[-1]
-    r = load_load(out)
+    r = read_load(out)
     assert r.complete and r.requests > 0 and r.config.source_addrs == 8
 
 
@@ -133,7 +133,7 @@ def test_sigterm_stops_promptly_and_keeps_what_was_measured(tmp_path: Path) -> N
     assert proc.returncode == 1, rest
     assert "INCOMPLETE" in rest
     assert wait_group_empty(proc.pid) == []  # its workers are gone too
-    r = load_load(out)
+    r = read_load(out)
     assert not r.complete and r.failure is not None and "SIGTERM" in r.failure
     assert len(r.client_cpu) == 2
 

@@ -23,7 +23,7 @@ import psutil
 import pytest
 
 from microbench.placement import allowed_cpus
-from microbench.results import C_FILE, PY_FILE, MicrobenchError, MicroResult, load_microbench
+from records.micro import C_FILE, PY_FILE, MicrobenchError, MicroResult, read_microbench
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN_TIMEOUT_S = 90  # fast mode takes ~5-10 s here; far above that, but bounded
@@ -128,7 +128,7 @@ def by_name(results: list[MicroResult], language: str) -> dict[str, MicroResult]
 @pytest.mark.slow
 def test_fast_run_has_every_python_figure(fast_run: tuple[Path, str]) -> None:
     out, _ = fast_run
-    python = by_name(load_microbench(out), "python")
+    python = by_name(read_microbench(out), "python")
     assert set(python) == expected(PY_ONE_ENDED, PY_TWO_ENDED)  # and no 1 GB parent in --fast
     for name, r in python.items():
         assert 0 < r.min_us <= r.median_us <= r.max_us, name
@@ -146,7 +146,7 @@ def test_fast_run_has_every_python_figure(fast_run: tuple[Path, str]) -> None:
 @pytest.mark.slow
 def test_fast_run_has_the_c_floor_or_says_why_not(fast_run: tuple[Path, str]) -> None:
     out, stderr = fast_run
-    c = by_name(load_microbench(out), "c")
+    c = by_name(read_microbench(out), "c")
     doc = json.loads((out / C_FILE).read_text(encoding="utf-8"))
     if shutil.which("cc"):
         assert set(c) == expected(C_ONE_ENDED, C_TWO_ENDED)
@@ -167,21 +167,21 @@ def test_corrupt_or_foreign_files_are_refused(fast_run: tuple[Path, str], tmp_pa
 
     (broken / PY_FILE).write_text(py_text[: len(py_text) // 2], encoding="utf-8")
     with pytest.raises(MicrobenchError, match=r"microbench\.json: cannot read"):
-        load_microbench(broken)
+        read_microbench(broken)
 
     doc = json.loads(py_text)
     doc["benchmarks"][0]["stats"]["median"] = "fast"
     (broken / PY_FILE).write_text(json.dumps(doc), encoding="utf-8")
     with pytest.raises(MicrobenchError, match=r"benchmarks\[0\]\.stats\.median: expected float"):
-        load_microbench(broken)
+        read_microbench(broken)
 
     (broken / PY_FILE).write_text(py_text, encoding="utf-8")
     (broken / C_FILE).write_text(json.dumps({"format": "something else"}), encoding="utf-8")
     with pytest.raises(MicrobenchError, match=r"microbench_c\.json: not a C microbenchmark"):
-        load_microbench(broken)
+        read_microbench(broken)
 
     with pytest.raises(MicrobenchError, match="no microbenchmark results"):
-        load_microbench(tmp_path / "nowhere")
+        read_microbench(tmp_path / "nowhere")
 
 
 def test_usage_errors_exit_2(tmp_path: Path) -> None:
@@ -204,7 +204,7 @@ def test_show_prints_each_figure_once(fast_run: tuple[Path, str]) -> None:
     shown = run_cli(["show", str(out)], uuid.uuid4().hex, timeout_s=30)
     assert shown.returncode == 0, shown.stderr
     rows = [line.split()[1] for line in shown.stdout.splitlines()[2:]]
-    assert sorted(rows) == sorted({r.name for r in load_microbench(out)})
+    assert sorted(rows) == sorted({r.name for r in read_microbench(out)})
 
 
 def test_files_in_the_first_placement_words_read_in_the_suites_words(tmp_path: Path) -> None:
@@ -212,7 +212,7 @@ def test_files_in_the_first_placement_words_read_in_the_suites_words(tmp_path: P
     # ("same-cpu"/"cross-cpu", C format 1): it reads as "shared"/"split", figures untouched.
     old = Path(__file__).parent / "data" / "analysis-run"
     assert '"cross-cpu"' in (old / PY_FILE).read_text()
-    results = load_microbench(old)
+    results = read_microbench(old)
     by_name = {(r.name, r.language): r for r in results}
     assert {r.placement for r in results} == {"shared", "split", "n/a"}
     assert not any("cpu]" in r.name for r in results)
@@ -225,4 +225,4 @@ def test_files_in_the_first_placement_words_read_in_the_suites_words(tmp_path: P
     (tmp_path / PY_FILE).write_text((old / PY_FILE).read_text())
     (tmp_path / C_FILE).write_text(json.dumps({**raw, "format_version": 3}))
     with pytest.raises(MicrobenchError, match=r"format_version 3 .* \[1, 2\]"):
-        load_microbench(tmp_path)
+        read_microbench(tmp_path)

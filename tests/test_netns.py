@@ -147,11 +147,11 @@ def test_a_run_across_two_hosts(two_hosts: TwoHosts, tmp_path: Path) -> None:
     text = log.read_text(errors="replace")
     assert code == 0, text[-3000:]
     (run_dir,) = out.iterdir()
-    manifest = schema.load_manifest(run_dir / "manifest.json")
+    manifest = schema.read_manifest(run_dir / "manifest.json")
     assert manifest.cluster == scheduler
     roles = {h_.host: h_.roles for h_ in manifest.hosts}
     assert roles == {h.addr_a: ["server"], h.addr_b: ["client"]}
-    cells = [schema.load_cell(p) for p in sorted((run_dir / "cells").glob("*.json"))]
+    cells = [schema.read_cell(p) for p in sorted((run_dir / "cells").glob("*.json"))]
     assert {c.server for c in cells} == {"thread", "process"}
     for cell in cells:
         assert cell.status == "ok", (cell.cell_id, cell.reason)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from analysis.results import load_run
+from analysis.results import read_run
 from records import schema
 
 DATA = Path(__file__).parent / "data"
@@ -24,7 +24,7 @@ V2_RUN = DATA / "v2-run"
 def test_a_version_1_cell_is_upgraded_on_load() -> None:
     path = next((V1_RUN / "cells").glob("*.json"))
     assert json.loads(path.read_text())["schema_version"] == 1
-    cell = schema.load_cell(path)
+    cell = schema.read_cell(path)
     assert cell.schema_version == schema.SCHEMA_VERSION == 4
     assert cell.load is not None and cell.load.schema_version == 4
     # what versions 2 and 3 added reads as "not measured", never as a made-up figure
@@ -38,11 +38,11 @@ def test_a_future_version_is_refused_with_the_version_message(tmp_path: Path) ->
     path = tmp_path / "future.json"
     path.write_text(json.dumps(data))
     with pytest.raises(schema.SchemaError, match=r"schema_version 5 is not one this echobench"):
-        schema.load_cell(path)
+        schema.read_cell(path)
 
 
 def test_the_version_1_run_still_renders_its_cpu_within_its_cpus() -> None:
-    run = load_run(V1_RUN)
+    run = read_run(V1_RUN)
     assert not run.unreadable
     d = run.df[run.df["server_cpu_util"].notna()]
     assert len(d) > 0 and set(d["cpu_source"]) <= {"v1-rate", "v1-rate-capped"}
@@ -50,7 +50,7 @@ def test_the_version_1_run_still_renders_its_cpu_within_its_cpus() -> None:
 
 
 def test_no_recorded_cell_reports_more_server_cpu_than_it_was_given() -> None:
-    run = load_run(V2_RUN)
+    run = read_run(V2_RUN)
     assert not run.unreadable and len(run.cells) > 0
     for cell in run.cells.values():
         if cell.status != "ok":
@@ -63,3 +63,37 @@ def test_no_recorded_cell_reports_more_server_cpu_than_it_was_given() -> None:
     assert (d["server_cpu_util"].dropna() <= d["server_cpus"].dropna() + 1e-9).all()
     for col in ("asked", "served", "starved", "fill_s"):
         assert col in d.columns
+
+
+def _imports(package: str, but: str = "") -> set[str]:
+    """Every echobench module a package's files import, lazily or not (read from the source)."""
+    import ast  # noqa: PLC0415 - only this test reads source
+
+    ours = {"records", "servers", "loadgen", "bench", "microbench", "analysis"}
+    found: set[str] = set()
+    for path in (Path(__file__).parents[1] / package).rglob("*.py"):
+        if path.name == but:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = (
+                [a.name for a in node.names] if isinstance(node, ast.Import)
+                else [node.module] if isinstance(node, ast.ImportFrom) and node.module
+                else []
+            )  # fmt: skip
+            found |= {n for n in names if n.split(".")[0] in ours - {package}}
+    return found
+
+
+def test_the_import_graph_has_the_record_layer_at_the_bottom() -> None:
+    # records <- servers <- loadgen, microbench <- bench;  records + servers.registry <- analysis
+    # (loadgen's self-benchmark is a harness: it starts the servers it measures the client on.)
+    tops = {p: {m.split(".")[0] for m in _imports(p, "selfbench.py")} for p in
+            ("records", "servers", "loadgen", "microbench", "bench", "analysis")}  # fmt: skip
+    assert tops["records"] == set()
+    assert tops["servers"] <= {"records"}
+    assert tops["loadgen"] <= {"records"}
+    assert tops["microbench"] <= {"records"}
+    assert tops["bench"] <= {"records", "servers"}
+    assert _imports("analysis") <= {"records", "records.schema", "records.micro",
+                                    "records.xray", "records.usage", "records.hist",
+                                    "servers.registry"}  # fmt: skip

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from bench.cell import CellRun, CpuPlan
-from bench.profile import ProfileError, build, load
+from bench.profile import ProfileError, build, read
 from records import schema
 from servers.launch import ServerProcess
 
@@ -35,14 +35,14 @@ def _cpus() -> CpuPlan:
 
 
 def test_scale_profile_holds_active_plus_idle_and_is_in_full() -> None:
-    p = load("scale")
+    p = read("scale")
     cells = [c for c in p.cells if c.scenario == "scale"]
     assert {c.params.connections for c in cells} == {100, 1000, 3000, 10000}
     for c in cells:
         assert c.params.active == 10
         assert c.params.idle == c.params.connections - 10
         assert c.ref_point is None
-    assert any(c.scenario == "scale" for c in load("full").cells)
+    assert any(c.scenario == "scale" for c in read("full").cells)
 
 
 def test_fault_scenarios_run_the_switch_next_to_the_correct_server() -> None:
@@ -90,7 +90,7 @@ def test_idle_connections_are_held_and_echo_at_the_end(tmp_path: Path) -> None:
             capture_output=True, text=True, timeout=60, check=False, start_new_session=True,
         )  # fmt: skip
         assert done.returncode == 0, done.stderr
-        result = schema.load_load(out)
+        result = schema.read_load(out)
         assert result.config.idle_connections == 40
         assert result.idle_opened == 40 and result.idle_alive_at_end == 40
         assert result.requests > 0

@@ -14,8 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from analysis import micro
-from analysis.results import load_run
+from analysis.results import read_run
 from analysis.scorecard import (
     CLAIMS,
     Evidence,
@@ -41,8 +40,8 @@ C, N, X, INC = (
 
 @pytest.fixture(scope="module")
 def recorded() -> Evidence:
-    run = load_run(DATA)
-    return Evidence(run.df, micro.load(DATA))
+    run = read_run(DATA)
+    return Evidence(run.df, run.micro)
 
 
 def trials(ev: Evidence, scenario: str, server: str, metric: str, values: list[float],

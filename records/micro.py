@@ -1,4 +1,4 @@
-"""The one reader of microbenchmark results: `load_microbench(run_dir) -> list[MicroResult]`.
+"""The one reader of microbenchmark results: `read_microbench(run_dir) -> list[MicroResult]`.
 
 A run directory holds two files written by `python -m microbench run`:
 
@@ -63,7 +63,7 @@ class MicroResult:
     what: str  # one line: exactly what was timed
 
 
-def load_microbench(run_dir: str | os.PathLike[str]) -> list[MicroResult]:
+def read_microbench(run_dir: str | os.PathLike[str]) -> list[MicroResult]:
     """All microbenchmark figures of a run: Python ones, then the C floor (if the file exists)."""
     run = Path(run_dir)
     py_path = run / PY_FILE
