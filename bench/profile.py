@@ -176,9 +176,9 @@ class CellSpec:
     params: CellParams
     placement: Placement
     trial: int
-    timeout_s: float
-    # The load generator's whole configuration, built and checked here once: the runner only aims
-    # it at the server (host, port) and fills in client CPUs, workers and an open loop's rate.
+    # The load generator's whole configuration (the per-echo timeout included), built and checked
+    # here once: the runner only aims it at the server (host, port) and fills in client CPUs,
+    # workers and an open loop's rate.
     load: LoadConfig
     ref_point: str | None = None  # open loop: the closed-loop point whose rate it scales
     # issue 7: the memory guard's cap on the server tree's PSS (None: only the MemAvailable
@@ -576,7 +576,6 @@ def _cell(
         params=params,
         placement=placement,
         trial=trial,
-        timeout_s=timeout,
         load=load_config(params, timeout),
         ref_point=ref,
     )

@@ -43,7 +43,6 @@ def spec(connections: int, duration_s: float, server: str = "thread") -> CellSpe
         params=params,
         placement="split",
         trial=1,
-        timeout_s=5.0,
         load=load_config(params, 5.0),
     )
 
