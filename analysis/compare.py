@@ -35,6 +35,7 @@ from analysis import (
     micro,
 )
 from analysis.document import Document, Heading, Para, Table, to_markdown
+from analysis.noise import PROMISE
 from analysis.results import Run, ok_cells
 from analysis.scorecard import scorecard
 from analysis.stats import summarise
@@ -220,7 +221,34 @@ def compare_pair(a: Run, b: Run) -> list[Heading | Para | Table]:
         blocks.append(
             Para(f"({left_out} common cell(s) left out of these counts: starved in a run.)")
         )
+    blocks.append(Para(calibration_line(fa, fb)))
     return blocks
+
+
+def inside(outer: pd.DataFrame, other: pd.DataFrame, keys: list[tuple[str, ...]]) -> int:
+    """How many of `other`'s medians fall inside `outer`'s stated intervals, over `keys`."""
+    return sum(
+        float(outer.loc[k]["lo"]) <= float(other.loc[k]["median"]) <= float(outer.loc[k]["hi"])
+        for k in keys
+    )
+
+
+def calibration_line(fa: pd.DataFrame, fb: pd.DataFrame) -> str:
+    """Does each run's stated interval hold the other run's median as often as it promises?
+    Over the headline points both runs measured with more than one trial."""
+    keys = [
+        k for k in fa.index
+        if k in fb.index and k[0] in HEADLINE and int(fa.loc[k]["n"]) > 1
+        and int(fb.loc[k]["n"]) > 1
+    ]  # fmt: skip
+    if not keys:
+        return "calibration: no headline point with more than one trial in both runs"
+    a_holds_b, b_holds_a = inside(fa, fb, keys), inside(fb, fa, keys)
+    return (
+        f"calibration (headline requests/s): B's medians inside A's intervals {a_holds_b} of "
+        f"{len(keys)} ({a_holds_b / len(keys):.0%}), A's inside B's {b_holds_a} of {len(keys)} "
+        f"({b_holds_a / len(keys):.0%}); promised {PROMISE:.0%}"
+    )
 
 
 def micro_blocks(a: Run, b: Run) -> list[Heading | Para | Table]:

@@ -15,10 +15,17 @@ from __future__ import annotations
 import statistics
 
 from analysis import fmt
+from analysis.noise import PROMISE, paired_ratio_hold
 from analysis.results import Run, ok_cells
 from analysis.stats import CV_LIMIT, coverage, placement_summary, summarise
 
 EPISODE_SPEED = 0.70  # as bench/runner.py: a canary this much slower than the run's median
+OUTLIER_SHARE = 0.60  # as bench/runner.py: a trial this far from its point's median is re-run
+CALIBRATION_SHOWN = {
+    "requests_per_s": "requests/s",
+    "cpu_us_per_req": "server CPU per request",
+    "p99_us": "p99 latency",
+}
 
 
 def _spread(values: list[float], unit: str) -> str:
@@ -56,7 +63,7 @@ def machine(run: Run) -> list[str]:
         out.append(
             f"{len(slow)} canary run(s) found the machine below {EPISODE_SPEED:.0%} of its "
             f"median speed (at {when} UTC): an episode of the host. Trials run next to them "
-            "were run again at the end of the run (below)."
+            "were run again at the end of the run, whatever their own speed (below)."
         )
     else:
         out.append(
@@ -67,15 +74,68 @@ def machine(run: Run) -> list[str]:
 
 
 def reruns(run: Run) -> list[str]:
+    """Every re-run and every earlier attempt: nothing measured is thrown away."""
     d = run.df
     if d.empty or "rerun" not in d.columns:
         return []
     r = d[d["rerun"].fillna("") != ""]
-    if r.empty:
-        return ["No trial was re-run: no canary episode and no trial far below its siblings."]
-    lines = [f"{len(r)} trial(s) were re-run at the end of the run; the re-run replaced them:"]
-    lines += [f"- `{row['cell_id']}`: {row['rerun']}" for _, row in r.iterrows()]
+    rule = (
+        "A trial is re-run once, at the end, when the canary next to it found the machine slow "
+        "(whatever the trial's own speed), when another process used the server's CPU in its "
+        f"window, or when it lies below {OUTLIER_SHARE:.2f}x or above {1 / OUTLIER_SHARE:.2f}x "
+        "its point's median (fast outliers like slow ones)."
+    )
+    if r.empty and not run.attempts:
+        return [rule + " No trial was re-run in this run."]
+    lines = [
+        rule + f" {len(r)} trial(s) were re-run; the figure is the last attempt's, and every "
+        f"earlier attempt ({len(run.attempts)}) stays on disk under `attempts/`:"
+    ]
+    for _, row in r.iterrows():
+        lines.append(f"- `{row['cell_id']}`: {row['rerun']}")
+    for a in run.attempts:
+        rps = f"{a.load.requests_per_s:,.0f} req/s" if a.load is not None else "no load result"
+        what = f"failed: {a.reason}" if a.status == "failed" else rps
+        lines.append(f"- earlier attempt of `{a.cell_id}` (started {a.started_at}): {what}")
     return lines
+
+
+def calibration(run: Run) -> list[str]:
+    """The split-half checks of the run's intervals, beside what they promise."""
+    out = []
+    for metric, cal in run.calibration.items():
+        if metric not in CALIBRATION_SHOWN or not cal.checks:
+            continue
+        held = "; ".join(
+            f"{c.name}: {c.held} of {c.points} points ({c.share:.0%})" for c in cal.checks
+        )
+        text = (
+            f"Calibration of {CALIBRATION_SHOWN[metric]}: the halves of each point's rounds lay "
+            f"inside each other's intervals for {held}; promised {cal.promised:.0%}. "
+        )
+        if cal.widen > 1.0:
+            text += (
+                f"This host was noisier than the intervals assumed: every {metric} interval is "
+                f"widened {cal.widen:.2f}x to what held, and the verdicts follow the wider ones."
+            )
+        else:
+            text += "The intervals held without widening."
+        out.append(text)
+    hold = paired_ratio_hold(ok_cells(run), ("concurrency", "per-request"), "process")
+    if hold is not None:
+        band, points = hold
+        out.append(
+            f"Ratios to the process server in the same cell (headline scenarios, {points} "
+            f"points) moved by at most ±{band:.0%} between the odd and the even rounds in "
+            f"{PROMISE:.0%} of points: compare such ratios across runs within that band, not "
+            "within a fixed ±10%."
+        )
+    out.append(
+        "What no check inside one run can see is a shift of the whole run (a host that is "
+        "faster all afternoon): `make compare` counts how many of another run's medians fall "
+        "inside this run's intervals."
+    )
+    return out
 
 
 def trial_noise(run: Run) -> list[str]:
@@ -90,10 +150,13 @@ def trial_noise(run: Run) -> list[str]:
     out = [
         f"Across {len(s)} measured points with more than one trial, the trials' requests/s "
         f"vary by a median CV of {fmt.pct(statistics.median(cvs))}; {noisy} of {len(cvs)} "
-        f"have a CV over {fmt.pct(CV_LIMIT)}. Every figure is quoted as the median with the "
-        f"trials' [min-max]: with {n} trials that interval holds the true median with "
-        f"probability {coverage(n):.0%} (an order-statistic interval, no distribution assumed). "
-        "A difference between two servers counts only when their intervals do not overlap."
+        f"have a CV over {fmt.pct(CV_LIMIT)}. Every figure is quoted as the median of its "
+        f"{n} rounds (spread over the whole run) with an interval built to hold a repeat run's "
+        f"median {coverage(n):.0%} of the time: the point's own spread, moderated by the run's "
+        "pooled spread for the same figure, turned into a prediction interval for another "
+        "run's median, never narrower than the trials' [min-max] (a 3-trial [min-max] holds a "
+        "repeat run's median only 60% of the time). A difference between two servers counts "
+        "only when their intervals do not overlap."
     ]
     # Trial order: trials run interleaved (A, B, C, A, B, C), so a trial-1 effect is start-up
     # of the run, not of the server.
@@ -163,14 +226,40 @@ def accounting(run: Run) -> list[str]:
     out.append(
         "Server CPU is counted over exactly the measured window: "
         + ", ".join(f"{n} cell result(s) from {k}" for k, n in sorted(src.items()))
-        + " ('cpu': /proc/stat of the server's own CPUs; 'tree': the server's process tree; "
-        "'v1-rate': the old estimate of a version 1 run). "
+        + " ('cgroup': the server tree's own cpuacct group, live children included, to the "
+        "nanosecond; 'cpu': /proc/stat of the server's own CPUs, which books anything else "
+        "there as the server's; 'tree': the server's process tree; 'v1-rate': the old estimate "
+        "of a version 1 run). "
         + (
             f"{len(over)} cell result(s) report more CPU than the server was given."
             if len(over)
             else "No cell reports more CPU than the CPUs the server was pinned to."
         )
     )
+    foreign = d["foreign_s"].dropna() if "foreign_s" in d.columns else d["server_cpus"][:0]
+    if len(foreign):
+        flagged = d[d["foreign_flag"]]
+        out.append(
+            f"Foreign CPU (busy time of the server's CPUs that was not the server's) was "
+            f"measured in {len(foreign)} cell result(s): median {1e3 * float(foreign.median()):.0f}"
+            f" ms per window, max {1e3 * float(foreign.max()):.0f} ms; {len(flagged)} beyond "
+            "what the counters' resolution explains were flagged"
+            + (
+                " (and re-run): "
+                + ", ".join(f"`{c}`" for c in flagged["cell_id"].head(12))
+                + (" ..." if len(flagged) > 12 else "")
+                if len(flagged)
+                else "."
+            )
+        )
+    ratio = d["tree_vs_server"].dropna() if "tree_vs_server" in d.columns else foreign
+    if len(ratio):
+        out.append(
+            "Cross-check: the tree's own /proc counters against the server CPU figure, median "
+            f"{float(ratio.median()):.2f} [{float(ratio.min()):.2f}-{float(ratio.max()):.2f}] "
+            "(below 1 where live children's time had not yet reached a clock tick or their "
+            "parent's counters)."
+        )
     if len(share):
         out.append(
             f"The client's CPUs were busy {fmt.pct(float(share.median()))} of the window in the "
@@ -242,6 +331,7 @@ def section(run: Run) -> list[str]:
         machine(run),
         reruns(run),
         trial_noise(run),
+        calibration(run),
         wakeups(run),
         served(run),
         accounting(run),

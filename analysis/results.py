@@ -34,13 +34,14 @@ import numpy as np
 import pandas as pd
 from hdrh.histogram import HdrHistogram
 
-from analysis import micro
+from analysis import micro, noise
 from records import schema
 from servers.registry import SERVERS
 
 # Parameters that vary between trials of one cell without making it another cell: the open-loop
 # rate is derived from a measured closed-loop figure, so the key uses rate_fraction instead.
 _NOT_KEY_PARAMS = frozenset({"rate", "trial"})
+ATTEMPTS_DIR = schema.ATTEMPTS_DIR
 
 PARAM_COLUMNS = ("mode", "load", "connections", "size", "rate", "rate_fraction", "shared_counter")
 
@@ -58,6 +59,10 @@ class Run:
     micro: pd.DataFrame  # the microbenchmark figures (analysis.micro), read once here
     micro_absent: str  # why `micro` is empty ("" when it is not)
     unreadable: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
+    # Each metric's split-half check (analysis.noise); the intervals themselves ride on the rows
+    # as `hw_<metric>` columns, so every section that summarises any subset quotes the same ones.
+    calibration: dict[str, noise.Calibration] = field(default_factory=dict)
+    attempts: list[schema.CellResult] = field(default_factory=list)  # earlier attempts kept
 
     @property
     def run_id(self) -> str:
@@ -297,6 +302,11 @@ def tidy_row(run_id: str, cell: schema.CellResult) -> dict[str, Any]:
         row["client_busy_share"] = acct.client_busy_share
         row["monitor_cpu_s"] = acct.monitor_cpu_s
         row["steal_s"] = acct.steal_s
+        row["foreign_s"] = acct.foreign_s
+        row["foreign_flag"] = acct.foreign_flag
+        row["tree_vs_server"] = (
+            acct.server_tree_s / acct.server_cpu_s if acct.server_cpu_s else None
+        )
         row["client_saturated"] = bool(row.get("client_saturated")) or acct.client_saturated
     elif mon is not None and mon.samples:
         rates = cpu_rates(mon)
@@ -396,6 +406,8 @@ _NUMERIC = [
     "client_busy_share",
     "monitor_cpu_s",
     "steal_s",
+    "foreign_s",
+    "tree_vs_server",
 ]
 
 
@@ -419,6 +431,7 @@ def read_run(path: str | Path) -> Run:
     cells: dict[str, schema.CellResult] = {}
     rows = []
     for f in sorted(cell_dir.rglob("*.json")) if cell_dir.is_dir() else []:
+        # the attempts a re-run or a resume set aside live beside the cells, never among them
         try:
             cell = schema.read_cell(f)
         except schema.SchemaError as exc:
@@ -434,14 +447,21 @@ def read_run(path: str | Path) -> Run:
         if col not in df.columns:
             df[col] = np.nan
         df[col] = pd.to_numeric(df[col], errors="coerce")
-    for col in ("client_saturated", "client_port_bound", "rate_miss"):
+    for col in ("client_saturated", "client_port_bound", "rate_miss", "foreign_flag"):
         if col not in df.columns:
             df[col] = False
         df[col] = df[col].fillna(False).astype(bool)
+    df, calibration = noise.annotate(df)
+    attempts = []
+    for f in sorted((root / ATTEMPTS_DIR).glob("*.json")) if (root / ATTEMPTS_DIR).is_dir() else []:
+        try:
+            attempts.append(schema.read_cell(f))
+        except schema.SchemaError as exc:
+            unreadable.append((f.name, str(exc)))
     figures, absent = micro.read(root)
     if figures.empty and not absent:
         absent = "no microbenchmark figures"
-    return Run(root, manifest, cells, df, figures, absent, unreadable)
+    return Run(root, manifest, cells, df, figures, absent, unreadable, calibration, attempts)
 
 
 def ok_cells(run: Run, faults: bool = False) -> pd.DataFrame:

@@ -7,9 +7,13 @@ client-saturated (the load generator, not the server, was the limit: never serve
 starved (some of the connections it asked for completed no request in the window: it did not
 measure what its label says, so it is never a capacity, a latency or a ranking either).
 
-The interval quoted with a median is the trials' min-max. For n trials it covers the true
-median with probability 1 - 2 * 0.5**n (the order-statistic interval: 75% for 3 trials, 94%
-for 5); `coverage()` says which, so every figure carries its uncertainty with its confidence.
+The interval quoted with a median is where a repeat run's median will fall with probability
+`noise.PROMISE` (90%): a prediction interval built from the point's rounds and the run's pooled
+noise, and widened when the run's own split-half check says it must be (analysis/noise.py;
+each row carries its point's half-width as `hw_<metric>`, computed once per run when it is
+read). The trials' plain [min-max] stays beside it as `min`/`max`: it promises less (the next
+run's median lands inside a 3-trial [min-max] 60% of the time, on a steady machine). Where a
+point has one trial, or a figure with no log scale (zero), the interval is its [min-max].
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ import math
 from dataclasses import dataclass
 
 import pandas as pd
+
+from analysis.noise import PROMISE
 
 CV_LIMIT = 0.10  # above this the trials disagree too much to quote one figure without a flag
 
@@ -42,15 +48,16 @@ class Figure:
 
 
 def coverage(n: int) -> float:
-    """Probability that the min-max of n trials covers the true median."""
-    return 1.0 - 2.0 * 0.5**n if n > 1 else 0.0
+    """The share of repeat runs whose median a figure's interval is built to hold (0 with one
+    trial: nothing to build it from)."""
+    return PROMISE if n > 1 else 0.0
 
 
 def summarise(df: pd.DataFrame, metric: str) -> pd.DataFrame:
     """One row per cell: median/min/max/n/cv of `metric` over trials, plus the cell's params."""
     cols = [
         *KEY, *PARAMS, "match_key", "median", "lo", "hi", "n", "cv", "saturated", "port_bound",
-        "starved", "served", "asked",
+        "starved", "served", "asked", "min", "max",
     ]  # fmt: skip
     if df.empty or metric not in df.columns:
         return pd.DataFrame(columns=cols)
@@ -63,14 +70,23 @@ def summarise(df: pd.DataFrame, metric: str) -> pd.DataFrame:
         mean = float(vals.mean())
         cv = float(vals.std(ddof=1)) / mean if len(vals) > 1 and mean != 0 else math.nan
         first = g.iloc[0]
+        med = float(vals.median())
+        lo, hi = float(vals.min()), float(vals.max())
+        hw = g[f"hw_{metric}"].dropna() if f"hw_{metric}" in g.columns else pd.Series()
+        if len(vals) > 1 and len(hw) and med > 0:
+            # the point's prediction interval, never narrower than what its trials showed
+            lo = min(lo, med * math.exp(-float(hw.iloc[0])))
+            hi = max(hi, med * math.exp(float(hw.iloc[0])))
         rows.append(
             {
                 **{k: first[k] for k in KEY},
                 **{k: first.get(k) for k in PARAMS},
                 "match_key": first.get("match_key"),
-                "median": float(vals.median()),
-                "lo": float(vals.min()),
-                "hi": float(vals.max()),
+                "median": med,
+                "lo": lo,
+                "hi": hi,
+                "min": float(vals.min()),
+                "max": float(vals.max()),
                 "n": len(vals),
                 "cv": cv,
                 "saturated": bool(g["client_saturated"].any()),

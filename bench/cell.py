@@ -28,12 +28,13 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench.cgroup import CpuGroup
 from bench.memguard import MemoryGuard
 from bench.monitor import DEFAULT_INTERVAL_S, Monitor, server_connections
 from bench.profile import CellSpec
@@ -48,6 +49,11 @@ from servers.launch import ServerProcess, ServerStartError, StopReport
 # take about a second to establish on this machine).
 LOADGEN_SLACK_S = 30.0
 PRIMER_TIMEOUT_S = 5.0
+# SIGTERM to the end of the server's tree: 2 s, and 5 ms more per process it holds (measured
+# here: the Python fork server ends ~1,000 children a second), at most 2 minutes.
+STOP_GRACE_S = 2.0
+STOP_GRACE_PER_PROCESS_S = 0.005
+STOP_GRACE_MAX_S = 120.0
 STDERR_TAIL = 10
 
 
@@ -167,6 +173,8 @@ def server_run_from(
         leftovers=list(report.leftovers) if report else [],
         stderr_tail=list(report.stderr_tail) if report else list(stderr_tail or []),
         stats=dict(report.stats) if report and report.stats is not None else None,
+        stop_s=report.stop_s if report else None,
+        stop_grace_s=report.grace_s if report else None,
     )
 
 
@@ -222,17 +230,25 @@ def cell_result(
     )
 
 
+def stop_grace_s(processes: int) -> float:
+    """How long a server may take to end its tree after SIGTERM: the base grace, plus time per
+    process it must end (a fork server holding 10,000 children needs tens of seconds)."""
+    return min(STOP_GRACE_MAX_S, STOP_GRACE_S + STOP_GRACE_PER_PROCESS_S * max(0, processes - 1))
+
+
 def stop_watched(
     server: ServerProcess, monitor: Monitor, window_w: int
 ) -> tuple[schema.MonitorData, StopReport]:
     """End a cell's server and its monitor, even on Ctrl-C: the window pipe closed, then the
-    monitor (it needs the leader alive), then the server."""
+    monitor (it needs the leader alive), then the server, given a grace that grows with the
+    tree it must end."""
     with contextlib.suppress(OSError):
         os.close(window_w)
     try:
         monitor_data = monitor.stop()
     finally:
-        report = server.stop()
+        most = max((x.processes for x in monitor.data().samples), default=1)
+        report = server.stop(grace_s=stop_grace_s(most))
     return monitor_data, report
 
 
@@ -278,8 +294,36 @@ class CellRun:
 
         xray_path = self.run_dir / f".{spec.cell_id}.xray" if spec.xray else None
         args = [*spec.server_args, "--xray", str(xray_path)] if xray_path else spec.server_args
+        # The server's tree in a cpuacct group of its own: its CPU, counted by the kernel, apart
+        # from anything else on its CPUs (bench/cgroup.py). None where the machine allows none.
+        group, no_group = CpuGroup.create()
+        if no_group:
+            notes.append(f"server CPU from /proc/stat, foreign CPU not measured: {no_group}")
         try:
-            server = ServerProcess.start(spec.server, args, cpus=server_cpus, nofile=spec.nofile)
+            return self._run_in(spec, params, args, server_cpus, client_cpus, group, xray_path,
+                                started, notes, rate)  # fmt: skip
+        finally:
+            if group is not None:
+                group.remove()
+
+    def _run_in(
+        self,
+        spec: CellSpec,
+        params: schema.CellParams,
+        args: Sequence[str],
+        server_cpus: tuple[int, ...] | None,
+        client_cpus: tuple[int, ...] | None,
+        group: CpuGroup | None,
+        xray_path: Path | None,
+        started: str,
+        notes: list[str],
+        rate: float | None,
+    ) -> schema.CellResult:
+        try:
+            server = ServerProcess.start(
+                spec.server, args, cpus=server_cpus, nofile=spec.nofile,
+                wrap=group.wrap if group is not None else None,
+            )  # fmt: skip
         except ServerStartError as exc:
             run = server_run_from(None, spec.server, [spec.server, *spec.server_args], None,
                                   exc.stderr_tail)  # fmt: skip
@@ -295,6 +339,7 @@ class CellRun:
             interval,
             cpus=client_cpus if client_cpus is not None else self.cpus.client,
             close_wait_port=server.port if spec.close_wait else None,
+            cgroup=group,
         )
         # The load generator tells the monitor its window's edges through this pipe.
         window_r, window_w = os.pipe()

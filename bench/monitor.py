@@ -33,6 +33,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+from bench.cgroup import CpuGroup
 from records.procfs import parse_stat, read_cpu_ticks
 from records.schema import CpuTicks, MonitorData, MonitorSample
 
@@ -247,8 +248,10 @@ class Monitor:
         interval_s: float = DEFAULT_INTERVAL_S,
         cpus: tuple[int, ...] | None = None,
         close_wait_port: int | None = None,
+        cgroup: CpuGroup | None = None,
     ) -> None:
         self.pgid = pgid
+        self.cgroup = cgroup  # the server tree's own cpuacct group (bench/cgroup.py), if any
         self.close_wait_port = close_wait_port
         self.cpus = cpus
         self.interval_s = interval_s
@@ -283,6 +286,8 @@ class Monitor:
             ticks: dict[str, CpuTicks] | None = read_cpu_ticks()
         except (OSError, ValueError):
             ticks = None
+        # ... and the server's own group right after: the two are compared at this instant
+        usage = self.cgroup.usage_ns() if self.cgroup is not None else None
         t = (time.monotonic_ns() - self._t0) / 1e9
         try:
             totals, dropped = sample_tree(self.pgid, self.pss)
@@ -314,6 +319,8 @@ class Monitor:
                 close_wait=close_wait,
                 cpu_ticks=ticks,
                 mark=mark,
+                cgroup_ns=usage[0] if usage else None,
+                cgroup_sys_ns=usage[1] if usage else None,
             )
         )
         if mark is not None:

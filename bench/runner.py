@@ -31,7 +31,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from bench import environment
+from bench import cgroup, environment
 from bench.cell import CellRun, CpuPlan, Interrupted, end_group, failed_cell, utc_now
 from bench.cluster import Cluster, ClusterCellRun, ClusterError, unsupported
 from bench.profile import CELL_OVERHEAD_S, CellSpec, Profile, ProfileError, build, closed_ref_key
@@ -43,9 +43,13 @@ MICROBENCH_TIMEOUT_S = 1200.0
 REPORT_TIMEOUT_S = 600.0
 CANARY_EVERY = 10  # cells between two canaries (~0.1 s each: ~3 s over a standard run)
 CANARY_TIMEOUT_S = 30.0
-# A trial is re-run at the end of the run (once) when the canary next to it says the machine
-# was this much slower than its median over the run, or when the trial itself fell below this
-# share of its point's median while its sibling trials agree.
+# A trial is re-run at the end of the run, once, when evidence says the machine, not the server,
+# set its figure: the canary next to it found the machine this much slower than its median over
+# the run (whatever the trial's own speed), another process used the server's CPU in its window
+# (foreign CPU, bench/accounting.py), or the trial lies this far from its point's median in
+# either direction (below OUTLIER_SHARE times it, or above 1 / OUTLIER_SHARE times it: a fast
+# outlier is treated like a slow one, so re-runs cannot only ever raise minima). Every attempt
+# stays on disk; the figure is the last attempt's.
 EPISODE_SPEED = 0.70
 OUTLIER_SHARE = 0.60
 RERUN_MAX_SHARE = 0.10  # at most this share of the run's cells is re-run
@@ -314,9 +318,11 @@ class Runner:
     def run(self) -> int:
         old_int = signal.signal(signal.SIGINT, self._on_signal)
         old_term = signal.signal(signal.SIGTERM, self._on_signal)
+        affinity = os.sched_getaffinity(0)
         try:
             return self._run()
         finally:
+            os.sched_setaffinity(0, affinity)
             signal.signal(signal.SIGINT, old_int)
             signal.signal(signal.SIGTERM, old_term)
             if self.cluster is not None:
@@ -339,6 +345,13 @@ class Runner:
             self._say(f"resume: {len(profile.cells) - len(todo)} cells done, {len(todo)} to run")
 
         self.manifest = manifest
+        for name in cgroup.sweep():
+            self._say(f"note: removed {name}, an empty cgroup left by an earlier run")
+        if cpus.client is not None and self.cluster is None:
+            # The runner and its threads (the monitor's among them) stay off the server's CPUs:
+            # their work there would be foreign CPU in every cell. The server, the load
+            # generator and the canary are pinned explicitly.
+            os.sched_setaffinity(0, cpus.client)
         try:
             self._canary(run_dir, cpus, 0)
             self._run_cells(run_dir, profile, cpus, todo)
@@ -379,7 +392,9 @@ class Runner:
                 self._say(f"warning: {exc}: will run that cell again")
                 continue
             if cell.status == "failed" and self.opts.resume is not None:
-                continue  # a failed cell is not done: resume runs it again
+                # a failed cell is not done: resume runs it again, and `_keep` moves this
+                # attempt to attempts/ rather than overwrite it
+                continue
             self.results[cell.cell_id] = cell
 
     def _run_cells(
@@ -425,7 +440,16 @@ class Runner:
         progress.finish()
 
     def _keep(self, run_dir: Path, spec: CellSpec, result: schema.CellResult) -> None:
-        schema.write_atomic(run_dir / "cells" / f"{spec.cell_id}.json", result)
+        """Write a cell's result; an attempt already on disk (a re-run's first, a resumed
+        failure) is moved to attempts/ first, never overwritten."""
+        path = run_dir / "cells" / f"{spec.cell_id}.json"
+        if path.exists():
+            attempts = run_dir / schema.ATTEMPTS_DIR
+            attempts.mkdir(exist_ok=True)
+            n = 1 + sum(1 for _ in attempts.glob(f"{spec.cell_id}.a*.json"))
+            path.rename(attempts / f"{spec.cell_id}.a{n}.json")
+            result = replace(result, attempt=n + 1)
+        schema.write_atomic(path, result)
         self.results[spec.cell_id] = result
         self.cell_times[spec.cell_id] = time.monotonic() - self.t0
 
@@ -474,7 +498,7 @@ class Runner:
                 lo = canaries[k - 1].t_s if k > 0 else 0.0
                 hi = canaries[k + 1].t_s if k + 1 < len(canaries) else math.inf
                 for cell_id, t in self.cell_times.items():
-                    if lo <= t <= hi:
+                    if lo <= t <= hi and self.results[cell_id].status == "ok":
                         why[cell_id] = (
                             f"the canary at {c.at} ran at {speed:.2f}x the run's median speed "
                             f"(spin {c.spin_us:,.0f} us, pipe round trip {c.pipe_rtt_us:,.0f} us)"
@@ -493,14 +517,25 @@ class Runner:
                 continue
             med = statistics.median(rps.values())
             for cell_id, x in rps.items():
-                if x < OUTLIER_SHARE * med and cell_id not in why:
+                far = x < OUTLIER_SHARE * med or x > med / OUTLIER_SHARE
+                if far and cell_id not in why:
                     why[cell_id] = (
                         f"{x:,.0f} req/s, {x / med:.2f}x the median of its {len(rps)} trials"
                     )
-        return why
+        for cell_id, r in self.results.items():
+            cpu = r.cpu
+            if r.status == "ok" and cpu is not None and cpu.foreign_flag and cell_id not in why:
+                why[cell_id] = (
+                    f"foreign CPU on the server's CPUs: {(cpu.foreign_s or 0) * 1e3:,.0f} ms in "
+                    f"its {cpu.window_s:.2f} s window"
+                )
+        # a cell is re-run at most once: a second attempt stands, whatever it measured
+        return {k: v for k, v in why.items() if self.results[k].attempt < 2}
 
     def _rerun_spoiled(self, run_dir: Path, profile: Profile, cpus: CpuPlan) -> None:
-        """Run each spoiled trial once more, at the end; the re-run replaces it and says why."""
+        """Run each spoiled trial once more, at the end. The re-run is the cell's figure and
+        says why it ran; the first attempt moves to attempts/ (`_keep`), and the report lists
+        both."""
         why = self._spoiled(profile)
         if not why:
             return

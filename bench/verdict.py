@@ -78,7 +78,14 @@ def judge(
             f"server exited during the cell ({_exit_text(died_during)})"
             f"{last_line(report.stderr_tail)}",
         )
-    elif report.exit_code is None:
+    elif report.timed_out and load is not None and load.complete:
+        # Ending a big tree takes time: a finding about the model, not a reason to lose the
+        # window it served. The cell keeps its figures and says how the stop went.
+        notes.append(
+            f"slow stop: the server had not ended its tree {report.grace_s:g} s after SIGTERM "
+            "and was killed (SIGKILL); the measured window is kept"
+        )
+    elif report.exit_code is None or report.timed_out:
         reasons.add("server-stop", "server did not exit after SIGTERM (killed)")
     elif report.exit_code != 0:
         reasons.add("server-stop", f"server exited with {_exit_text(report.exit_code)} on SIGTERM")
@@ -143,6 +150,13 @@ def judge(
             if cpu.client_busy_share is not None else ""
         )  # fmt: skip
         notes.append(f"the load generator's CPUs saturated{share}: the figure may be its limit")
+    if cpu is not None and cpu.foreign_flag and cpu.foreign_s is not None:
+        notes.append(
+            f"foreign CPU: {cpu.foreign_s * 1e3:,.0f} ms of the server's CPUs went to other "
+            f"processes over the {cpu.window_s:.2f} s window (counters explain "
+            f"{(cpu.foreign_limit_s or 0) * 1e3:,.0f} ms): the server's figures ran beside a "
+            "neighbour"
+        )
     if cpu is not None and cpu.server_capped:
         notes.append(
             f"server CPU capped at the {cpu.server_cpus} CPU(s) it was pinned to "

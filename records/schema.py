@@ -44,6 +44,14 @@ Version history (bump `SCHEMA_VERSION` and add a line on every incompatible chan
   server arguments read as None (readers fall back on the reason's words and the argv).
   Later in 4, with the file format unchanged: `CellResult.params` is read as a typed
   `CellParams` (the same JSON object, optional fields only when set).
+* 5 -- 2026-12: intervals that hold, CPU that is the server's own (issue 20).
+  `MonitorSample.cgroup_ns` (the server tree's own cpuacct cgroup, per CPU, cumulative ns);
+  `CpuAccount.server_source` may be "cgroup", with `foreign_s` (CPU that ran on the server's
+  CPUs but not in its tree over the window), `foreign_limit_s` (what the counters' resolution
+  explains) and `foreign_flag`; `CellResult.attempt` (1, or 2 for a re-run: earlier attempts
+  are kept under `attempts/`, never overwritten); `ServerRun.stop_s` and `stop_grace_s` (how
+  long the server took to stop, against the grace it was given). Versions 1 to 4 are upgraded
+  in `parse()`: no cgroup (None), attempt 1, stop times unknown (None).
 
 Histograms are HdrHistogram's own compressed base64 encoding (`HdrHistogram.encode()`), values
 in nanoseconds, so per-worker histograms merge losslessly (`decode_histogram` + `add`). Summary
@@ -63,8 +71,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-SCHEMA_VERSION = 4
-KNOWN_VERSIONS = frozenset({1, 2, 3, 4})
+SCHEMA_VERSION = 5
+KNOWN_VERSIONS = frozenset({1, 2, 3, 4, 5})
+ATTEMPTS_DIR = "attempts"  # a run's earlier attempts of re-run or resumed cells (v5)
 
 # HdrHistogram parameters every writer uses, so that any two histograms can be merged.
 HIST_LOWEST_NS = 1_000  # 1 us: the finest latency loopback can show with Python at both ends
@@ -274,6 +283,10 @@ class MonitorSample:
     cpu_ticks: dict[str, CpuTicks] | None = None
     # v2: "start"/"end" for the samples taken at the edges of the load's measured window.
     mark: str | None = None
+    # v5: the server tree's cpuacct cgroup, cumulative ns per CPU, all and system (None: no
+    # cgroup here).
+    cgroup_ns: list[int] | None = None
+    cgroup_sys_ns: list[int] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,6 +331,9 @@ class ServerRun:
     leftovers: list[str]  # what was found still running or unreaped, then killed
     stderr_tail: list[str]
     stats: dict[str, int] | None = None  # parsed "STATS k=v ..." line, if printed
+    # v5: how long the stop took (SIGTERM to the group's end) and the grace it was given
+    stop_s: float | None = None
+    stop_grace_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -338,7 +354,9 @@ class CpuAccount:
     server_user_s: float
     server_sys_s: float
     server_capped: bool
-    server_source: Literal["cpu", "tree"]  # /proc/stat of the server's own CPUs, or its tree
+    # v5 "cgroup": the tree's own cpuacct cgroup; "cpu": /proc/stat of the server's own CPUs;
+    # "tree": its processes' counters
+    server_source: Literal["cgroup", "cpu", "tree"]
     server_tree_s: float  # the tree's counters over the window (a cross-check; see accounting)
     server_cpus_busy_s: float | None  # None: unpinned
     client_cpus: int
@@ -348,6 +366,12 @@ class CpuAccount:
     monitor_cpu_s: float
     steal_s: float  # steal time over the window, summed over the CPUs used
     per_cpu: dict[str, CpuTicks]  # /proc/stat deltas over the window, per CPU used
+    # v5, with a cgroup: busy time of the server's CPUs that was not the server's (another
+    # process, the runner, a neighbour), what the counters' resolution explains, and whether
+    # the foreign CPU was beyond that (the cell is flagged)
+    foreign_s: float | None = None
+    foreign_limit_s: float | None = None
+    foreign_flag: bool = False
 
     @property
     def server_cpu_s(self) -> float:
@@ -513,6 +537,7 @@ class CellResult:
     cluster: ClusterRun | None = None  # v4: the hosts a cluster cell ran on (None: this machine)
     failure_kind: FailureKind | None = None  # v4: what kind of failure `reason` is
     server_args: list[str] | None = None  # v4: the profile's server arguments (None: older file)
+    attempt: int = 1  # v5: 2 when this is a re-run (the first attempt is under attempts/)
     schema_version: int = SCHEMA_VERSION
     kind: Literal["cell"] = "cell"
 

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import IO, Self
@@ -47,6 +47,9 @@ class StopReport:
     stderr_tail: list[str]
     stats: dict[str, int] | None  # from a "STATS k=v ..." line on stdout, if any
     stdout_lines: list[str] = field(default_factory=list)
+    stop_s: float | None = None  # from SIGTERM until the leader exited (or the grace ran out)
+    grace_s: float | None = None  # how long it was given before SIGKILL
+    timed_out: bool = False  # the grace ran out: the group was killed
 
 
 def parse_stats(lines: Sequence[str]) -> dict[str, int] | None:
@@ -100,13 +103,17 @@ class ServerProcess:
         ready_timeout_s: float = 15.0,
         python: str = sys.executable,
         env: dict[str, str] | None = None,
+        wrap: Callable[[list[str]], list[str]] | None = None,
     ) -> ServerProcess:
-        """Spawn `python -m servers NAME ARGS --host HOST --port 0` and wait for READY."""
+        """Spawn `python -m servers NAME ARGS --host HOST --port 0` and wait for READY.
+
+        `wrap` turns the argv into the one actually spawned (the runner's cgroup shim, which
+        execs the server under the same pid); the server's recorded argv stays its own."""
         argv = [python, "-m", "servers", name, "--host", host, "--port", "0", *args]
         # A file, not a pipe: a chatty server never blocks. Closed by stop().
         stderr_file = tempfile.TemporaryFile()  # noqa: SIM115
         popen = subprocess.Popen(
-            argv,
+            wrap(argv) if wrap is not None else argv,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=stderr_file,
@@ -148,13 +155,17 @@ class ServerProcess:
         """End the server (idempotent) and report how it went."""
         if self._stop_report is not None:
             return self._stop_report
+        t0 = time.monotonic()
         if self.popen.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, sig)
+        timed_out = False
         try:
             exit_code: int | None = self.popen.wait(timeout=grace_s)
         except subprocess.TimeoutExpired:
             exit_code = None
+            timed_out = True
+        stop_s = time.monotonic() - t0
         # Children that outlive their parent, or zombies nobody reaped, are the server's fault.
         leftovers = [f"{pid} {state} {comm}" for pid, state, comm in group_members(self.pgid)]
         _kill_group(self.popen)
@@ -173,6 +184,9 @@ class ServerProcess:
             stderr_tail=stderr_tail,
             stats=parse_stats(stdout_lines),
             stdout_lines=stdout_lines,
+            stop_s=round(stop_s, 4),
+            grace_s=grace_s,
+            timed_out=timed_out,
         )
         return self._stop_report
 

@@ -122,11 +122,22 @@ def test_p99_recomputed_from_raw_histograms_is_in_report(rendered: Path) -> None
     label = SERVERS["uvloop"].label
     cells = raw_group("concurrency", "uvloop", 10)
     values = [p99_of(c) for c in cells]
-    want = fmt.spread(statistics.median(values), min(values), max(values), len(values))
     # the p99 grid: a row per server, a column per connection count (1, 10)
     grid = md.split("Latency p99: p99 us", 1)[1]
     rows = [r for r in table_rows(grid, label)]
-    assert rows and rows[0][2].startswith(want), f"p99 {want} of uvloop at 10 not in the grid"
+    assert rows, "no uvloop row in the p99 grid"
+    assert_figure(rows[0][2], values)
+
+
+def assert_figure(text: str, values: list[float]) -> None:
+    """A table's "median [lo-hi]" is the median of `values`, and its interval holds every one
+    of them (a prediction interval is never narrower than the trials' [min-max])."""
+    assert text.startswith(f"{fmt.num(statistics.median(values))} ["), (text, values)
+    lo, hi = (
+        float(x.replace(",", ""))
+        for x in text.split("[", 1)[1].split("]", maxsplit=1)[0].split("-")
+    )
+    assert lo <= min(values) * 1.001 and hi >= max(values) * 0.999, (text, values)
 
 
 def test_requests_per_s_median_over_trials_is_in_report(rendered: Path) -> None:
@@ -134,12 +145,12 @@ def test_requests_per_s_median_over_trials_is_in_report(rendered: Path) -> None:
     for server in ("process", "thread", "uvloop"):
         cells = raw_group("concurrency", server, 1)
         rps = [float(c["load"]["requests_per_s"]) for c in cells]
-        want = fmt.spread(statistics.median(rps), min(rps), max(rps), len(rps))
         assert len(rps) == 2  # the profile runs two trials: the figure is a median with a range
         label = SERVERS[server].label
         grid = md.split("Throughput: requests/s", 1)[1]
         rows = table_rows(grid, label)
-        assert rows and rows[0][1].startswith(want), f"{server}: requests/s {want} not in the grid"
+        assert rows, f"{server}: no row in the requests/s grid"
+        assert_figure(rows[0][1], rps)
 
 
 def test_merged_distribution_matches_raw_histograms(rendered: Path) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from analysis import noise
 from analysis.results import read_run
 from analysis.scorecard import (
     CLAIMS,
@@ -59,7 +60,10 @@ def trials(ev: Evidence, scenario: str, server: str, metric: str, values: list[f
         row = base.copy()
         row["trial"], row[metric] = i, v
         rows.append(row)
-    return Evidence(pd.concat([d[~sel], pd.DataFrame(rows)], ignore_index=True), ev.micro)
+    edited = pd.concat([d[~sel], pd.DataFrame(rows)], ignore_index=True)
+    # The intervals of the edited run, from each point's own trials: the claims' rules are under
+    # test here, not the pooling of a busy recorded run's noise (tests/test_noise.py is).
+    return Evidence(noise.annotate(edited, prior_dof=0)[0], ev.micro)
 
 
 def with_micro(ev: Evidence, name: str, median: float, lo: float, hi: float) -> Evidence:
