@@ -186,14 +186,14 @@ def summary_table(s: pd.DataFrame, x: str, x_name: str, metric_name: str, captio
         notes.append("STARVED: not every connection was served in the window: not a figure")
     if any("noisy" in c for r in rows for c in r):
         notes.append(f"noisy: trials' CV over {fmt.pct(CV_LIMIT)}")
-    text = f"{caption}: {metric_name}, median [min-max] over trials"
+    text = f"{caption}: {metric_name}, median [interval] over trials"
     if notes:
         text += ". " + "; ".join(notes)
     return Table(["server", *[f"{fmt.param(v)} {x_name}" for v in xs]], rows, text)
 
 
 def _line(ax: Axes, s: pd.DataFrame, server: str, x: str, scale: float = 1.0) -> None:
-    """One server's medians with min-max bars; hollow markers where the client was the limit.
+    """One server's medians with interval bars; hollow markers where the client was the limit.
 
     A starved cell is not on the line: a cross on the x axis, in the server's colour, marks
     where it would be (it measured a few clients, not the connections it names; the table
@@ -500,7 +500,7 @@ def cpu_per_request(run: Run, out: Path) -> Chart:
         ax.bar(xs + 0.2, sys_, width=0.4, color="#dd8452", label="sys (median)")
         err = np.vstack([tot["median"] - tot["lo"], tot["hi"] - tot["median"]])
         ax.errorbar(xs, tot["median"], yerr=err, fmt="D", color="black", capsize=3,
-                    label="total, median [min-max]")  # fmt: skip
+                    label="total, median [interval]")  # fmt: skip
         ax.set_yscale("log")
         ax.set_xticks(xs, [label(s) for s in servers], rotation=30, ha="right", fontsize=8)
         ax.set_ylabel("server CPU us per request (log)")
@@ -518,7 +518,7 @@ def cpu_per_request(run: Run, out: Path) -> Chart:
                     str(int(t["n"])),
                 ]
             )
-        headers = ["server", "user us (median)", "sys us (median)", "total us, median [min-max]",
+        headers = ["server", "user us (median)", "sys us (median)", "total us, median [interval]",
                    "trials"]  # fmt: skip
         tables.append(Table(headers, rows, f"CPU per request, {ptitle}, 10 clients"))
     fig.suptitle(title)

@@ -41,7 +41,7 @@ def param(x: object) -> str:
 
 
 def spread(median: float | None, lo: float | None, hi: float | None, n: int) -> str:
-    """Median over trials with its min-max range; one trial shows no range (nothing to show)."""
+    """Median with its interval; one trial shows no range (nothing to show)."""
     if not _present(median):
         return "n/a"
     if n <= 1 or lo is None or hi is None:

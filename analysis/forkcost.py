@@ -9,7 +9,7 @@
   child's page faults, CPU and context switches (wait4's rusage), the steps from accept to reap,
   and one real connection drawn as Fig. 12.5's timeline.
 
-Every figure is a median over the run's trials with its [min-max]; a figure the run lacks says
+Every figure is a median over the run's trials with its interval; a figure the run lacks says
 so. The X-ray's own cost (a few stamps per connection) is paid only by the X-ray cells.
 """
 

@@ -87,6 +87,14 @@ def reruns(run: Run) -> list[str]:
     )
     if r.empty and not run.attempts:
         return [rule + " No trial was re-run in this run."]
+    limits = run.manifest.limits if run.manifest is not None else {}
+    spoiled, rerun = int(limits.get("spoiled", 0)), int(limits.get("rerun", 0))
+    if spoiled > rerun:
+        rule += (
+            f" {spoiled} trials looked spoiled, more than the {rerun} (a tenth of the run's "
+            "cells) that may be re-run: the worst were, the rest stand with their flags. This "
+            "host was noisier than re-runs can mend; the intervals below carry that noise."
+        )
     lines = [
         rule + f" {len(r)} trial(s) were re-run; the figure is the last attempt's, and every "
         f"earlier attempt ({len(run.attempts)}) stays on disk under `attempts/`:"

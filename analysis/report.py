@@ -31,8 +31,10 @@ from analysis.stats import CV_LIMIT, placement_summary, summarise
 from records import gitinfo, schema
 
 HOW_TO_READ = [
-    "Each point is the median over trials; error bars and the [min-max] in tables are the "
-    "spread of the trials. One trial shows no spread: treat it as a single sample.",
+    "Each point is the median over trials (rounds spread over the whole run); error bars and "
+    "the [lo-hi] in tables are its interval: where a repeat run's median will fall 90% of the "
+    "time, checked on this run's own halves (see 'How sure'). Microbenchmarks show the "
+    "[min-max] of their rounds. One trial shows no interval: treat it as a single sample.",
     f"CV is the trials' standard deviation over their mean; above {fmt.pct(CV_LIMIT)} a cell "
     "is flagged as noisy and its figure deserves a rerun before it is believed.",
     "Hollow markers and 'client-saturated' flags mark cells where the load generator, not the "
@@ -260,7 +262,8 @@ def build(run: Run) -> Document:
             "Each claim of section 12.1 / 12.1.2, the figures from this run that test it, and a "
             "verdict that its written rule computes from them: confirmed, not confirmed (inside "
             "the noise), contradicted (this machine disagrees with the book), or inconclusive "
-            "(the run cannot decide). Figures are medians [min-max over trials or rounds]."
+            "(the run cannot decide). Figures are medians [the interval that holds a repeat "
+            "run's median 90% of the time; for microbenchmarks, min-max over rounds]."
         ),
         Table(
             ["claim", "figures from this run", "verdict", "rule"],

@@ -24,8 +24,10 @@ GLOSSARY = [
     "the tail: 1 request in 100 was slower).",
     "**CV** (coefficient of variation): the trials' standard deviation over their mean; above "
     "10% a figure is noisy.",
-    "**interval [min-max]**: the lowest and highest of a cell's trials; with 3 trials it holds "
-    "the true median with 75% probability.",
+    "**interval [lo-hi]**: where the median of a repeat run of the same cell will fall 90% of "
+    "the time (a prediction interval from the cell's trials and the run's noise, checked on "
+    "the run's own halves, never narrower than the lowest and highest trial); a "
+    "microbenchmark's is the [min-max] of its rounds.",
     "**RSS / PSS**: memory resident in each process; RSS counts a page shared by 50 forked "
     "children 50 times, PSS splits it between them (the memory a fork server really costs).",
     "**closed loop**: each connection sends its next request as soon as the previous answer "

@@ -1,9 +1,9 @@
 """Verdicts that can fail: the rule every scorecard claim maps its figures through.
 
 A claim of the book predicts a direction ("a process is slower than a thread"). The run gives,
-for each side, a median with an interval: the [min-max] of its trials (or of a
-microbenchmark's rounds), which holds the true median with probability 1 - 2 * 0.5**n
-(analysis.stats.coverage). The rule, the same for every comparison:
+for each side, a median with an interval: the interval that holds a repeat run's median 90% of
+the time (analysis/noise.py), or a microbenchmark's [min-max] over rounds. The rule, the same
+for every comparison:
 
 * **confirmed**: the intervals do not overlap, in the direction the book predicts;
 * **contradicted**: they do not overlap, in the other direction: this machine disagrees with
@@ -37,7 +37,8 @@ class Verdict(StrEnum):
 
 
 RULE = (
-    "confirmed when the two intervals (min-max over trials) do not overlap in the book's "
+    "confirmed when the two intervals (each holds a repeat run's median 90% of the time) do "
+    "not overlap in the book's "
     "direction; contradicted when they do not overlap the other way; not confirmed when they "
     f"overlap with at least {MIN_TRIALS} trials each; inconclusive when a side is missing, "
     "client-saturated, starved or has fewer trials"

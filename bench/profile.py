@@ -124,6 +124,7 @@ DEFAULT_COUNTER_MODES: dict[str, list[str]] = {
 
 _TOP_KEYS = {
     "name",
+    "time_budget_s",
     "description",
     "trials",
     "duration_s",
@@ -206,6 +207,9 @@ class Profile:
     cells: tuple[CellSpec, ...]
     microbench: Microbench
     client_workers: int | None
+    # issue 20: how long the cells may take in all; time left after the planned rounds buys
+    # extra rounds for the points too noisy to decide (None: no extra rounds)
+    time_budget_s: float | None = None
 
     def budget_s(self, overhead_s: float = CELL_OVERHEAD_S) -> float:
         """A rough run time: measured + warm-up + start/stop overhead, per cell."""
@@ -326,6 +330,7 @@ def build(data: Mapping[str, Any], *, unpinned: bool = False) -> Profile:
     if len(set(ids)) != len(ids):
         dup = next(i for i in ids if ids.count(i) > 1)
         raise ProfileError(f"profile: cell {dup} appears twice (two scenarios run the same cell)")
+    budget = data.get("time_budget_s")
     return Profile(
         name=name,
         description=str(data.get("description", "")),
@@ -333,7 +338,15 @@ def build(data: Mapping[str, Any], *, unpinned: bool = False) -> Profile:
         cells=tuple(cells),
         microbench=microbench,
         client_workers=client_workers,
+        time_budget_s=None if budget is None else _num(budget, "time_budget_s", lo=1.0),
     )
+
+
+def extra_trial(spec: CellSpec, trial: int) -> CellSpec:
+    """Another round of a planned cell (issue 20's extra rounds): the same point, trial
+    `trial`, its id the planned one's with that trial number (the digest names the point)."""
+    head, _, digest = spec.cell_id.rpartition(f"_t{spec.trial}_")
+    return replace(spec, trial=trial, cell_id=f"{head}_t{trial}_{digest}")
 
 
 @dataclass(frozen=True, slots=True)

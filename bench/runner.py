@@ -34,7 +34,15 @@ from typing import Any
 from bench import cgroup, environment
 from bench.cell import CellRun, CpuPlan, Interrupted, end_group, failed_cell, utc_now
 from bench.cluster import Cluster, ClusterCellRun, ClusterError, unsupported
-from bench.profile import CELL_OVERHEAD_S, CellSpec, Profile, ProfileError, build, closed_ref_key
+from bench.profile import (
+    CELL_OVERHEAD_S,
+    CellSpec,
+    Profile,
+    ProfileError,
+    build,
+    closed_ref_key,
+    extra_trial,
+)
 from bench.profile import read as read_profile
 from bench.progress import Progress, fmt_duration
 from records import schema
@@ -53,6 +61,10 @@ CANARY_TIMEOUT_S = 30.0
 EPISODE_SPEED = 0.70
 OUTLIER_SHARE = 0.60
 RERUN_MAX_SHARE = 0.10  # at most this share of the run's cells is re-run
+# Extra rounds (a profile's time_budget_s): the headline points whose trials disagree by more
+# than this CV get one more round, while the budget lasts.
+DECIDE_CV = 0.10
+DECIDE_SCENARIOS = ("concurrency", "per-request")
 
 
 class UsageError(Exception):
@@ -358,6 +370,7 @@ class Runner:
             self._canary(run_dir, cpus, len(todo))
             if self.opts.rerun:
                 self._rerun_spoiled(run_dir, profile, cpus)
+            self._extra_rounds(run_dir, profile, cpus, t0)
             if profile.microbench.run and self.opts.microbench:
                 self._microbench(run_dir, profile.microbench.fast)
         except Interrupted:
@@ -484,9 +497,11 @@ class Runner:
         self.manifest = replace(self.manifest, canary=[*self.manifest.canary, sample])
         schema.write_atomic(run_dir / "manifest.json", self.manifest)
 
-    def _spoiled(self, profile: Profile) -> dict[str, str]:
-        """Trials to run again, and why: next to a slow canary, or far below their siblings."""
-        why: dict[str, str] = {}
+    def _spoiled(self, profile: Profile) -> dict[str, tuple[float, str]]:
+        """Trials to run again: (how badly, why) by cell id. Next to a slow canary (how badly:
+        how much slower), far from their siblings either way (the log of the ratio), or beside
+        foreign CPU (its share of the window)."""
+        why: dict[str, tuple[float, str]] = {}
         canaries = self.canaries
         if len(canaries) >= 3:
             spin = statistics.median(c.spin_us for c in canaries)
@@ -500,8 +515,9 @@ class Runner:
                 for cell_id, t in self.cell_times.items():
                     if lo <= t <= hi and self.results[cell_id].status == "ok":
                         why[cell_id] = (
+                            1.0 - speed,
                             f"the canary at {c.at} ran at {speed:.2f}x the run's median speed "
-                            f"(spin {c.spin_us:,.0f} us, pipe round trip {c.pipe_rtt_us:,.0f} us)"
+                            f"(spin {c.spin_us:,.0f} us, pipe round trip {c.pipe_rtt_us:,.0f} us)",
                         )
         points: dict[str, list[CellSpec]] = {}
         for spec in profile.cells:
@@ -520,14 +536,16 @@ class Runner:
                 far = x < OUTLIER_SHARE * med or x > med / OUTLIER_SHARE
                 if far and cell_id not in why:
                     why[cell_id] = (
-                        f"{x:,.0f} req/s, {x / med:.2f}x the median of its {len(rps)} trials"
+                        abs(math.log(x / med)),
+                        f"{x:,.0f} req/s, {x / med:.2f}x the median of its {len(rps)} trials",
                     )
         for cell_id, r in self.results.items():
             cpu = r.cpu
             if r.status == "ok" and cpu is not None and cpu.foreign_flag and cell_id not in why:
                 why[cell_id] = (
+                    (cpu.foreign_s or 0) / max(cpu.window_s, 1e-9),
                     f"foreign CPU on the server's CPUs: {(cpu.foreign_s or 0) * 1e3:,.0f} ms in "
-                    f"its {cpu.window_s:.2f} s window"
+                    f"its {cpu.window_s:.2f} s window",
                 )
         # a cell is re-run at most once: a second attempt stands, whatever it measured
         return {k: v for k, v in why.items() if self.results[k].attempt < 2}
@@ -536,14 +554,24 @@ class Runner:
         """Run each spoiled trial once more, at the end. The re-run is the cell's figure and
         says why it ran; the first attempt moves to attempts/ (`_keep`), and the report lists
         both."""
-        why = self._spoiled(profile)
-        if not why:
+        spoiled = self._spoiled(profile)
+        if not spoiled:
             return
         limit = max(1, int(RERUN_MAX_SHARE * len(profile.cells)))
-        specs = [sp for sp in profile.cells if sp.cell_id in why and sp.ref_point is None]
+        specs = [sp for sp in profile.cells if sp.cell_id in spoiled and sp.ref_point is None]
         if len(specs) > limit:
-            self._say(f"rerun: {len(specs)} trials look spoiled; re-running the first {limit}")
-            specs = specs[:limit]
+            # The worst first, wherever they ran: not the first ones, which would spend every
+            # re-run on the start of the run. The rest stand, flagged, and the report says so.
+            specs = sorted(specs, key=lambda sp: -spoiled[sp.cell_id][0])[:limit]
+            self._say(
+                f"rerun: {len(spoiled)} trials look spoiled; re-running the {limit} worst: the "
+                "host is noisier than re-runs can mend"
+            )
+        self.manifest = replace(
+            self.manifest,
+            limits={**self.manifest.limits, "spoiled": len(spoiled), "rerun": len(specs)},
+        )
+        why = {k: v for k, (_, v) in spoiled.items()}
         self._say(f"rerun: {len(specs)} trial(s) spoiled by the machine, run again")
         for spec in specs:
             if self.stop.is_set():
@@ -558,6 +586,45 @@ class Runner:
                                           f"{why[spec.cell_id]}"],
             )  # fmt: skip
             self._keep(run_dir, spec, new)
+
+    def _extra_rounds(self, run_dir: Path, profile: Profile, cpus: CpuPlan, t0: float) -> None:
+        """Spend what is left of the profile's time budget where the figures are too noisy to
+        decide anything: the headline points whose trials disagree most (CV over
+        DECIDE_CV) get one more round each, the noisiest first, while the budget lasts. The
+        cells are new trials of their points; the manifest lists them."""
+        if profile.time_budget_s is None or self.opts.resume is not None:
+            return
+        points: dict[str, list[CellSpec]] = {}
+        for spec in profile.cells:
+            if spec.scenario in DECIDE_SCENARIOS and spec.ref_point is None:
+                points.setdefault(spec.point_key, []).append(spec)
+        noisy: list[tuple[float, CellSpec, int]] = []
+        for specs in points.values():
+            rps = [r.load.requests_per_s for sp in specs
+                   if (r := self.results.get(sp.cell_id)) is not None and r.status == "ok"
+                   and r.load is not None and r.load.requests_per_s > 0]  # fmt: skip
+            if len(rps) >= 2 and (cv := statistics.stdev(rps) / statistics.mean(rps)) > DECIDE_CV:
+                noisy.append((cv, specs[-1], max(sp.trial for sp in specs) + 1))
+        noisy.sort(key=lambda x: -x[0])
+        added: list[str] = []
+        for cv, last, trial in noisy:
+            spec = extra_trial(last, trial)
+            cost = spec.params.duration_s + spec.params.warmup_s + CELL_OVERHEAD_S
+            if time.monotonic() - t0 + cost > profile.time_budget_s:
+                break
+            if self.stop.is_set():
+                raise Interrupted
+            workers = profile.client_workers or client_workers(spec, cpus)
+            result = self._cell(spec, run_dir, cpus, workers, lambda _i: None, None)
+            note = f"an extra round: its point's trials disagreed (CV {cv:.0%})"
+            self._keep(run_dir, spec, replace(result, notes=[*result.notes, note]))
+            added.append(spec.cell_id)
+        if added:
+            self._say(f"extra rounds: {len(added)} noisy point(s) measured once more")
+        if noisy:
+            extra = {"noisy_points": len(noisy), "extra_rounds": added}
+            self.manifest = replace(self.manifest, limits={**self.manifest.limits, **extra})
+            schema.write_atomic(run_dir / "manifest.json", self.manifest)
 
     def _beyond_limit(self, spec: CellSpec) -> str | None:
         """A scale cell above a connection count where the same server (same arguments, same
