@@ -134,9 +134,10 @@ def calibration(run: Run) -> list[str]:
         band, points = hold
         out.append(
             f"Ratios to the process server in the same cell (headline scenarios, {points} "
-            f"points) moved by at most ±{band:.0%} between the odd and the even rounds in "
-            f"{PROMISE:.0%} of points: compare such ratios across runs within that band, not "
-            "within a fixed ±10%."
+            f"points), paired round by round: a repeat run's ratio is expected within ±{band:.0%}"
+            f" of this run's in {PROMISE:.0%} of points (from how far the odd and the even "
+            "rounds' ratios moved apart, scaled to whole runs): compare such ratios across runs "
+            "within that band, not within a fixed ±10%."
         )
     out.append(
         "What no check inside one run can see is a shift of the whole run (a host that is "
@@ -253,9 +254,9 @@ def accounting(run: Run) -> list[str]:
             f" ms per window, max {1e3 * float(foreign.max()):.0f} ms; {len(flagged)} beyond "
             "what the counters' resolution explains were flagged"
             + (
-                " (and re-run): "
+                " (re-run as far as the cap allows, above): "
                 + ", ".join(f"`{c}`" for c in flagged["cell_id"].head(12))
-                + (" ..." if len(flagged) > 12 else "")
+                + (f" and {len(flagged) - 12} more" if len(flagged) > 12 else "")
                 if len(flagged)
                 else "."
             )

@@ -230,8 +230,9 @@ def annotate(
 def paired_ratio_hold(
     ok: pd.DataFrame, scenarios: tuple[str, ...], reference: str, metric: str = "requests_per_s"
 ) -> tuple[float, int] | None:
-    """How far (±, as a share) a ratio to `reference` in the same cell moved between the odd
-    and the even rounds of this run, at the PROMISE quantile over the points of `scenarios`,
+    """How far (±, as a share) a repeat run's ratio to `reference` in the same cell may lie
+    from this run's, at the PROMISE quantile over the points of `scenarios` (from how far the
+    odd and the even rounds' paired ratios moved apart, scaled from halves to whole runs),
     with the number of points: the band within which such ratios reproduce."""
     d = ok[ok["scenario"].isin(scenarios)].dropna(subset=[metric])
     d = d[d[metric] > 0]
@@ -251,7 +252,10 @@ def paired_ratio_hold(
             odd = lr[both % 2 == 1]
             even = lr[both % 2 == 0]
             if len(odd) and len(even):
-                moves.append(abs(float(np.median(odd)) - float(np.median(even))))
+                # halves of n rounds differ more than two whole runs of n rounds do: scaled
+                whole = math.hypot(median_sd(len(both)), median_sd(len(both)))
+                split = math.hypot(median_sd(len(odd)), median_sd(len(even)))
+                moves.append(abs(float(np.median(odd)) - float(np.median(even))) * whole / split)
     if len(moves) < MIN_CHECK_POINTS:
         return None
     return math.exp(float(np.quantile(moves, PROMISE))) - 1, len(moves)
