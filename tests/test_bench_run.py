@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from bench import cgroup
 from records import schema
 from records.procfs import group_members
 
@@ -367,6 +368,8 @@ def test_interrupt_keeps_finished_cells_and_resume_completes(
     # Nothing the runner started is left: not the server's group, not the load generator's.
     for pgid in (busy["server_pid"], busy["loadgen_pid"]):
         assert group_members(pgid) == [], pgid
+    # ... nor the server's cgroup (bench/cgroup.py names it after the runner's pid)
+    assert not list(cgroup.ROOT.glob(f"{cgroup.PREFIX}{runner.popen.pid}-*"))
     manifest = schema.read_manifest(run_dir / "manifest.json")
     assert not manifest.finished
     kept = _cells(run_dir)
