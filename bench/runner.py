@@ -359,10 +359,11 @@ class Runner:
         self.manifest = manifest
         for name in cgroup.sweep():
             self._say(f"note: removed {name}, an empty cgroup left by an earlier run")
+        everywhere = os.sched_getaffinity(0)
         if cpus.client is not None and self.cluster is None:
-            # The runner and its threads (the monitor's among them) stay off the server's CPUs:
-            # their work there would be foreign CPU in every cell. The server, the load
-            # generator and the canary are pinned explicitly.
+            # The runner and its threads (the monitor's among them) stay off the server's CPUs
+            # while cells run: their work there would be foreign CPU in every cell. The server,
+            # the load generator and the canary are pinned explicitly.
             os.sched_setaffinity(0, cpus.client)
         try:
             self._canary(run_dir, cpus, 0)
@@ -371,6 +372,9 @@ class Runner:
             if self.opts.rerun:
                 self._rerun_spoiled(run_dir, profile, cpus)
             self._extra_rounds(run_dir, profile, cpus, t0)
+            # the microbenchmarks place their own ends on one CPU and on two: they inherit
+            # every CPU the run was given, not the runner's corner
+            os.sched_setaffinity(0, everywhere)
             if profile.microbench.run and self.opts.microbench:
                 self._microbench(run_dir, profile.microbench.fast)
         except Interrupted:

@@ -8,6 +8,7 @@ case needs), writing into a temporary run directory.
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -124,3 +125,31 @@ def test_an_extra_round_is_the_same_point_under_the_next_trial_number() -> None:
     assert extra.trial == 4 and extra.point_key == last.point_key
     assert extra.cell_id == last.cell_id.replace("_t3_", "_t4_")
     assert extra.cell_id not in {c.cell_id for c in profile.cells}
+
+
+class _Recording(Runner):
+    """The real runner, whose microbenchmark step records the CPUs it would start them on."""
+
+    seen: set[int] | None = None
+
+    def _microbench(self, run_dir: Path, fast: bool) -> None:
+        self.seen = os.sched_getaffinity(0)
+
+
+def test_the_runner_keeps_off_the_servers_cpu_but_not_the_microbenchmarks(tmp_path: Path) -> None:
+    """While cells run, the runner stays on the client's CPUs (its work on the server's would be
+    foreign CPU); the microbenchmarks, which place their ends on one CPU and on two, get every
+    CPU back (a runner that kept its corner measured no cross-CPU round trip)."""
+    if not {0, 1} <= os.sched_getaffinity(0):
+        pytest.skip("needs CPUs 0 and 1")
+    path = tmp_path / "affinity.toml"
+    path.write_text(
+        'name = "affinity"\ntrials = 1\nduration_s = 0.2\nwarmup_s = 0.0\nservers = ["thread"]\n'
+        '[microbench]\nrun = true\nfast = true\n[[scenarios]]\nname = "concurrency"\n'
+        "connections = [1]\n"
+    )
+    before = os.sched_getaffinity(0)
+    runner = _Recording(RunOptions(profile=str(path), out=tmp_path, report=False, canary=False))
+    assert runner.run() == 0
+    assert runner.seen == before  # every CPU for the microbenchmarks
+    assert os.sched_getaffinity(0) == before  # and for whoever called the runner
