@@ -239,9 +239,10 @@ def python_vs_c(run: Run) -> tuple[Table, list[str]]:
             last = (conns, pyc, cc)
     words = [
         "The same model, Fig. 12.5, in Python and in C, connection per request (connect, 64 B "
-        "echo, close). CPU per connection is the server's CPUs' busy time over the window "
-        "divided by the connections served: the parent's accept and fork, the child's life, "
-        "the reap.",
+        "echo, close). CPU per connection is the server's own CPU over the window (its "
+        "cgroup: the parent and every child, live or reaped; where the machine has no cgroup, "
+        "its CPU's busy time) divided by the connections served: the parent's accept and fork, "
+        "the child's life, the reap.",
     ]
     if last is not None:
         conns, pyc, cc = last
