@@ -18,9 +18,8 @@ from analysis import fmt
 from analysis.noise import PROMISE, paired_ratio_hold
 from analysis.results import Run, ok_cells
 from analysis.stats import CV_LIMIT, coverage, placement_summary, summarise
+from records.rerun import EPISODE_SPEED, OUTLIER_SHARE
 
-EPISODE_SPEED = 0.70  # as bench/runner.py: a canary this much slower than the run's median
-OUTLIER_SHARE = 0.60  # as bench/runner.py: a trial this far from its point's median is re-run
 CALIBRATION_SHOWN = {
     "requests_per_s": "requests/s",
     "cpu_us_per_req": "server CPU per request",

@@ -46,24 +46,18 @@ from bench.profile import (
 from bench.profile import read as read_profile
 from bench.progress import Progress, fmt_duration
 from records import schema
+from records.rerun import EPISODE_SPEED, OUTLIER_SHARE, RERUN_MAX_SHARE  # the policy: see there
 
 MICROBENCH_TIMEOUT_S = 1200.0
 REPORT_TIMEOUT_S = 600.0
 CANARY_EVERY = 10  # cells between two canaries (~0.1 s each: ~3 s over a standard run)
 CANARY_TIMEOUT_S = 30.0
-# A trial is re-run at the end of the run, once, when evidence says the machine, not the server,
-# set its figure: the canary next to it found the machine this much slower than its median over
-# the run (whatever the trial's own speed), another process used the server's CPU in its window
-# (foreign CPU, bench/accounting.py), or the trial lies this far from its point's median in
-# either direction (below OUTLIER_SHARE times it, or above 1 / OUTLIER_SHARE times it: a fast
-# outlier is treated like a slow one, so re-runs cannot only ever raise minima). Every attempt
-# stays on disk; the figure is the last attempt's.
-EPISODE_SPEED = 0.70
-OUTLIER_SHARE = 0.60
-RERUN_MAX_SHARE = 0.10  # at most this share of the run's cells is re-run
 # Extra rounds (a profile's time_budget_s): the headline points whose trials disagree by more
 # than this CV get one more round, while the budget lasts.
 DECIDE_CV = 0.10
+# Over the re-run cap, measured foreign CPU ranks above any indirect evidence (a canary's
+# 1 - speed is below 1; an outlier's |log ratio| is below this for any ratio a cell can show).
+FOREIGN_FIRST = 100.0
 DECIDE_SCENARIOS = ("concurrency", "per-request")
 
 
@@ -502,9 +496,10 @@ class Runner:
         schema.write_atomic(run_dir / "manifest.json", self.manifest)
 
     def _spoiled(self, profile: Profile) -> dict[str, tuple[float, str]]:
-        """Trials to run again: (how badly, why) by cell id. Next to a slow canary (how badly:
-        how much slower), far from their siblings either way (the log of the ratio), or beside
-        foreign CPU (its share of the window)."""
+        """Trials to run again: (how badly, why) by cell id. Beside foreign CPU (FOREIGN_FIRST +
+        its share of the window: measured on the server's own CPU, it ranks first), next to a
+        slow canary (how much slower), or far from their siblings either way (the log of the
+        ratio)."""
         why: dict[str, tuple[float, str]] = {}
         canaries = self.canaries
         if len(canaries) >= 3:
@@ -547,7 +542,8 @@ class Runner:
             cpu = r.cpu
             if r.status == "ok" and cpu is not None and cpu.foreign_flag and cell_id not in why:
                 why[cell_id] = (
-                    (cpu.foreign_s or 0) / max(cpu.window_s, 1e-9),
+                    # direct evidence ranks first: the server's own CPU was shared, measured
+                    FOREIGN_FIRST + (cpu.foreign_s or 0) / max(cpu.window_s, 1e-9),
                     f"foreign CPU on the server's CPUs: {(cpu.foreign_s or 0) * 1e3:,.0f} ms in "
                     f"its {cpu.window_s:.2f} s window",
                 )

@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from bench.profile import CellSpec, build, extra_trial
-from bench.runner import OUTLIER_SHARE, Runner, RunOptions
+from bench.runner import Runner, RunOptions
 from records import schema
+from records.rerun import OUTLIER_SHARE
 
 DATA = Path(__file__).parent / "data" / "v2-run" / "cells"
 PROFILE = {
@@ -153,3 +154,17 @@ def test_the_runner_keeps_off_the_servers_cpu_but_not_the_microbenchmarks(tmp_pa
     assert runner.run() == 0
     assert runner.seen == before  # every CPU for the microbenchmarks
     assert os.sched_getaffinity(0) == before  # and for whoever called the runner
+
+
+def test_measured_foreign_cpu_is_re_run_before_indirect_evidence(
+    template: schema.CellResult,
+) -> None:
+    """Over the cap, a cell whose server shared its CPU (measured) goes before an outlier."""
+    assert template.cpu is not None
+    runner, specs = runner_with(template, [10_000.0, 10_000.0, 2_000.0, 10_000.0, 10_000.0])
+    runner.results[specs[0].cell_id] = replace(
+        runner.results[specs[0].cell_id],
+        cpu=replace(template.cpu, foreign_flag=True, foreign_s=0.05, window_s=1.0),
+    )
+    why = runner._spoiled(build(PROFILE))
+    assert why[specs[0].cell_id][0] > why[specs[2].cell_id][0] > 0
