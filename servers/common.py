@@ -26,7 +26,7 @@ from types import FrameType
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
 if TYPE_CHECKING:
-    from typing import Protocol
+    from typing import Any, Protocol
 
 # One recv per chunk: 64 KiB is the loopback socket's typical burst, and the size asyncio's own
 # transports read in, so the servers echo in comparable chunks.
@@ -124,8 +124,15 @@ if TYPE_CHECKING:
 
         def totals(self) -> tuple[int, int]: ...
 
+    class Drain(Protocol):
+        """A descriptor the accept loop also waits on, read by collect() (`message`)."""
+
+        def fileno(self) -> int: ...
+
+        def collect(self) -> None: ...
+
 else:
-    Counter = object  # only ever an annotation outside type checking
+    Counter = Drain = object  # only ever annotations outside type checking
 
 
 class Stop(Exception):
@@ -304,10 +311,15 @@ class SignalWakeup:
         self._w.setblocking(False)
         signal.set_wakeup_fd(self._w.fileno(), warn_on_full_buffer=False)
 
-    def wait_readable(self, sock: socket.socket) -> None:
-        """Block until `sock` is readable; pending signal handlers run on the way."""
+    def wait_readable(self, sock: socket.socket, drain: Drain | None = None) -> None:
+        """Block until `sock` is readable; pending signal handlers run on the way. `drain`
+        (the `message` counter's pipe) is read whenever it is readable meanwhile."""
+        watched: list[Any] = [sock, self._r] if drain is None else [sock, self._r, drain]
         while True:
-            readable, _, _ = select.select([sock, self._r], [], [])
+            readable, _, _ = select.select(watched, [], [])
+            if drain is not None and drain in readable:
+                with STOP_DEFERRED:  # records read and not yet added would be lost with a Stop
+                    drain.collect()
             if self._r in readable:
                 with contextlib.suppress(BlockingIOError):
                     while self._r.recv(4096):

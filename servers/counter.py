@@ -5,14 +5,23 @@ chunk a server echoes adds its length to the counter (one shared update per chun
 byte stream, so a server knows chunks, not messages) and the server prints
 `STATS bytes=<n> updates=<k>` when it stops.
 
-* `global` (event loops) -- a plain global: one thread, so no lock is needed.
+* `global` (event loops, thread models) -- a plain global. An event loop is one thread, so no
+  lock is needed. For threads it is the control of `lock`: the same work without the mutex.
+  (CPython 3.11 switches threads only at calls and backward jumps, so `add`'s two increments
+  are never interleaved under the GIL; C threads would lose updates here.)
 * `lock` (thread models) -- a global guarded by a threading.Lock (CS:APP 12.5's mutex).
 * `naive` (process models) -- a plain global too, but every forked child increments its own
   copy-on-write copy: the parent's copy, which it reports, stays 0.
 * `shm` (process models) -- a MAP_SHARED anonymous mapping inherited across fork, guarded by a
   process-shared semaphore (multiprocessing.Lock), updated by every child per chunk.
 * `pipe` (process models) -- each child counts privately and reports its totals to the parent
-  in one record over a pipe when it ends; the parent sums. Message passing instead of sharing.
+  in one record over a pipe when it ends; the parent sums. Message passing instead of sharing,
+  batched: about one message per connection.
+* `message` (process models) -- message passing without the batching: each child sends one
+  16-byte record per chunk it echoes, and the parent's accept loop reads them as they come
+  (it waits on the listening socket and the pipe together). What a count costs when the only
+  way to share it is IPC; compare it with `naive`, the same work with no IPC at all, and with
+  the thread server's `lock` against its `global`.
 """
 
 from __future__ import annotations
@@ -37,7 +46,7 @@ def _record() -> struct.Struct:
     return struct.Struct("=QQ")
 
 
-MODES = ("global", "lock", "naive", "shm", "pipe")
+MODES = ("global", "lock", "naive", "shm", "pipe", "message")
 
 
 class PlainCounter:
@@ -153,6 +162,21 @@ class PipeCounter:
                 os.close(fd)
 
 
+class MessageCounter(PipeCounter):
+    """`message`: every update is a message. The child writes one record per chunk (a blocking
+    write: a parent that falls behind slows its children, which is IPC's cost too); the parent
+    drains the pipe whenever its accept loop wakes (`fileno` is what it waits on)."""
+
+    def add(self, n: int) -> None:
+        os.write(self.wfd, self._record.pack(n, 1))
+
+    def child_done(self) -> None:
+        """Every update was sent as it happened."""
+
+    def fileno(self) -> int:
+        return self._rfd
+
+
 def make(mode: str) -> PlainCounter | LockCounter | ShmCounter | PipeCounter:
     """The counter for a `--shared-counter` mode; the CLI has already checked it fits the model."""
     if mode in ("global", "naive"):
@@ -163,4 +187,6 @@ def make(mode: str) -> PlainCounter | LockCounter | ShmCounter | PipeCounter:
         return ShmCounter()
     if mode == "pipe":
         return PipeCounter()
+    if mode == "message":
+        return MessageCounter()
     raise ValueError(f"unknown shared-counter mode {mode!r}")

@@ -138,8 +138,10 @@ class Children:
             deferred.raise_pending()
         return pid
 
-    def end_all(self, grace_s: float = 1.5) -> None:
-        """Stop: SIGTERM every child, reap them all, SIGKILL whatever outlives `grace_s`."""
+    def end_all(self, grace_s: float = 1.5, drain: Callable[[], None] | None = None) -> None:
+        """Stop: SIGTERM every child, reap them all, SIGKILL whatever outlives `grace_s`.
+        `drain` (the `message` counter's collect) runs while waiting: a child blocked writing
+        its count into a full pipe finishes its write and ends."""
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, signal.SIG_IGN)  # a second Ctrl-C must not abandon the children
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # reap here, not in the handler
@@ -182,6 +184,8 @@ class Children:
                         os.kill(pid, signal.SIGKILL)
                 killed = True
                 continue
+            if drain is not None:
+                drain()
             time.sleep(0.002)
         self.live.clear()
 

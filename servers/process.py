@@ -55,7 +55,7 @@ from servers.common import (
     print_stats,
     stop_on_signals,
 )
-from servers.counter import PipeCounter, make
+from servers.counter import MessageCounter, PipeCounter, make
 from servers.forking import Children, child_exit
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (see servers.common)
@@ -100,6 +100,7 @@ def xray_child(listenfd: socket.socket, connfd: socket.socket, xray: Xray, slot:
 def run(cfg: ServerConfig) -> int:
     counter = make(cfg.shared_counter) if cfg.shared_counter else None
     collect = deferring(counter.collect) if isinstance(counter, PipeCounter) else None
+    drain = counter if isinstance(counter, MessageCounter) else None  # read as messages come
     xray = None
     if cfg.xray:
         from servers.xray import Xray  # noqa: PLC0415 - only the X-ray cells pay for it
@@ -124,7 +125,7 @@ def run(cfg: ServerConfig) -> int:
             try:
                 connfd, _ = listenfd.accept()
             except BlockingIOError:  # nobody queued: sleep until a client or a signal
-                wakeup.wait_readable(listenfd)
+                wakeup.wait_readable(listenfd, drain)
                 continue
             except OSError as err:  # out of descriptors (EMFILE...): back off, keep serving
                 accept_failed(err, accept_backoff)
@@ -171,7 +172,7 @@ def run(cfg: ServerConfig) -> int:
         if os.getpid() != parent:
             os._exit(0)  # a stop that reached a just-forked child before its handlers were reset
         listenfd.close()
-        children.end_all()
+        children.end_all(drain=None if drain is None else drain.collect)
         wakeup.close()
         for conn in leaked:
             conn.close()

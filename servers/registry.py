@@ -112,7 +112,7 @@ _SPECS = (
         role=Role.BOOK_PROCESS,
         forks_per_connection=True,
         options=_PY_FORK | {Option.LEAK_CONNFD, Option.NAIVE_REAPER},
-        counter_modes=("naive", "shm", "pipe"),
+        counter_modes=("naive", "shm", "pipe", "message"),
     ),
     ServerSpec(
         "inetd",
@@ -147,7 +147,7 @@ _SPECS = (
         "main thread accepts and starts a detached thread per client",
         "CS:APP Fig. 12.14",
         role=Role.BOOK_THREAD,
-        counter_modes=("lock",),
+        counter_modes=("lock", "global"),
     ),
     ServerSpec(
         "threadpool",
