@@ -5,7 +5,9 @@ CS:APP 12.1.2: processes cannot share state, so they must use explicit IPC, "oft
 
 * between two processes over a pipe pair, a socketpair, a multiprocessing Pipe and a pair of
   multiprocessing Queues;
-* between two threads over queue.Queue, and between two tasks over asyncio.Queue, for contrast.
+* between two threads over queue.Queue, and between two tasks over asyncio.Queue, for contrast;
+* between two threads over the same pipe pair as the processes (issue 21: the same mechanism
+  between threads and between processes, so the address space is the only difference).
 
 Each two-ended figure is measured in both placements (placement.two_ended): both ends on one
 CPU, where a round trip is two context switches, and one end per CPU, where each hop must also
@@ -29,7 +31,7 @@ from pytest_benchmark.fixture import BenchmarkFixture
 
 from microbench import workers
 from microbench.children import forked_echo, reap
-from microbench.placement import Pinning, home_cpu, pinned, two_ended
+from microbench.placement import Pinning, home_cpu, pin_thread, pinned, two_ended
 from microbench.recording import REPLAY, Effort, describe, on_fresh_loop, replay, timed
 
 PLACEMENTS = two_ended()
@@ -204,6 +206,47 @@ def test_rtt_thread_queue(benchmark: BenchmarkFixture, effort: Effort, placement
         finally:
             inbox.put(None)
             echo.join(timeout=10)
+
+
+def _pipe_echo_thread(inbox: int, outbox: int, cpu: int) -> None:
+    """Echo every byte from `inbox` to `outbox` until EOF, pinned to `cpu`."""
+    pin_thread(cpu)
+    while data := os.read(inbox, 1):
+        os.write(outbox, data)
+
+
+@pytest.mark.parametrize("placement", PLACEMENTS, ids=IDS)
+def test_rtt_thread_pipe(benchmark: BenchmarkFixture, effort: Effort, placement: Pinning) -> None:
+    """The pipe pair of test_rtt_os_channel, to a thread instead of a forked child. Each os.read
+    and os.write releases the GIL, so the two threads wait in the kernel as processes would."""
+    to_echo, from_main = os.pipe()
+    to_main, from_echo = os.pipe()
+    echo = threading.Thread(
+        target=_pipe_echo_thread, args=(to_echo, from_echo, placement.child_cpu), daemon=True
+    )
+    try:
+        with pinned(placement.parent_cpu):
+            echo.start()
+
+            def trip() -> None:
+                os.write(from_main, b"x")
+                if os.read(to_main, 1) != b"x":
+                    raise RuntimeError("pipe echo thread returned the wrong byte")
+
+            trip()
+            _measure(
+                benchmark,
+                effort,
+                trip,
+                op="rtt.thread_pipe",
+                placement=placement,
+                what="1-byte round trip to an echo thread: os.write/os.read on two pipes",
+            )
+    finally:
+        os.close(from_main)  # EOF: the echo thread's loop ends
+        echo.join(timeout=10)
+        for fd in (to_echo, to_main, from_echo):
+            os.close(fd)
 
 
 async def _queue_round_trips(rounds: int, batch: int) -> list[float]:

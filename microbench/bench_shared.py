@@ -5,6 +5,11 @@ memory and be guarded by a lock that works across processes (multiprocessing.Val
 memory + a process lock). Threads share the address space and guard it with threading.Lock
 (12.5). Tasks on one event loop only switch at `await`, so a plain global needs no lock at all.
 
+issue 21 adds what each model must do to share a count when no lock is the question: a thread
+adds to a variable it already shares (`counter.thread_plain`), while a process must send the
+update as a message (`counter.pipe_message`: one 16-byte record per increment over a pipe, the
+parent reading and summing, as servers/counter.py's `message` mode does per echo).
+
 Each round starts its workers together (a barrier) and each worker adds 1 to the counter
 `increments` times; the figure is the round's wall time (first start to last end, measured
 with perf_counter_ns, which is CLOCK_MONOTONIC and so comparable across processes) divided by
@@ -18,6 +23,7 @@ import asyncio
 import ctypes
 import multiprocessing
 import os
+import struct
 import threading
 import time
 from multiprocessing.sharedctypes import RawArray
@@ -192,4 +198,80 @@ def test_counter_asyncio_nolock(benchmark: BenchmarkFixture, effort: Effort) -> 
             per_op = loop.run_until_complete(rounds())
     finally:
         loop.close()
+    replay(benchmark, per_op)
+
+
+@pytest.mark.benchmark(timer=REPLAY)
+def test_counter_thread_plain(benchmark: BenchmarkFixture, effort: Effort) -> None:
+    """One thread adds to a variable the whole process shares: no lock, no kernel. (Two Python
+    threads would never add at the same instant anyway: the GIL runs one at a time.)"""
+    increments = _increments(effort)
+    what = "1 thread: `box[0] += 1` on a list every thread of the process shares, no lock"
+    _describe(benchmark, "counter.thread_plain", 1, "n/a", [home_cpu()], increments, what)
+
+    def one_round() -> float:
+        box = [0]
+        start = time.perf_counter_ns()
+        for _ in range(increments):
+            box[0] += 1
+        elapsed = time.perf_counter_ns() - start
+        if box[0] != increments:
+            raise AssertionError(f"lost updates: counter {box[0]} != {increments}")
+        return elapsed / increments
+
+    with pinned(home_cpu()):
+        per_op = [one_round() for _ in range(_rounds(effort))]
+    replay(benchmark, per_op)
+
+
+def _message_round(placement: Pinning, increments: int) -> float:
+    """A forked child sends one record per increment; the parent sums them until EOF."""
+    record = struct.Struct("=QQ")  # servers/counter.py's (bytes, updates)
+    rfd, wfd = os.pipe()
+    go_r, go_w = os.pipe()  # the clock starts after the fork: a fork from pytest costs ms
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into the benchmark
+        code = 1
+        try:
+            os.close(rfd)
+            os.sched_setaffinity(0, {placement.child_cpu})
+            one = record.pack(1, 1)
+            os.read(go_r, 1)
+            for _ in range(increments):
+                os.write(wfd, one)
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(wfd)
+    os.close(go_r)
+    start = time.perf_counter_ns()
+    os.write(go_w, b"g")
+    os.close(go_w)
+    total, partial = 0, b""
+    try:
+        while data := os.read(rfd, 64 * 1024):
+            data = partial + data
+            whole = len(data) - len(data) % record.size
+            total += sum(n for n, _ in record.iter_unpack(data[:whole]))
+            partial = data[whole:]
+        elapsed = time.perf_counter_ns() - start
+    finally:
+        os.close(rfd)
+        reap(pid, timeout_s=10)
+    if total != increments:
+        raise AssertionError(f"lost messages: counted {total} != {increments}")
+    return elapsed / increments
+
+
+@pytest.mark.benchmark(timer=REPLAY)
+@pytest.mark.parametrize("placement", two_ended(), ids=[p.name for p in two_ended()])
+def test_counter_pipe_message(
+    benchmark: BenchmarkFixture, effort: Effort, placement: Pinning
+) -> None:
+    increments = _increments(effort)
+    what = "1 fork process sends `os.write(pipe, record)` per increment; the parent sums them"
+    cpus = [placement.parent_cpu, placement.child_cpu]
+    _describe(benchmark, "counter.pipe_message", 1, placement.name, cpus, increments, what)
+    with pinned(placement.parent_cpu):
+        per_op = [_message_round(placement, increments) for _ in range(_rounds(effort))]
     replay(benchmark, per_op)

@@ -152,6 +152,31 @@ def c_plan(fast: bool) -> list[CRun]:
                  (str(C_BIN / "pipe_rtt"), rounds, "200" if fast else "500",
                   str(p.parent_cpu), str(p.child_cpu)))
         )  # fmt: skip
+    # issue 21: like for like. The same mechanism between two threads and two processes (a
+    # pipe, a locked counter), and what each model must do to share a count (a thread adds to
+    # a variable it shares; a process sends a message per update). The ops are the Python
+    # suite's own names, so each C figure sits beside its Python twin.
+    share = str(C_BIN / "share")
+    shapes = [
+        ("rtt.thread_pipe", "pipe_thread", "200" if fast else "500",
+         "C 1-byte round trip to an echo thread over two pipes"),
+        ("counter.thread_lock.2w", "mutex_thread", "20000" if fast else "100000",
+         "C 2 threads: increments under one pthread mutex"),
+        ("counter.shm_lock.2w", "mutex_process", "20000" if fast else "100000",
+         "C 2 processes: increments under a process-shared pthread mutex in a shared mapping"),
+        ("counter.pipe_message.1w", "pipe_message", "20000" if fast else "100000",
+         "C a child process sends one 16-byte record per increment; the parent sums them"),
+    ]  # fmt: skip
+    for p in two_ended():
+        for op, mode, batch, what in shapes:
+            argv = (share, mode, rounds, batch, str(p.parent_cpu), str(p.child_cpu))
+            plan.append(CRun(op, "ipc" if op.startswith("rtt") else "shared-counter", p.name,
+                             tuple(p.cpus), what, argv))  # fmt: skip
+    plan.append(
+        CRun("counter.thread_plain.1w", "shared-counter", "n/a", (cpu,),
+             "C 1 thread adds to a variable it shares (volatile: a load and a store each)",
+             (share, "plain_thread", rounds, "1000000", str(cpu), str(cpu)))
+    )  # fmt: skip
     return plan
 
 

@@ -46,6 +46,7 @@ PY_ONE_ENDED = [
     "counter.shm_lock.1w",
     "counter.thread_lock.1w",
     "counter.asyncio_nolock.2w",
+    "counter.thread_plain.1w",  # issue 21: what a thread does to share a count
 ]
 PY_TWO_ENDED = [
     "rtt.pipe",
@@ -55,9 +56,23 @@ PY_TWO_ENDED = [
     "rtt.thread_queue",
     "counter.shm_lock.2w",
     "counter.thread_lock.2w",
+    "rtt.thread_pipe",  # issue 21: the same pipe between threads
+    "counter.pipe_message.1w",  # ... and what a process does to share a count
 ]
-C_ONE_ENDED = ["fork_wait.small_parent", "fork_wait.heap_100mb", "posix_spawn.true"]
-C_TWO_ENDED = ["rtt.pipe"]
+C_ONE_ENDED = [
+    "fork_wait.small_parent",
+    "fork_wait.heap_100mb",
+    "posix_spawn.true",
+    "counter.thread_plain.1w",
+]
+# issue 21: the same mechanisms between threads and between processes, in C
+C_TWO_ENDED = [
+    "rtt.pipe",
+    "rtt.thread_pipe",
+    "counter.thread_lock.2w",
+    "counter.shm_lock.2w",
+    "counter.pipe_message.1w",
+]
 
 
 def placements() -> list[str]:
