@@ -39,8 +39,16 @@ from records import schema
 from servers.registry import SERVERS
 
 # Parameters that vary between trials of one cell without making it another cell: the open-loop
-# rate is derived from a measured closed-loop figure, so the key uses rate_fraction instead.
+# rate is derived from a measured closed-loop figure, so the key uses rate_fraction instead (a
+# fixed rate, the at-load scenario's, has no fraction and stays in the key).
 _NOT_KEY_PARAMS = frozenset({"rate", "trial"})
+
+
+def _drop(params: dict[str, Any], names: frozenset[str]) -> dict[str, Any]:
+    fixed_rate = params.get("rate_fraction") is None
+    return {k: v for k, v in params.items() if k not in names or (k == "rate" and fixed_rate)}
+
+
 ATTEMPTS_DIR = schema.ATTEMPTS_DIR
 
 PARAM_COLUMNS = ("mode", "load", "connections", "size", "rate", "rate_fraction", "shared_counter")
@@ -76,13 +84,13 @@ _NOT_MATCH_PARAMS = frozenset({"duration_s", "warmup_s"})
 
 def match_key(params: dict[str, Any]) -> str:
     """`param_key` without the cell's length: the key `compare` matches runs on."""
-    kept = {k: v for k, v in params.items() if k not in _NOT_KEY_PARAMS | _NOT_MATCH_PARAMS}
+    kept = _drop(params, _NOT_KEY_PARAMS | _NOT_MATCH_PARAMS)
     return json.dumps(kept, sort_keys=True, default=str)
 
 
 def param_key(params: dict[str, Any]) -> str:
     """A stable text key for a cell's parameters, the same across its trials."""
-    kept = {k: v for k, v in params.items() if k not in _NOT_KEY_PARAMS}
+    kept = _drop(params, _NOT_KEY_PARAMS)
     return json.dumps(kept, sort_keys=True, default=str)
 
 

@@ -47,6 +47,20 @@ _SCENARIOS: dict[str, dict[str, Any]] = {
         "connections": [10],
         "rate_fractions": [0.25, 0.5, 0.75],
     },
+    # issue 21: every server at one offered rate, open loop, at 10, 100 and 1000 persistent
+    # connections: the comparison at load that the server decides. The load generator cannot
+    # saturate the cheapest servers on this machine, and a server's CPU per request falls as
+    # its load rises (it batches more), so closed-loop figures taken at different rates do not
+    # compare: one rate that every server sustains does. A pool gets a worker per connection
+    # (`--workers N`): at 4 workers it would serve 4 clients, and its rate would not be this one.
+    "at-load": {
+        "mode": "persistent",
+        "load": "open",
+        "size": [64],
+        "connections": [10, 100, 1000],
+        "rates": [5000],
+        "pool_per_connection": True,
+    },
     "placement": {
         "mode": "persistent",
         "load": "closed",
@@ -148,6 +162,7 @@ _SCENARIO_KEYS = {
     "duration_s",
     "warmup_s",
     "rate_fractions",
+    "rates",
     "placements",
     "counter_modes",
     "counter_off",
@@ -302,7 +317,7 @@ def build(data: Mapping[str, Any], *, unpinned: bool = False) -> Profile:
                     pt.scenario, pt.server, pt.args, pt.params, pt.placement
                 )  # fmt: skip
                 ref = None
-                if params.load == "open":
+                if params.load == "open" and params.rate is None:
                     ref = _ref_key(server, args, params, where)
                     if ref not in closed_keys:
                         raise ProfileError(
@@ -422,7 +437,13 @@ def _expand(
     if unpinned:
         placements = ["unpinned"]
     fractions: list[float | None] = [None]
-    if shape["load"] == "open":
+    rates: list[float | None] = [None]
+    if "rates" in shape:  # a fixed offered rate, requests/s, the same for every server
+        raw = _list(sc.get("rates", shape["rates"]), f"{where}.rates")
+        rates = [_num(r, f"{where}.rates", lo=1.0) for r in raw]
+    elif "rates" in sc:
+        raise ProfileError(f"{where}: rates only applies to the at-load scenario")
+    if "rate_fractions" in shape:
         raw = _list(sc.get("rate_fractions", shape["rate_fractions"]), f"{where}.rate_fractions")
         fractions = [_num(f, f"{where}.rate_fractions", lo=0.001) for f in raw]
     elif "rate_fractions" in sc:
@@ -466,7 +487,7 @@ def _expand(
     out = []
     for conn in conns:
         for size in sizes:
-            for frac in fractions:
+            for frac, rate in [(f, r) for f in fractions for r in rates]:
                 for where_ in placements:
                     for server in servers:
                         for counter in _counters(name, sc, server, where):
@@ -479,10 +500,15 @@ def _expand(
                                 warmup_s=w,
                                 shared_counter=counter,
                                 rate_fraction=frac,  # its rate is measured in this run (runner)
+                                rate=rate,  # or fixed by the scenario (at-load)
                                 active=active,
                                 idle=None if active is None else conn - active,
                             )
                             args = server_args.get(server, ())
+                            if shape.get("pool_per_connection") and (
+                                Option.WORKERS in SERVERS[server].options
+                            ):
+                                args = (*args, "--workers", str(conn))
                             if counter is not None:
                                 args = (*args, "--shared-counter", counter)
                             for extra in variants:
@@ -558,7 +584,10 @@ def _cell(
         "scenario": scenario,
         "server": server,
         "args": list(args),
-        "params": {k: v for k, v in params.to_json().items() if k != "rate"},
+        # an open loop's measured rate is not part of its identity; a fixed rate (at-load) is
+        "params": {
+            k: v for k, v in params.to_json().items() if k != "rate" or params.rate_fraction is None
+        },
         "placement": placement,
     }
     if nofile is not None:  # only when set: every other cell keeps the id it always had
@@ -570,6 +599,8 @@ def _cell(
         parts.append(f"sc-{params.shared_counter}")
     if params.rate_fraction is not None:
         parts.append(f"f{params.rate_fraction:g}")
+    elif params.rate is not None:
+        parts.append(f"r{params.rate:g}")
     if params.gc_freeze:
         parts.append("gcfreeze")
     if params.server_cpus:

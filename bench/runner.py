@@ -439,7 +439,7 @@ class Runner:
                 else:
                     rate *= spec.params.rate_fraction or 1.0
                     result = self._cell(spec, run_dir, cpus, workers, on_pids, rate)
-            else:
+            else:  # closed loop, or an open loop at the scenario's fixed rate (at-load)
                 result = self._cell(spec, run_dir, cpus, workers, on_pids, None)
             self._keep(run_dir, spec, result)
             rps = result.load.requests_per_s if result.load else None
@@ -647,6 +647,8 @@ class Runner:
 
     def _cell(self, spec: CellSpec, run_dir: Path, cpus: CpuPlan, workers: int,
               on_pids: Any, rate: float | None) -> schema.CellResult:  # fmt: skip
+        if rate is None:  # a fixed rate (at-load) is the spec's own, re-runs included
+            rate = spec.params.rate
         if self.cluster is not None:
             across = ClusterCellRun(
                 spec, self.cluster, cpus, workers, stop=self.stop, git=self.git,

@@ -58,6 +58,37 @@ def test_standard_profile_covers_issue_4_and_5() -> None:
     assert {"naive", "shm", "pipe"} <= {c.params.shared_counter for c in sc}
 
 
+def test_standard_profile_has_issue_21s_like_for_like_and_at_load_cells() -> None:
+    prof = profiles.read("standard")
+    sc = _points(prof, "shared-counter")
+    # a message per echo against the same work with no IPC; a mutex against a plain global
+    assert {"naive", "message"} <= {c.params.shared_counter for c in sc if c.server == "process"}
+    assert {"lock", "global"} <= {c.params.shared_counter for c in sc if c.server == "thread"}
+    at = _points(prof, "at-load")
+    assert {c.server for c in at} == set(prof.data["servers"])
+    assert {c.params.connections for c in at} == {10, 100, 1000}
+    # one fixed offered rate for every server: no closed-loop reference, open loop
+    assert len({c.params.rate for c in at}) == 1 and all(c.params.rate for c in at)
+    assert all(c.ref_point is None and c.params.load == "open" for c in at)
+    assert all(c.load.rate is None for c in at)  # aimed by the runner, like every open loop
+    for c in at:  # a pool gets a worker per connection: else it would serve 4 of them
+        if c.server in ("prefork", "threadpool"):
+            assert c.server_args[-2:] == ("--workers", str(c.params.connections)), c.server_args
+    # the fixed rate is part of a cell's identity: two rates are two cells
+    two = build(
+        {"trials": 1, "servers": ["uvloop"],
+         "scenarios": [{"name": "at-load", "connections": [10], "rates": [1000, 2000]}]}
+    )  # fmt: skip
+    assert len({c.cell_id for c in two.cells}) == 2
+    with pytest.raises(ProfileError, match="rates only applies"):
+        build(
+            {
+                "servers": ["uvloop"],
+                "scenarios": [{"name": "concurrency", "connections": [1], "rates": [10]}],
+            }
+        )
+
+
 def test_order_is_trial_major_interleaved_and_open_loop_last() -> None:
     prof = build(
         {
