@@ -13,7 +13,9 @@ Conventions, the same on every chart (they are the report's honesty rules):
 * a chart whose cells are absent from the run is still written, saying "not measured in this
   run", so a missing experiment is visible rather than silently gone.
 
-matplotlib runs headless (Agg); servers keep one colour each, in registry order.
+matplotlib runs headless (Agg). Each server is drawn in its own colour and marker, both owned
+by the registry (servers/registry.py): no two servers share a pair, in any chart. Legends sit
+outside the plotting area, so they never cover the points the text quotes.
 """
 
 from __future__ import annotations
@@ -45,13 +47,26 @@ from analysis.results import Run, merged_histogram, ok_cells, percentiles_us
 from analysis.stats import CV_LIMIT, summarise
 from servers.registry import SERVERS
 
-_PALETTE = plt.get_cmap("tab10")
 _ORDER = list(SERVERS)
 
 
-def colour(server: str) -> tuple[float, float, float, float]:
-    i = _ORDER.index(server) if server in _ORDER else len(_ORDER)
-    return tuple(_PALETTE(i % 10))  # type: ignore[return-value]
+def outside_legend(ax: Axes, handles: list[Any] | None = None, labels: list[str] | None = None,
+                   title: str | None = None) -> None:  # fmt: skip
+    """A legend right of the plotting area: it never covers a point the text quotes."""
+    if handles is None or labels is None:
+        handles, labels = ax.get_legend_handles_labels()
+    ax.legend(handles, labels, title=title, fontsize=8, loc="upper left",
+              bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)  # fmt: skip
+
+
+def colour(server: str) -> str:
+    spec = SERVERS.get(server)
+    return spec.colour if spec else "#777777"
+
+
+def marker(server: str) -> str:
+    spec = SERVERS.get(server)
+    return spec.marker if spec else "o"
 
 
 def label(server: str) -> str:
@@ -111,12 +126,14 @@ def _plain_log_ticks(fig: Figure) -> None:
             ax.yaxis.set_major_formatter(FuncFormatter(_tick))
 
 
-def _save(fig: Figure, out: Path, name: str) -> tuple[Path, Path]:
+def _save(fig: Figure, out: Path, name: str, layout: bool = True) -> tuple[Path, Path]:
+    """`layout=False`: the figure is laid out already (labels placed against its geometry)."""
     out.mkdir(parents=True, exist_ok=True)
     _plain_log_ticks(fig)
     png, svg = out / f"{name}.png", out / f"{name}.svg"
     # one layout pass, not bbox_inches="tight" (which draws every figure twice per format)
-    fig.tight_layout()
+    if layout:
+        fig.tight_layout()
     fig.savefig(png, dpi=100)
     fig.savefig(svg)
     plt.close(fig)
@@ -211,7 +228,8 @@ def _line(ax: Axes, s: pd.DataFrame, server: str, x: str, scale: float = 1.0) ->
     xs = d[x].astype(float).to_numpy()
     med = d["median"].to_numpy() * scale
     err = np.vstack([med - d["lo"].to_numpy() * scale, d["hi"].to_numpy() * scale - med])
-    ax.errorbar(xs, med, yerr=err, color=c, marker=None, capsize=3, label=label(server))
+    mk = marker(server)
+    ax.errorbar(xs, med, yerr=err, color=c, marker=mk, ms=6, capsize=3, label=label(server))
     limited = (d["saturated"] | d["port_bound"]).to_numpy()
     for i, (px, py) in enumerate(zip(xs, med, strict=True)):
         # One artist per point, so the SVG can carry each point's value as a hover title.
@@ -221,8 +239,8 @@ def _line(ax: Axes, s: pd.DataFrame, server: str, x: str, scale: float = 1.0) ->
             f"{fmt.spread(r['median'] * scale, r['lo'] * scale, r['hi'] * scale, int(r['n']))}"
             + (" (client-limited)" if limited[i] else "")
         )
-        face = "none" if limited[i] else c
-        dot = ax.scatter([px], [py], facecolors=face, edgecolors=c, marker="o", zorder=3)
+        face = "white" if limited[i] else c  # hollow: drawn over the line's filled marker
+        dot = ax.scatter([px], [py], facecolors=face, edgecolors=c, marker=mk, zorder=3)
         _tip(dot, tip)
     noisy = (d["cv"].fillna(0) > CV_LIMIT).to_numpy()
     for px, py in zip(xs[noisy], med[noisy], strict=True):
@@ -240,7 +258,7 @@ def _legend(ax: Axes, hollow: bool) -> None:
             Line2D([], [], marker="o", color="grey", markerfacecolor="none", linestyle="none")
         )
         labels.append("hollow: client-limited, not capacity")
-    ax.legend(handles, labels, fontsize=8)
+    outside_legend(ax, handles, labels)
 
 
 def _scenario(run: Run, scenario: str, placement: str | None = "split") -> pd.DataFrame:
@@ -379,7 +397,8 @@ def latency_distribution(run: Run, out: Path) -> Chart:
             continue
         values = percentiles_us(h, DIST_PERCENTILES)
         xs = [1.0 / (1.0 - p / 100.0) for p in DIST_PERCENTILES]
-        ax.plot(xs, [values[p] for p in DIST_PERCENTILES], color=colour(server), marker=".")
+        ax.plot(xs, [values[p] for p in DIST_PERCENTILES], color=colour(server),
+                marker=marker(server), ms=4)  # fmt: skip
         ax.lines[-1].set_label(label(server))
         rows.append(
             [label(server), f"{h.get_total_count():,}"]
@@ -393,7 +412,7 @@ def latency_distribution(run: Run, out: Path) -> Chart:
     ax.set_ylabel("latency (us, log)")
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
+    outside_legend(ax)
     png, svg = _save(fig, out, name)
     table = Table(
         ["server", "samples", "p50 us", "p99 us", "p99.9 us", "p99.99 us"],
@@ -505,7 +524,7 @@ def cpu_per_request(run: Run, out: Path) -> Chart:
         ax.set_xticks(xs, [label(s) for s in servers], rotation=30, ha="right", fontsize=8)
         ax.set_ylabel("server CPU us per request (log)")
         ax.grid(True, axis="y", alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="upper left")
         rows = []
         for s, u, y in zip(servers, user, sys_, strict=True):
             t = tot.loc[s]
@@ -597,61 +616,87 @@ def creation_and_ipc_costs(run: Run, out: Path) -> Chart:
 
 
 def shared_counter(run: Run, out: Path) -> Chart:
-    name, title = "08-shared-counter", "Sharing state: throughput with and without a shared counter"
+    name, title = (
+        "08-shared-counter",
+        "Sharing state: what a shared count costs, and whether it counts",
+    )
     caption = (
-        "Requests/s at 10 persistent connections with no shared state ('off') and with one "
-        "counter of echoed bytes shared by every connection: a plain global for event loops, a "
-        "lock for threads, and for processes shared memory + semaphore ('shm'), a pipe to the "
-        "parent ('pipe') or a plain global that each forked child copies ('naive', wrong on "
-        "purpose). CS:APP 12.1.2: processes need explicit IPC to share anything. A cross "
-        "instead of a bar: the server did not serve all 10 connections (a pool of 4)."
+        "10 persistent connections, one counter of echoed bytes shared by every connection. "
+        "Left: server CPU per request (measured over the whole window, valid whoever was the "
+        "limit) with no counter ('off') and with each kind: a plain global ('global'; for "
+        "threads the control of 'lock', the same work without the mutex), a threading.Lock "
+        "('lock'), and for processes shared memory + a process lock ('shm'), one record per "
+        "child over a pipe ('pipe'), one message per echo over a pipe ('message'), or a plain "
+        "global that each forked child copies ('naive': the control of 'message', the same "
+        "work with no IPC). Right: the bytes each counter counted, as a share of the bytes the "
+        "load generator got back: 'naive' counted nothing, because each child added to its own "
+        "copy (CS:APP 12.1.2). A cross instead of a bar: the server did not serve all 10 "
+        "connections."
     )
     d = _scenario(run, "shared-counter")
     if d.empty:
         return _not_measured(out, name, title, caption, "no ok cell of scenario 'shared-counter'")
-    d = d.copy()
-    d["counter"] = d["shared_counter"].fillna("off").astype(str)
-    s = summarise(d, "requests_per_s")
+    s = summarise(d, "cpu_us_per_req")
     s["counter"] = s["shared_counter"].fillna("off").astype(str)
     servers = _server_sort(list(s["server"].unique()))
-    modes = ["off", *sorted(m for m in s["counter"].unique() if m != "off")]
+    modes = ["off", *[m for m in ("global", "lock", "naive", "shm", "pipe", "message")
+                      if m in set(s["counter"])]]  # fmt: skip
     width = 0.8 / len(modes)
-    fig, ax = plt.subplots(figsize=(11, 5))
-    hatches = ["", "//", "xx", "..", "\\\\", "++"]
+    fig, (ax, right) = plt.subplots(1, 2, figsize=(15, 5), gridspec_kw={"width_ratios": [2, 1]})
+    hatches = ["", "//", "xx", "..", "\\\\", "++", "oo"]
     for j, mode in enumerate(modes):
         sm = s[s["counter"] == mode].set_index("server")
         xs, ys, lo, hi = [], [], [], []
         for i, server in enumerate(servers):
-            if server in sm.index:
-                r = sm.loc[server]
-                if r.get("starved", 0):
-                    # a pool serving 4 of 10: not a figure; a cross marks the slot
-                    ax.scatter([i + (j - (len(modes) - 1) / 2) * width], [0.0], marker="x",
-                               color="black", clip_on=False, zorder=4)  # fmt: skip
-                    continue
-                xs.append(i + (j - (len(modes) - 1) / 2) * width)
-                ys.append(r["median"])
-                lo.append(r["median"] - r["lo"])
-                hi.append(r["hi"] - r["median"])
-        ax.bar(
-            xs,
-            ys,
-            width,
-            yerr=[lo, hi],
-            capsize=2,
-            label=mode,
-            color=plt.get_cmap("Set2")(j),
-            hatch=hatches[j % len(hatches)],
-            edgecolor="black",
-        )
+            if server not in sm.index:
+                continue
+            r = sm.loc[server]
+            x = i + (j - (len(modes) - 1) / 2) * width
+            if r.get("starved", 0):
+                ax.scatter([x], [0.0], marker="x", color="black", clip_on=False, zorder=4)
+                continue
+            xs.append(x)
+            ys.append(r["median"])
+            lo.append(r["median"] - r["lo"])
+            hi.append(r["hi"] - r["median"])
+        ax.bar(xs, ys, width, yerr=[lo, hi], capsize=2, label=mode,
+               color=plt.get_cmap("Set2")(j), hatch=hatches[j % len(hatches)],
+               edgecolor="black")  # fmt: skip
     ax.set_xticks(np.arange(len(servers)), [label(x) for x in servers], rotation=20, ha="right")
-    ax.set_ylabel("requests/s")
-    ax.set_title(title)
+    ax.set_ylabel("server CPU us per request, median [interval]")
+    ax.set_title("what the count costs")
     ax.grid(True, axis="y", alpha=0.3)
-    ax.legend(title="shared counter", fontsize=8)
+    outside_legend(ax, title="shared counter")
+    counted = _counted_share(d)
+    ys_r = np.arange(len(counted))
+    right.barh(ys_r, [c * 100 for _, c in counted], color="#55a868", edgecolor="black")
+    for y, (_, share) in zip(ys_r, counted, strict=True):
+        right.annotate(f"{share:.1%}", (share * 100, y), xytext=(3, 0),
+                       textcoords="offset points", va="center", fontsize=8)  # fmt: skip
+    right.set_yticks(ys_r, [w for w, _ in counted], fontsize=8)
+    right.invert_yaxis()
+    right.set_xlim(0, 110)
+    right.axvline(100, color="grey", linestyle=":")
+    right.set_xlabel("bytes counted / bytes echoed, % (all trials)")
+    right.set_title("whether it counts")
+    right.grid(True, axis="x", alpha=0.3)
+    fig.suptitle(title)
     png, svg = _save(fig, out, name)
-    table = summary_table(s, "counter", "counter", "requests/s", "Shared counter")
+    table = summary_table(s, "counter", "counter", "server CPU us/request", "Shared counter")
     return Chart(name, title, caption, png, svg, True, [table])
+
+
+def _counted_share(d: pd.DataFrame) -> list[tuple[str, float]]:
+    """(server: mode, counted/echoed over every ok trial) for each counter that reports."""
+    found = []
+    have = d.dropna(subset=["stats_bytes", "bytes_received_total"])
+    for (server, mode), g in have.groupby(["server", "shared_counter"], sort=False):
+        echoed = float(g["bytes_received_total"].sum())
+        if echoed > 0:
+            found.append((str(server), str(mode), float(g["stats_bytes"].sum()) / echoed))
+    order = {n: i for i, n in enumerate(_ORDER)}
+    found.sort(key=lambda x: (order.get(x[0], 99), x[1]))
+    return [(f"{label(server)}: {mode}", share) for server, mode, share in found]
 
 
 # --------------------------------------------------------------------------- 9
@@ -795,8 +840,28 @@ def book_warnings(run: Run, out: Path) -> Chart:
     right.set_title("--naive-reaper vs the loop reaper")
     fig.suptitle(title)
     png, svg = _save(fig, out, name)
-    headers = ["switch", "server", "cell", "descriptors start -> peak", "at end", "CLOSE_WAIT peak"]
-    return Chart(name, title, caption, png, svg, True, [Table(headers, rows, "The two warnings")])
+    headers = ["switch", "server", "cell drawn", "descriptors start -> peak", "at end",
+               "CLOSE_WAIT peak"]  # fmt: skip
+    tables = [Table(headers, rows, "The two warnings: the trial drawn")]
+    peaks = _fault_peaks(run)
+    if peaks.rows:
+        tables.append(peaks)
+    return Chart(name, title, caption, png, svg, True, tables)
+
+
+def _fault_peaks(run: Run) -> Table:
+    """Every trial's peak, as the scorecard reads them (its figure is the largest)."""
+    d = ok_cells(run, faults=True)
+    rows = []
+    for scenario, col in (("leak-connfd", "fds_peak"), ("naive-reaper", "zombies_peak")):
+        sel = d[d["scenario"] == scenario] if not d.empty else d
+        for fault, g in sel.groupby(sel["fault"].fillna(""), sort=False):
+            vals = g[col].dropna().astype(int).tolist()
+            if vals:
+                kind = "switch on" if fault else "as written (Fig. 12.5)"
+                rows.append([scenario, kind, ", ".join(f"{v:,}" for v in vals), f"{max(vals):,}"])
+    return Table(["scenario", "server", "peak in each trial", "largest (the scorecard's)"],
+                 rows, "Every trial's peak (descriptors or zombies)")  # fmt: skip
 
 
 def _nofile(run: Run) -> int | None:
@@ -925,26 +990,40 @@ def fork_timeline(run: Run, out: Path) -> Chart:
     caption = (
         "One connection through each forking server, from its X-ray: the parent's steps on "
         "the top lane, the child's in the middle, the SIGCHLD handler's at the bottom, in "
-        "microseconds since accept returned. The parent is back in accept long before the "
-        "child has echoed: that is the concurrency; the reap comes last, after the child exits."
+        "microseconds since accept returned. The panels share one time scale, so a shorter "
+        "panel is a faster server. The parent is back in accept long before the child has "
+        "echoed: that is the concurrency; the reap comes last, after the child exits."
     )
     points = [p for p in forkcost.xray_points(run) if "gc.freeze" not in p.label]
     if not points:
         return _not_measured(out, name, title, caption, "no X-ray cells in this run")
-    lanes = {
-        "accept": 2, "fork_start": 2, "fork_end": 2, "parent_closed": 2,
-        "child_start": 1, "listenfd_closed": 1, "exec": 1, "first_echo": 1, "exit": 1,
-        "handler": 0, "reaped": 0,
-    }  # fmt: skip
-    fig, axes = plt.subplots(len(points), 1, figsize=(12, 1.9 * len(points) + 0.6), squeeze=False)
-    for ax, p in zip(axes[:, 0], points, strict=True):
-        tl = p.timeline()
+    fig = timeline_figure([(p.label, p.server, p.timeline()) for p in points])
+    png, svg = _save(fig, out, name, layout=False)
+    return Chart(name, title, caption, png, svg, True, [forkcost.timeline_table(run)])
+
+
+_LANES = {
+    "accept": 2, "fork_start": 2, "fork_end": 2, "parent_closed": 2,
+    "child_start": 1, "listenfd_closed": 1, "exec": 1, "first_echo": 1, "exit": 1,
+    "handler": 0, "reaped": 0,
+}  # fmt: skip
+LABEL_STEP_PT = 8.5  # one level of label height, in points
+
+
+def timeline_figure(panels: list[tuple[str, str, dict[str, float]]]) -> Figure:
+    """Chart 14's figure: one panel per (label, server, timeline), one shared time axis, every
+    step labelled where its label overlaps no other text (checked on the drawn bounding boxes,
+    so a fast server whose steps crowd together gets its labels stacked, never overprinted)."""
+    fig, axes = plt.subplots(
+        len(panels), 1, figsize=(12, 2.6 * len(panels) + 0.6), squeeze=False, sharex=True
+    )
+    items: list[tuple[Axes, float, int, str]] = []
+    for ax, (words, server, tl) in zip(axes[:, 0], panels, strict=True):
         for step, t in tl.items():
-            lane = lanes[step]
-            mark = ax.scatter(t, lane, color=colour(p.server), zorder=3)
-            _tip(mark, f"{p.label}: {forkcost.STEP_WORDS[step]} at {t:,.1f} us")
-            ax.annotate(forkcost.STEP_WORDS[step], (t, lane), fontsize=6, rotation=25,
-                        xytext=(2, 5), textcoords="offset points")  # fmt: skip
+            lane = _LANES[step]
+            mark = ax.scatter(t, lane, color=colour(server), marker=marker(server), zorder=3)
+            _tip(mark, f"{words}: {forkcost.STEP_WORDS[step]} at {t:,.1f} us")
+            items.append((ax, t, lane, forkcost.STEP_WORDS[step]))
         if "fork_start" in tl and "child_start" in tl:
             ax.annotate("", (tl["child_start"], 1), (tl["fork_start"], 2),
                         arrowprops={"arrowstyle": "->", "color": "grey"})  # fmt: skip
@@ -953,12 +1032,80 @@ def fork_timeline(run: Run, out: Path) -> Chart:
             ax.annotate("", (tl["handler"], 0), (end, 1),
                         arrowprops={"arrowstyle": "->", "color": "grey"})  # fmt: skip
         ax.set_yticks([0, 1, 2], ["handler", "child", "parent"], fontsize=8)
-        ax.set_ylim(-0.6, 2.9)
-        ax.set_title(p.label, fontsize=9, loc="left")
+        ax.set_ylim(-0.5, 3.2)
+        ax.set_title(words, fontsize=9, loc="left")
         ax.grid(True, axis="x", alpha=0.3)
-    axes[-1, 0].set_xlabel("microseconds since accept")
+    last = max((t for _, _, tl in panels for t in tl.values()), default=1.0)
+    axes[0, 0].set_xlim(-0.02 * last, last * 1.25)  # room on the right for the last labels
+    axes[-1, 0].set_xlabel("microseconds since accept (one time scale for every panel)")
+    fig.tight_layout()
+    _place_labels(fig, items)
+    return fig
+
+
+def _place_labels(fig: Figure, items: list[tuple[Axes, float, int, str]]) -> None:
+    """Each label at the lowest level above its point where it overlaps no label already
+    placed (nor a panel's title): greedy, left to right within each lane."""
+    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+    titles = [getattr(ax, "_left_title", ax.title) for ax in fig.axes]  # set_title(loc="left")
+    placed = [t.get_window_extent(renderer) for t in titles if t.get_text()]
+    for ax, t, lane, text in sorted(items, key=lambda i: (id(i[0]), i[2], i[1])):
+        for level in range(12):
+            ann = ax.annotate(text, (t, lane), xytext=(3, 4 + LABEL_STEP_PT * level),
+                              textcoords="offset points", fontsize=6)  # fmt: skip
+            box = ann.get_window_extent(renderer).padded(1.5)  # a hair apart, never touching
+            if not any(box.overlaps(other) for other in placed):
+                placed.append(box)
+                break
+            ann.remove()
+        else:  # no free level: say so on the point itself rather than overprint
+            ann = ax.annotate("*", (t, lane), xytext=(3, 4), textcoords="offset points",
+                              fontsize=6)  # fmt: skip
+            placed.append(ann.get_window_extent(renderer))
+
+
+# --------------------------------------------------------------------------- 15
+
+
+def cpu_at_load(run: Run, out: Path) -> Chart:
+    name, title = "15-cpu-at-load", "Server CPU per request at one offered rate"
+    rate = at_load_rate(run)
+    caption = (
+        f"Every server at the same offered load ({fmt.num(rate) if rate else '?'} requests/s "
+        "in all, open loop, 64 B, persistent connections; a pool has a worker per "
+        "connection), at 10, 100 and 1000 connections: the server's own CPU (its cgroup: "
+        "parent, children, threads and the kernel's work for them) over the window, per "
+        "request. This is the comparison at load that the server decides: the load generator "
+        "kept the same schedule for all, and a server's CPU per request falls as its load "
+        "rises (it handles more per wake-up), so figures taken at different rates would not "
+        "compare. Log scales; lower is cheaper."
+    )
+    d = _scenario(run, "at-load")
+    s = summarise(d, "cpu_us_per_req")
+    if s.empty:
+        return _not_measured(out, name, title, caption, "no ok cell of scenario 'at-load'")
+    fig, ax = plt.subplots(figsize=(11, 5))
+    for server in _server_sort(list(s["server"].unique())):
+        _line(ax, s, server, "connections")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("persistent connections (log)")
+    ax.set_ylabel("server CPU us per request (log)")
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    _legend(ax, bool((s["saturated"] | s["port_bound"]).any()))
     png, svg = _save(fig, out, name)
-    return Chart(name, title, caption, png, svg, True, [forkcost.timeline_table(run)])
+    table = summary_table(s, "connections", "connections", "server CPU us/request", "At load")
+    return Chart(name, title, caption, png, svg, True, [table])
+
+
+def at_load_rate(run: Run) -> float | None:
+    """The at-load scenario's offered rate (requests/s, the same for every cell), if run."""
+    d = _scenario(run, "at-load")
+    if d.empty or "rate" not in d.columns:
+        return None
+    rates = d["rate"].dropna()
+    return float(rates.iloc[0]) if len(rates) else None
 
 
 ALL: list[Callable[[Run, Path], Chart]] = [
@@ -976,6 +1123,7 @@ ALL: list[Callable[[Run, Path], Chart]] = [
     message_size,
     fork_xray,
     fork_timeline,
+    cpu_at_load,
 ]
 
 

@@ -19,12 +19,10 @@ import itertools
 import statistics
 from dataclasses import dataclass
 
-import pandas as pd
-
 from analysis import fmt
 from analysis.document import Table
 from analysis.results import Run, ok_cells
-from analysis.stats import Figure, pick, summarise
+from analysis.stats import Capacity, Figure, capacity, pick, summarise
 from records import schema
 from records.xray import STEPS, TIMELINE
 from servers.registry import SERVERS, Role, by_role
@@ -50,12 +48,36 @@ SEGMENT_WORDS = {
 EXEC_WORDS = "the exec'd program runs and exits, until the handler"
 
 
+# issue 21: the parent's own time inside fork() (copying page tables, the parent's share of a
+# fork) is a segment of its own, apart from the wait until the child is scheduled.
+PAIR_WORDS = {
+    ("fork_start", "fork_end"): "the parent inside fork() (copying its page tables)",
+    ("fork_end", "child_start"): "fork() has returned; the child waits to run",
+    ("fork_start", "child_start"): "inside fork(), until the child runs",
+}
+STILL_IN_FORK = "the parent still inside fork() (the child already runs)"
+
+
 def segments(timeline: dict[str, float]) -> list[tuple[str, float, float]]:
-    """(words, start, width) for each consecutive pair of recorded steps."""
+    """(words, start, width) for each consecutive pair of recorded steps. fork() returning in
+    the parent goes where its time puts it: before the child runs, or after."""
     present = [s for s in BAR_STEPS if s in timeline]
+    if "fork_end" in timeline and "fork_start" in present:
+        t = timeline["fork_end"]
+        after = present.index("fork_start")
+        while after + 1 < len(present) and timeline[present[after + 1]] <= t:
+            after += 1
+        present.insert(after + 1, "fork_end")
     out = []
     for a, b in itertools.pairwise(present):
-        words = EXEC_WORDS if a == "exec" else SEGMENT_WORDS[b]
+        if a == "exec":
+            words = EXEC_WORDS
+        elif (a, b) in PAIR_WORDS:
+            words = PAIR_WORDS[a, b]
+        elif b == "fork_end":
+            words = STILL_IN_FORK
+        else:
+            words = SEGMENT_WORDS[b]
         out.append((words, timeline[a], max(0.0, timeline[b] - timeline[a])))
     return out
 
@@ -141,70 +163,54 @@ def xray_points(run: Run) -> list[XrayPoint]:
 # --------------------------------------------------------------------------- the ceiling
 
 
-def _capacity(s: pd.DataFrame, server: str) -> tuple[Figure, int] | None:
-    """The server's best requests/s over its concurrency cells that served every client."""
-    rows = s[(s["server"] == server) & (s["placement"] == "split") & (s["starved"].fillna(0) == 0)]
-    if rows.empty:
-        return None
-    best = rows.loc[rows["median"].idxmax()]
-    return Figure(float(best["median"]), float(best["lo"]), float(best["hi"]), int(best["n"]),
-                  float(best["cv"]), bool(best["saturated"])), int(best["connections"])  # fmt: skip
-
-
 def ceiling_table(run: Run) -> tuple[Table, str]:
-    """Every server's capacity and 1-connection latency as a share of c-epoll's."""
+    """Every server's capacity and 1-connection round trip as a share of c-epoll's. A capacity
+    only from points the server limited (stats.capacity): else 'at least', and no share."""
     d = ok_cells(run)
     conc = d[d["scenario"] == "concurrency"] if not d.empty else d
     rps = summarise(conc, "requests_per_s")
     p50 = summarise(conc, "p50_us")
-    top = _capacity(rps, CEILING) if not rps.empty else None
+    top = capacity(rps, CEILING)
     lat0 = pick(p50, CEILING, connections=1)
     rows = []
     for server in [s for s in SERVERS if not rps.empty and s in set(rps["server"])]:
-        cap = _capacity(rps, server)
+        cap = capacity(rps, server)
         lat = pick(p50, server, connections=1)
-        cap_txt = lat_txt = fmt.NOT_MEASURED
-        share = lat_share = ""
-        if cap is not None:
-            f, conns = cap
-            flag = " (client-saturated: a lower bound)" if f.saturated else ""
-            cap_txt = f"{fmt.spread(f.median, f.lo, f.hi, f.n)} at {conns:,} conn.{flag}"
-            if top is not None and top[0].median:
-                share = _share(f, top[0], server == CEILING)
+        lat_txt = fmt.NOT_MEASURED
+        lat_share = ""
         if lat is not None:
             lat_txt = fmt.spread(lat.median, lat.lo, lat.hi, lat.n)
             if lat0 is not None and lat.median:
                 lat_share = fmt.pct(lat0.median / lat.median)
         spec = SERVERS[server]
-        rows.append([spec.label, spec.language, cap_txt, share, lat_txt, lat_share])
+        rows.append([spec.label, spec.language, cap.text(), _share(cap, top, server == CEILING),
+                     lat_txt, lat_share])  # fmt: skip
     words = (
-        f"{SERVERS[CEILING].label} is one thread on epoll in C: the most this machine echoes. "
-        "Capacity is each server's best requests/s over the concurrency cells (persistent "
-        "connections, 64 B) in which every client was served; 'of ceiling' divides it by "
-        "c-epoll's. Latency is the median round trip at 1 connection; 'of ceiling' is "
-        "c-epoll's latency over the server's (100% = as fast as the ceiling)."
+        f"{SERVERS[CEILING].label} is one thread on epoll in C: the cheapest server here. A "
+        "capacity is a server's best requests/s over the concurrency points it limited itself "
+        "(persistent connections, 64 B, at least 2 connections, every client served, no trial "
+        "client-saturated); where the load generator was the limit the table says 'at least', "
+        "and a share of the ceiling is given only when both figures are the servers' own. The "
+        "round trip is the median latency at 1 connection; 'of ceiling' is c-epoll's over the "
+        "server's (100% = as fast). Server CPU per request at one rate ('which model when') is "
+        "the comparison this machine can always make."
     )
-    if top is not None and top[0].saturated:
-        words += (
-            " On this machine the ceiling's best cell was client-saturated: c-epoll can do more "
-            "than the load generator drives, so a share is 'at most' that figure, and where "
-            "both cells hit the load generator's limit there is no share to give (the load "
-            "generator's own ceiling is `make bench-loadgen`'s question)."
-        )
-    headers = ["server", "language", "capacity, req/s", "of ceiling", "p50 at 1 conn., us",
+    headers = ["server", "language", "capacity, req/s", "of ceiling", "round trip at 1 conn., us",
                "of ceiling"]  # fmt: skip
     return Table(headers, rows, "Every server as a share of the ceiling"), words
 
 
-def _share(f: Figure, ceiling: Figure, is_ceiling: bool) -> str:
-    """A capacity as a share of the ceiling's, saying when the load generator decided both."""
+def _share(cap: Capacity, ceiling: Capacity, is_ceiling: bool) -> str:
+    """A capacity as a share of the ceiling's, only when both were the servers' own limits."""
     if is_ceiling:
-        return "100%"
-    if f.saturated and ceiling.saturated:
-        return "n/a: both at the load generator's limit"
-    if ceiling.saturated:
-        return f"at most {fmt.pct(f.median / ceiling.median)}"
-    return fmt.pct(f.median / ceiling.median)
+        return "100%" if ceiling.best is not None else "n/a: never the limit here"
+    if cap.best is None:
+        return "n/a: the load generator was the limit"
+    if ceiling.best is None:
+        return "n/a: the ceiling was never the limit here"
+    if cap.floor is not None and cap.floor.median > cap.best.median:
+        return f"at least {fmt.pct(cap.best.median / ceiling.best.median)}"
+    return fmt.pct(cap.best.median / ceiling.best.median)
 
 
 # --------------------------------------------------------------------------- Python vs C fork

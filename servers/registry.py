@@ -76,6 +76,11 @@ class ServerSpec:
     options: frozenset[Option] = frozenset()
     counter_modes: tuple[str, ...] = ()  # --shared-counter modes (servers.counter)
     native: str | None = None  # the C program in NATIVE_DIR this server execs
+    # How every chart draws it (issue 21): a colour and a marker no other server has, so a
+    # reader tells 11 servers apart in print and in grey. Families share a hue: blues for the
+    # Python process models, reds for threads, greens for event loops, purples/black for C.
+    colour: str = "#777777"
+    marker: str = "o"
 
     def import_module(self) -> ModuleType:
         return importlib.import_module(self.module)
@@ -113,6 +118,8 @@ _SPECS = (
         forks_per_connection=True,
         options=_PY_FORK | {Option.LEAK_CONNFD, Option.NAIVE_REAPER},
         counter_modes=("naive", "shm", "pipe", "message"),
+        colour="#1f77b4",
+        marker="o",
     ),
     ServerSpec(
         "inetd",
@@ -127,6 +134,8 @@ _SPECS = (
         # An exec'd program keeps no shared mapping, and `cat` counts nothing: only a Python
         # handler counts, privately (naive) or over an inherited pipe (the CLI checks --handler).
         counter_modes=("naive", "pipe"),
+        colour="#6baed6",
+        marker="v",
     ),
     ServerSpec(
         "prefork",
@@ -138,6 +147,8 @@ _SPECS = (
         role=Role.PROCESS_POOL,
         options=frozenset({Option.WORKERS}),
         counter_modes=("naive", "shm", "pipe"),
+        colour="#08306b",
+        marker="s",
     ),
     ServerSpec(
         "thread",
@@ -148,6 +159,8 @@ _SPECS = (
         "CS:APP Fig. 12.14",
         role=Role.BOOK_THREAD,
         counter_modes=("lock", "global"),
+        colour="#d62728",
+        marker="^",
     ),
     ServerSpec(
         "threadpool",
@@ -159,6 +172,8 @@ _SPECS = (
         role=Role.THREAD_POOL,
         options=frozenset({Option.WORKERS}),
         counter_modes=("lock",),
+        colour="#fc9272",
+        marker="<",
     ),
     ServerSpec(
         "multiplex",
@@ -169,6 +184,8 @@ _SPECS = (
         "CS:APP 12.2",
         role=Role.EVENT_LOOP,
         counter_modes=("global",),
+        colour="#2ca02c",
+        marker="D",
     ),
     ServerSpec(
         "asyncio",
@@ -179,6 +196,8 @@ _SPECS = (
         "asyncio",
         role=Role.EVENT_LOOP,
         counter_modes=("global",),
+        colour="#a1d99b",
+        marker="P",
     ),
     ServerSpec(
         "uvloop",
@@ -189,6 +208,8 @@ _SPECS = (
         "uvloop",
         role=Role.EVENT_LOOP,
         counter_modes=("global",),
+        colour="#00441b",
+        marker="X",
     ),
 )
 
@@ -204,6 +225,8 @@ _NATIVE = (
         forks_per_connection=True,
         options=frozenset({Option.XRAY}),
         native="c-process",
+        colour="#9467bd",
+        marker="h",
     ),
     ServerSpec(
         "c-thread",
@@ -214,6 +237,8 @@ _NATIVE = (
         "CS:APP Fig. 12.14",
         role=Role.C_BOOK_THREAD,
         native="c-thread",
+        colour="#e377c2",
+        marker="*",
     ),
     ServerSpec(
         "c-epoll",
@@ -224,6 +249,8 @@ _NATIVE = (
         "CS:APP 12.2, epoll(7)",
         role=Role.CEILING,
         native="c-epoll",
+        colour="#000000",
+        marker="d",
     ),
 )
 
