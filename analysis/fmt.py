@@ -52,7 +52,18 @@ def spread(median: float | None, lo: float | None, hi: float | None, n: int) -> 
 def ratio(x: float | None) -> str:
     if not _present(x) or math.isinf(x):
         return "n/a"
+    if abs(x) >= 100:
+        return f"{x:,.0f}x"
+    if abs(x) >= 10:
+        return f"{x:.1f}x"
     return f"{x:.2f}x"
+
+
+def signed(x: float | None) -> str:
+    """A difference with its sign: +1.23, -0.50, +0.00."""
+    if not _present(x):
+        return "n/a"
+    return ("+" if x >= 0 else "-") + num(abs(x))
 
 
 def pct(x: float | None) -> str:
@@ -73,7 +84,7 @@ def kib(x: float | None) -> str:
     return f"{num(x / 2**10)} KiB"
 
 
-PARAM_NAMES = ("mode", "load", "connections", "size", "rate_fraction", "shared_counter")
+PARAM_NAMES = ("mode", "load", "connections", "size", "rate_fraction", "rate", "shared_counter")
 
 
 def params_text(row: Mapping[str, Any]) -> str:
@@ -85,3 +96,11 @@ def params_text(row: Mapping[str, Any]) -> str:
             continue
         bits.append(f"{k}={param(v)}")
     return " ".join(bits)
+
+
+def us_spread(median: float | None, lo: float | None, hi: float | None, n: int) -> str:
+    """A duration given in microseconds, with its unit: in ns below 1 us (0.30 ns, not 0.00)."""
+    if _present(median) and abs(median) < 1:
+        scale = [None if v is None else v * 1000 for v in (lo, hi)]
+        return f"{spread(median * 1000, scale[0], scale[1], n)} ns"
+    return f"{spread(median, lo, hi, n)} us"

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from analysis.stats import Figure
 from records.micro import MicrobenchError, read_microbench
 
 COLUMNS = ["name", "op", "group", "impl", "placement", "median_us", "min_us", "max_us",
@@ -70,6 +71,18 @@ def like_for_like(m: pd.DataFrame) -> LikeForLike:
     )
 
 
+def fig(m: pd.DataFrame, name: str, impl: str = "python") -> Figure | None:
+    """One microbenchmark as a Figure: its median over rounds, [min-max], rounds as n."""
+    if m.empty:
+        return None
+    sel = m[(m["name"] == name) & (m["impl"] == impl)]
+    if sel.empty:
+        return None
+    r = sel.iloc[0]
+    return Figure(float(r["median_us"]), float(r["min_us"]), float(r["max_us"]),
+                  int(r["rounds"]), float("nan"), False)  # fmt: skip
+
+
 def figure(m: pd.DataFrame, name: str, impl: str = "python") -> float | None:
     """Median microseconds of one named microbenchmark, or None when not measured."""
     if m.empty:
@@ -107,6 +120,7 @@ _WORDS: list[tuple[str, str, str]] = [
      "message between processes"),
     ("rtt.thread_queue", "queue.Queue round trip between two threads",
      "message inside one process"),
+    ("rtt.thread_pipe", "pipe round trip between two threads", "message inside one process"),
     ("rtt.asyncio_queue.default", "asyncio.Queue round trip between two tasks (default loop)",
      "message inside one process"),
     ("rtt.asyncio_queue.uvloop", "asyncio.Queue round trip between two tasks (uvloop)",
@@ -114,6 +128,9 @@ _WORDS: list[tuple[str, str, str]] = [
     ("counter.shm_lock", "counter in shared memory + process lock", "shared counter"),
     ("counter.thread_lock", "counter under threading.Lock", "shared counter"),
     ("counter.asyncio_nolock", "plain counter (no lock needed)", "shared counter"),
+    ("counter.thread_plain", "a store to a variable the threads share", "shared counter"),
+    ("counter.pipe_message", "one message per update over a pipe, to the parent",
+     "shared counter"),
 ]  # fmt: skip
 
 
@@ -133,7 +150,7 @@ def words(name: str) -> str:
         count = int(n[0])
         one, many = (
             ("task", "tasks") if "asyncio" in base
-            else ("process", "processes") if "shm" in base
+            else ("process", "processes") if "shm" in base or "message" in base
             else ("thread", "threads")
         )  # fmt: skip
         workers = f", {count} {many if count > 1 else one}"

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from analysis import fmt
 from analysis.noise import PROMISE
 
 CV_LIMIT = 0.10  # above this the trials disagree too much to quote one figure without a flag
@@ -56,8 +57,8 @@ def coverage(n: int) -> float:
 def summarise(df: pd.DataFrame, metric: str) -> pd.DataFrame:
     """One row per cell: median/min/max/n/cv of `metric` over trials, plus the cell's params."""
     cols = [
-        *KEY, *PARAMS, "match_key", "median", "lo", "hi", "n", "cv", "saturated", "port_bound",
-        "starved", "served", "asked", "min", "max",
+        *KEY, *PARAMS, "match_key", "median", "lo", "hi", "n", "cv", "saturated", "sat_trials",
+        "port_bound", "starved", "served", "asked", "min", "max",
     ]  # fmt: skip
     if df.empty or metric not in df.columns:
         return pd.DataFrame(columns=cols)
@@ -89,7 +90,10 @@ def summarise(df: pd.DataFrame, metric: str) -> pd.DataFrame:
                 "max": float(vals.max()),
                 "n": len(vals),
                 "cv": cv,
+                # any trial client-saturated: no claim rests on the point (verdict.usable);
+                # how many were is counted apart, so a capacity is said per trial (issue 21)
                 "saturated": bool(g["client_saturated"].any()),
+                "sat_trials": int(g["client_saturated"].fillna(False).astype(bool).sum()),
                 "port_bound": bool(g["client_port_bound"].any()),
                 "starved": _max_int(g, "starved"),
                 "served": _min_int(g, "served"),
@@ -167,3 +171,56 @@ def placement_summary(df: pd.DataFrame) -> pd.DataFrame:
     both = pd.concat([own, extra.assign(scenario="placement")], ignore_index=True)
     both["param_key"] = "placement"  # one cell per (server, placement) whatever its origin
     return summarise(both, "requests_per_s")
+
+
+# --------------------------------------------------------------------------- capacity
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """What a server's concurrency cells say about its capacity (issue 21).
+
+    A capacity is a point the server limited: at least 2 connections (one connection measures
+    a round trip, not a capacity), every client served, and no trial client-saturated. Where
+    the load generator was the limit, the figure is a floor: "at least N"."""
+
+    best: Figure | None  # the best server-limited point
+    best_conns: int
+    floor: Figure | None  # the best point where the load generator was the limit
+    floor_conns: int
+
+    def text(self) -> str:
+        parts = []
+        if self.best is not None:
+            b = self.best
+            parts.append(
+                f"{fmt.spread(b.median, b.lo, b.hi, b.n)} req/s at {self.best_conns:,} conns"
+            )
+        if self.floor is not None and (self.best is None or self.floor.median > self.best.median):
+            parts.append(
+                f"at least {fmt.num(self.floor.median)} req/s (the load generator's limit, "
+                f"{self.floor_conns:,} conns)"
+            )
+        return "; ".join(parts) or "n/a: no point served every client"
+
+
+def capacity(conc: pd.DataFrame, server: str, placement: str = "split") -> Capacity:
+    """`conc`: summarise(concurrency cells, "requests_per_s")."""
+    if conc.empty:
+        return Capacity(None, 0, None, 0)
+    rows = conc[
+        (conc["server"] == server)
+        & (conc["placement"] == placement)
+        & (conc["starved"].fillna(0) == 0)
+        & (conc["connections"] > 1)
+    ]
+    free = rows[rows["sat_trials"] == 0]
+    bound = rows[rows["sat_trials"] > 0]
+    best = free.loc[free["median"].idxmax()] if not free.empty else None
+    floor = bound.loc[bound["median"].idxmax()] if not bound.empty else None
+    return Capacity(
+        figure_of(best) if best is not None else None,
+        int(best["connections"]) if best is not None else 0,
+        figure_of(floor) if floor is not None else None,
+        int(floor["connections"]) if floor is not None else 0,
+    )

@@ -13,9 +13,12 @@ for every comparison:
 * **inconclusive**: a side is missing, has fewer than MIN_TRIALS, is client-saturated or
   starved (it did not measure what its label says), so the run cannot decide.
 
-A claim made of several comparisons combines them: contradicted if any is, confirmed if all
-are, inconclusive if all are, else not confirmed. The threshold is the data's own spread, not
-a fixed percentage.
+A claim made of several comparisons (its parts) shows every part's verdict, and its own verdict
+is what the decided parts agree on: confirmed when every part that could decide confirms (the
+undecided ones are named: "confirmed by the microbenchmarks; end to end undecided"), likewise
+contradicted or not confirmed; **mixed** when decided parts disagree; inconclusive when no part
+could decide. Never "not confirmed" when nothing overlapped (issue 21). The threshold is the
+data's own spread, not a fixed percentage.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ class Verdict(StrEnum):
     NOT_CONFIRMED = "not confirmed"
     CONTRADICTED = "contradicted"
     INCONCLUSIVE = "inconclusive"
+    MIXED = "mixed"
 
 
 RULE = (
@@ -81,13 +85,33 @@ def less(low: Figure | None, high: Figure | None, what: str) -> Outcome:
 
 
 def combine(outcomes: Iterable[Outcome]) -> Verdict:
-    verdicts = [o.verdict for o in outcomes]
-    if not verdicts:
+    decided = {o.verdict for o in outcomes if o.verdict != Verdict.INCONCLUSIVE}
+    if not decided:
         return Verdict.INCONCLUSIVE
-    if Verdict.CONTRADICTED in verdicts:
-        return Verdict.CONTRADICTED
-    if all(v == Verdict.CONFIRMED for v in verdicts):
-        return Verdict.CONFIRMED
-    if all(v == Verdict.INCONCLUSIVE for v in verdicts):
-        return Verdict.INCONCLUSIVE
-    return Verdict.NOT_CONFIRMED
+    if len(decided) == 1:
+        return decided.pop()
+    return Verdict.MIXED
+
+
+_ORDER = (Verdict.CONFIRMED, Verdict.CONTRADICTED, Verdict.NOT_CONFIRMED, Verdict.INCONCLUSIVE)
+_PART_WORDS = {
+    Verdict.CONFIRMED: "confirmed",
+    Verdict.CONTRADICTED: "contradicted",
+    Verdict.NOT_CONFIRMED: "not confirmed (inside the noise)",
+    Verdict.INCONCLUSIVE: "undecided",
+}
+
+
+def parts_text(outcomes: list[Outcome]) -> str:
+    """Every part's verdict, grouped: 'a; b. undecided: c (why)'. The group that gives the
+    claim its verdict comes first, unlabelled; a one-part claim is just its reason."""
+    if len(outcomes) == 1:
+        return outcomes[0].why
+    verdict = combine(outcomes)
+    groups = []
+    for v in sorted(_ORDER, key=lambda v: v != verdict):
+        whys = [o.why for o in outcomes if o.verdict == v]
+        if whys:
+            head = "" if v == verdict else f"{_PART_WORDS[v]}: "
+            groups.append(head + "; ".join(whys))
+    return ". ".join(groups)

@@ -80,7 +80,7 @@ def test_standard_profile_has_issue_21s_like_for_like_and_at_load_cells() -> Non
          "scenarios": [{"name": "at-load", "connections": [10], "rates": [1000, 2000]}]}
     )  # fmt: skip
     assert len({c.cell_id for c in two.cells}) == 2
-    with pytest.raises(ProfileError, match="rates only applies"):
+    with pytest.raises(ProfileError, match="rates only applies to the at-load"):
         build(
             {
                 "servers": ["uvloop"],
