@@ -26,13 +26,20 @@ BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 # Sections a report must have (anchors of its level-2 headings, see document.slug).
 REQUIRED_SECTIONS = (
     "in-one-screen",
+    "glossary",
     "the-csapp-1212-scorecard",
     "fork-exec-waitpid",
     "why-is-ipc-a-disadvantage",
+    "which-model-when-what-each-server-spends-at-load",
     "how-sure-method-and-noise",
-    "glossary",
 )
 TIMEOUT_S = 90.0
+# issue 21: a report its reader finishes. The opening fits one screen; the main report reads in
+# one sitting; the appendix (every cell, every note, the manifest) is its own page, linked.
+OPENING_MAX_WORDS = 350
+OPENING_MAX_TABLE_ROWS = 6
+REPORT_MAX_WORDS = 8000
+APPENDIX = "appendix.md"
 
 
 class CheckError(Exception):
@@ -46,6 +53,7 @@ class CheckResult:
     images_total: int
     errors: int = 0
     missing_sections: tuple[str, ...] = ()
+    shape: tuple[str, ...] = ()  # what breaks the report's length promises (report_shape)
 
     @property
     def ok(self) -> bool:
@@ -54,7 +62,58 @@ class CheckResult:
             and self.images_loaded == self.images_total
             and self.errors == 0
             and not self.missing_sections
+            and not self.shape
         )
+
+
+def words(markdown: str) -> int:
+    """Words as a reader meets them: table rules and cell bars are not words."""
+    return sum(
+        1
+        for line in markdown.splitlines()
+        if not re.fullmatch(r"\|?(-+\|)+-*", line.strip())
+        for token in line.split()
+        if token != "|"
+    )
+
+
+def _section(markdown: str, title: str) -> str:
+    m = re.search(rf"^## {re.escape(title)}\n(.*?)(?=^## |\Z)", markdown, re.M | re.S)
+    return m.group(1) if m else ""
+
+
+def report_shape(run_dir: Path) -> tuple[str, ...]:
+    """The report's length promises, each broken one a line: the opening in one screen (at
+    most 350 words and one table of at most 6 rows), the report under 8,000 words, the
+    appendix on its own page and linked."""
+    md = run_dir / "report.md"
+    if not md.exists():
+        return (f"{md}: no report",)
+    text = md.read_text(encoding="utf-8")
+    problems = []
+    opening = _section(text, "In one screen")
+    if not opening:
+        problems.append("no 'In one screen' section")
+    n = words(opening)
+    if n > OPENING_MAX_WORDS:
+        problems.append(f"the opening is {n} words (at most {OPENING_MAX_WORDS})")
+    tables = re.findall(r"(?:^\|.*\n)+", opening, re.M)
+    if len(tables) > 1:
+        problems.append(f"the opening has {len(tables)} tables (at most 1)")
+    for t in tables:
+        rows = len(t.strip().splitlines()) - 2  # header and rule
+        if rows > OPENING_MAX_TABLE_ROWS:
+            problems.append(
+                f"the opening's table has {rows} rows (at most {OPENING_MAX_TABLE_ROWS})"
+            )
+    total = words(text)
+    if total > REPORT_MAX_WORDS:
+        problems.append(f"the report is {total:,} words (at most {REPORT_MAX_WORDS:,})")
+    if not (run_dir / APPENDIX).exists():
+        problems.append(f"no {APPENDIX} beside the report")
+    elif f"]({APPENDIX})" not in text:
+        problems.append(f"the report does not link {APPENDIX}")
+    return tuple(problems)
 
 
 def find_browser() -> str | None:
@@ -132,4 +191,7 @@ def check_report(run_dir: Path, browser: str | None = None, screenshot: bool = T
         raise CheckError("the report's image check did not run (no data-images on <body>)")
     e = re.search(r'data-errors="(\d+)"', dom)
     missing = tuple(s for s in REQUIRED_SECTIONS if f'id="{s}"' not in dom)
-    return CheckResult(shot, int(m.group(1)), int(m.group(2)), int(e.group(1)) if e else 0, missing)
+    errors = int(e.group(1)) if e else 0
+    return CheckResult(
+        shot, int(m.group(1)), int(m.group(2)), errors, missing, report_shape(run_dir)
+    )

@@ -53,6 +53,8 @@ def cmd_check_report(args: argparse.Namespace) -> int:
         f"{result.errors} console/page errors; missing sections: {missing}; "
         f"screenshot {result.screenshot}"
     )
+    for problem in result.shape:
+        print(f"check-report: {problem}")
     return 0 if result.ok else 1
 
 

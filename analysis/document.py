@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import base64
 import html
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,6 +59,9 @@ Block = Heading | Para | Bullets | Table | Image | Code
 class Document:
     title: str
     blocks: list[Block] = field(default_factory=list)
+    # term -> definition: the HTML shows the definition as hover text where the term first
+    # appears in the page's prose (issue 21); markdown has no hover, its glossary is a section
+    glossary: dict[str, str] = field(default_factory=dict)
 
     def add(self, *blocks: Block) -> None:
         self.blocks.extend(blocks)
@@ -110,6 +115,7 @@ body { font-family: system-ui, sans-serif; max-width: 1200px; margin: 2em auto; 
 table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.9em; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; vertical-align: top; }
 th { background: #f3f3f3; }
+abbr[title] { text-decoration: underline dotted; cursor: help; }
 img { max-width: 100%; border: 1px solid #ddd; }
 figure.chart { margin: 0.5em 0 1em; }
 figure.chart svg { max-width: 100%; height: auto; border: 1px solid #ddd; }
@@ -148,16 +154,56 @@ window.addEventListener('load', function () {
 """
 
 
-def _inline(text: str) -> str:
-    """Escape, then render the inline markup the report uses: `code` and **bold**."""
+_LINK = re.compile(r"\[([^\]]+)\]\(([^)\s]+)\)")
+
+
+def _link(m: re.Match[str]) -> str:
+    """[text](page.md) -> a link to the page's HTML twin (the report and its appendix)."""
+    text, target = m.group(1), m.group(2)
+    if target.endswith(".md"):
+        target = target[:-3] + ".html"
+    return f'<a href="{target}">{text}</a>'
+
+
+class _Hover:
+    """Wraps the first use of each glossary term in prose with its definition as hover text."""
+
+    def __init__(self, terms: dict[str, str]) -> None:
+        self._left = dict(terms)
+
+    def __call__(self, escaped: str) -> str:
+        if not self._left:
+            return escaped
+        pieces = re.split(r"(<[^>]+>)", escaped)  # never inside a tag or its attributes
+        for i, piece in enumerate(pieces):
+            if not piece.startswith("<"):
+                pieces[i] = self._wrap(piece)
+        return "".join(pieces)
+
+    def _wrap(self, text: str) -> str:
+        for term in list(self._left):
+            hit = re.search(rf"(?<![\w-]){re.escape(html.escape(term))}(?![\w-])", text)
+            if hit:
+                tip = html.escape(self._left.pop(term), quote=True)
+                abbr = f'<abbr title="{tip}">{hit.group(0)}</abbr>'
+                text = text[: hit.start()] + abbr + text[hit.end() :]
+        return text
+
+
+def _plain(escaped: str) -> str:
+    return escaped
+
+
+def _inline(text: str, hover: Callable[[str], str] = _plain) -> str:
+    """Escape, then render the inline markup the report uses: `code`, **bold**, [links]."""
     parts = html.escape(text).split("`")
     out = []
     for i, p in enumerate(parts):
         if i % 2:
             out.append(f"<code>{p}</code>")
             continue
-        bold = p.split("**")
-        out.append("".join(f"<strong>{x}</strong>" if j % 2 else x for j, x in enumerate(bold)))
+        bold = "".join(f"<strong>{x}</strong>" if j % 2 else x for j, x in enumerate(p.split("**")))
+        out.append(hover(_LINK.sub(_link, bold)))
     return "".join(out)
 
 
@@ -189,14 +235,15 @@ def to_html(doc: Document) -> str:
     if len(toc) > 3:
         links = "".join(f'<li><a href="#{a}">{_inline(t)}</a></li>' for t, a in toc)
         out.append(f'<nav id="contents"><strong>Contents</strong><ol>{links}</ol></nav>')
+    hover = _Hover(doc.glossary)
     for b in doc.blocks:
         if isinstance(b, Heading):
             anchor = f' id="{slug(b.text)}"' if b.level == 2 else ""
             out.append(f"<h{b.level}{anchor}>{_inline(b.text)}</h{b.level}>")
         elif isinstance(b, Para):
-            out.append(f"<p>{_inline(b.text)}</p>")
+            out.append(f"<p>{_inline(b.text, hover)}</p>")
         elif isinstance(b, Bullets):
-            out.append("<ul>" + "".join(f"<li>{_inline(i)}</li>" for i in b.items) + "</ul>")
+            out.append("<ul>" + "".join(f"<li>{_inline(i, hover)}</li>" for i in b.items) + "</ul>")
         elif isinstance(b, Table):
             cap = f"<caption>{_inline(b.caption)}</caption>" if b.caption else ""
             head = "".join(f"<th>{_inline(h)}</th>" for h in b.headers)

@@ -346,3 +346,20 @@ def section(run: Run) -> list[str]:
         open_loop(run),
     ]
     return [p for part in parts for p in part]
+
+
+def brief(run: Run) -> list[str]:
+    """The main report's 'How sure': the machine's drift, what was re-run, and whether the
+    intervals held on the run's own halves. The method in full is on the appendix page."""
+    out = machine(run)[:1]
+    limits = run.manifest.limits if run.manifest is not None else {}
+    d = run.df
+    rerun = 0 if d.empty or "rerun" not in d.columns else int((d["rerun"].fillna("") != "").sum())
+    spoiled = int(limits.get("spoiled", rerun))
+    out.append(
+        f"{spoiled} trial(s) looked spoiled by the host (a slow canary beside them, another "
+        "process on the server's CPU, or an outlier either way); "
+        f"{rerun} were re-run at the end, and all {len(run.attempts)} earlier attempt(s) stay on "
+        "disk and are listed in the appendix."
+    )
+    return out + calibration(run)

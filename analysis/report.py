@@ -28,15 +28,14 @@ from analysis.document import (
 from analysis.results import Run, ok_cells, read_run
 from analysis.scorecard import scorecard
 from analysis.stats import CV_LIMIT, placement_summary, summarise
+from analysis.verdict import RULE
 from records import gitinfo, schema
 
 HOW_TO_READ = [
-    "Each point is the median over trials (rounds spread over the whole run); error bars and "
-    "the [lo-hi] in tables are its interval: where a repeat run's median will fall 90% of the "
-    "time, checked on this run's own halves (see 'How sure'). Microbenchmarks show the "
-    "[min-max] of their rounds. One trial shows no interval: treat it as a single sample.",
-    f"CV is the trials' standard deviation over their mean; above {fmt.pct(CV_LIMIT)} a cell "
-    "is flagged as noisy and its figure deserves a rerun before it is believed.",
+    "Each point is the median over trials; its error bar is its interval (the glossary says "
+    "what that promises). One trial shows no interval: treat it as a single sample.",
+    f"A red star marks a point whose trials disagree (CV over {fmt.pct(CV_LIMIT)}).",
+    "Each server has its own colour and marker in every chart.",
     "Hollow markers and 'client-saturated' flags mark cells where the load generator, not the "
     "server, was the limit: those figures are lower bounds, never the server's capacity. "
     "'port-bound' marks connection-per-request cells limited by the kernel's ephemeral ports.",
@@ -133,10 +132,18 @@ def _warnings(run: Run) -> list[str]:
         s = summarise(d, "requests_per_s")
         noisy = int((s["cv"] > CV_LIMIT).sum())
         if noisy:
-            w.append(f"{noisy} cell(s) have a requests/s CV over {fmt.pct(CV_LIMIT)} (see below).")
-        sat = int(s["saturated"].sum())
-        if sat:
-            w.append(f"{sat} cell(s) were client-saturated: their figures are lower bounds.")
+            w.append(
+                f"{noisy} of {len(s)} points have a requests/s CV over {fmt.pct(CV_LIMIT)} "
+                "(flagged in the appendix)."
+            )
+        sat_results = int(d["client_saturated"].fillna(False).astype(bool).sum())
+        sat_points = int((s["sat_trials"] > 0).sum())
+        if sat_results:
+            w.append(
+                f"{sat_results} of {len(d)} cell results, in {sat_points} of {len(s)} points, "
+                "were client-saturated: their requests/s are lower bounds, never a capacity "
+                "(their server CPU per request still counts)."
+            )
     return w
 
 
@@ -237,39 +244,59 @@ def _placement_table(run: Run) -> Table:
     return charts.summary_table(s, "placement", "placement", "requests/s", "")
 
 
-def build(run: Run) -> Document:
+APPENDIX = "appendix.md"
+# Charts whose number tables are long: the chart and its caption stay in the report, the
+# numbers move to the appendix page under the same title (issue 21: a report one finishes).
+TABLES_IN_APPENDIX = frozenset({
+    "01-throughput-vs-concurrency", "02-latency-vs-concurrency", "03-latency-distribution",
+    "05-memory-per-connection", "06-cpu-per-request", "07-creation-and-ipc-costs",
+    "09-open-loop-tail", "10-machine-speed", "12-message-size", "13-fork-xray",
+    "14-fig-12-5-timeline",
+})  # fmt: skip
+SCORECARD_INTRO = (
+    "Each claim of section 12.1 / 12.1.2, the figures from this run that test it, and a "
+    "verdict computed from them by a written rule. Figures are medians [the interval that holds "
+    "a repeat run's median 90% of the time; for microbenchmarks, min-max over rounds]. The "
+    f"comparison rule, the same for every part of every claim: {RULE}. A claim made of several "
+    "parts shows each part's verdict; its own is what the decided parts agree on, 'mixed' when "
+    "they disagree. Each claim's own rule is listed under the table."
+)
+
+
+def build(run: Run) -> tuple[Document, Document]:
+    """The report and its appendix page."""
     out = run.path / "charts"
     drawn = charts.draw_all(run, out)
-    doc = Document(f"echobench report: {run.run_id}")
+    doc = Document(f"echobench report: {run.run_id}", glossary=summary.hover_terms())
+    appendix = Document(f"echobench report, appendix: {run.run_id}")
     headers, rows = summary.which_model_when(run)
     ceiling, ceiling_words = forkcost.ceiling_table(run)
     vs_c, vs_c_words = forkcost.python_vs_c(run)
     cores_words, cores_table = cores.section(run)
+    claims = scorecard(run)
     doc.add(
+        Para(" ".join(_overview(run))),
         Heading("In one screen"),
         Para(summary.what_was_run(run)),
         Para(summary.answer_fork(run)),
         Para(summary.answer_ipc(run)),
-        Table(headers, rows, "Which model when (medians; starved cells are never a capacity)"),
+        summary.glance(run),
     )
-    doc.add(Para(" ".join(_overview(run))))
     warnings = _warnings(run)
     if warnings:
         doc.add(Heading("Warnings"), Bullets(warnings))
     doc.add(
+        Heading("Glossary"),
+        Bullets(summary.glossary_items()),
         Heading("The CS:APP 12.1.2 scorecard"),
-        Para(
-            "Each claim of section 12.1 / 12.1.2, the figures from this run that test it, and a "
-            "verdict that its written rule computes from them: confirmed, not confirmed (inside "
-            "the noise), contradicted (this machine disagrees with the book), or inconclusive "
-            "(the run cannot decide). Figures are medians [the interval that holds a repeat "
-            "run's median 90% of the time; for microbenchmarks, min-max over rounds]."
-        ),
+        Para(SCORECARD_INTRO),
         Table(
-            ["claim", "figures from this run", "verdict", "rule"],
-            [[c.claim, c.figure, c.verdict_text, c.rule] for c in scorecard(run)],
+            ["claim", "figures from this run", "verdict"],
+            [[c.claim, c.figure, c.verdict_text] for c in claims],
         ),
+        Bullets([f"*{c.claim}*: {c.rule}." for c in claims]),
         Heading("Fork, exec, waitpid?"),
+        Para(questions.FORK_CONCEPTS),
         Para("What Fig. 12.5 does for each client, step by step:"),
         Code(questions.fig_12_5_picture()),
         Para(
@@ -279,38 +306,63 @@ def build(run: Run) -> Document:
         forkcost.timeline_table(run),
         *[Para(p) for p in questions.fork_exec_waitpid(run) if p],
         Heading("Why is IPC a disadvantage?"),
-        *[Para(p) for p in questions.why_ipc_hurts(run) if p],
+        *[Para(p) for p in questions.why_ipc_hurts(run)[:2]],
+        questions.same_mechanism_table(run),
+        Para(questions.why_ipc_hurts(run)[2]),
+        questions.share_count_table(run),
+        Para(questions.why_ipc_hurts(run)[3]),
+        questions.end_to_end_table(run),
+        *[Para(p) for p in [questions.placement_words(run)] if p],
+        Heading("Which model when: what each server spends at load"),
+        Para(WHICH_MODEL_WHEN),
+        Table(headers, rows, "Which model when (medians [interval])"),
         Heading("Where a fork's cost goes: the model, Python, and the machine's ceiling"),
         Para(ceiling_words),
         ceiling,
         *[Para(p) for p in vs_c_words],
         vs_c,
         Para(
-            "Chart 13 takes one connection apart (the parent inside fork(), the child's "
-            "copy-on-write faults and CPU, the wait for the reap) and sets fork's cost against "
-            "the parent's memory. `make bench-servers` measures each Python server against a "
-            "minimal twin of its model, so weight that is not the model's shows up as a ratio "
-            "below 1."
+            "Chart 13 takes one connection apart (the parent inside fork(), the wait until the "
+            "child runs, the child's copy-on-write faults and CPU, the wait for the reap) and "
+            "sets fork's cost against the parent's memory. `make bench-servers` measures each "
+            "Python server against a minimal twin of its model."
         ),
         Heading("More cores: processes, threads and one interpreter lock"),
         *[Para(p) for p in cores_words],
         *([cores_table] if cores_table is not None else []),
-        Heading("How to read this report"),
-        Bullets(HOW_TO_READ),
         Heading("How sure: method and noise"),
-        *_paragraphs(method.section(run)),
-        Heading("Glossary"),
-        Bullets(summary.GLOSSARY),
+        *_paragraphs(method.brief(run)),
+        Para(f"The method in full, every re-run and every flag: [the appendix]({APPENDIX})."),
+        Heading("How to read the charts"),
+        Bullets(HOW_TO_READ),
     )
     for i, ch in enumerate(drawn, start=1):
         doc.add(Heading(f"{i}. {ch.title}"), Para(ch.caption))
         doc.add(Image(ch.png, ch.title, f"charts/{ch.png.name}"))
         if not ch.measured:
             doc.add(Para(f"{fmt.NOT_MEASURED.capitalize()}."))
+        if ch.name in TABLES_IN_APPENDIX:
+            if ch.tables:
+                doc.add(Para(f"Its numbers: [the appendix]({APPENDIX}), under the same title."))
+                appendix.add(Heading(f"{i}. {ch.title}"), *ch.tables)
+            continue
         for t in ch.tables:
             doc.add(t)
-    failed = failed_table(run)
     doc.add(
+        Heading("Appendix"),
+        Para(
+            f"On its own page, [{APPENDIX}]({APPENDIX}): the method in full, the charts' "
+            "number tables, placement, flagged cells, the runner's notes, failed cells, every "
+            "cell and the manifest."
+        ),
+    )
+    failed = failed_table(run)
+    appendix.blocks[:0] = [
+        Para("The report this page belongs to: [report.md](report.md)."),
+        Heading("How sure: the method in full"),
+        *_paragraphs(method.section(run)),
+    ]
+    appendix.add(
         Heading("Placement: one CPU or two"),
         Para(
             "1 connection, 64 B: the same server with the load generator on another CPU "
@@ -323,7 +375,7 @@ def build(run: Run) -> Document:
         notes_table(run),
         Heading("Failed cells"),
         failed if failed.rows else Para("None: every cell ran."),
-        Heading("Appendix: every cell"),
+        Heading("Every cell"),
         _all_cells_table(run),
         Heading("Environment (manifest, in full)"),
         Code(
@@ -333,17 +385,31 @@ def build(run: Run) -> Document:
             "json",
         ),
     )
-    return doc
+    return doc, appendix
+
+
+WHICH_MODEL_WHEN = (
+    "On this machine the load generator runs out of CPU before the cheaper servers do, so a "
+    "closed-loop figure often says where the client stopped, not the server. What the server "
+    "alone decides is how much CPU it spends per request: every server here was offered the "
+    "same load, open loop, at 10, 100 and 1000 connections (a pool with a worker per "
+    "connection), so the first column compares like for like. A capacity is quoted only from "
+    "points the server limited (no trial client-saturated, at least 2 connections); where the "
+    "load generator was the limit it says 'at least'. One connection measures a round trip, "
+    "named so. 'What breaks first' reads only the cells: clients left unserved, a failed cell, "
+    "the server's own CPU at its limit."
+)
 
 
 def write_report(run_dir: str | Path) -> Path:
     """Render the report of a run into the run directory; returns the markdown path."""
     run = read_run(run_dir)
-    doc = build(run)
+    doc, appendix = build(run)
     md, html_path = run.path / "report.md", run.path / "report.html"
-    schema_text = to_markdown(doc)
-    _write_text(md, schema_text)
+    _write_text(md, to_markdown(doc))
     _write_text(html_path, to_html(doc))
+    _write_text(run.path / APPENDIX, to_markdown(appendix))
+    _write_text(run.path / APPENDIX.replace(".md", ".html"), to_html(appendix))
     _write_text(run.path / "cells.csv", run.df.to_csv(index=False))
     return md
 

@@ -25,13 +25,13 @@ import pandas as pd
 import pytest
 from hdrh.histogram import HdrHistogram
 
-from analysis import charts, fmt
-from analysis.check import check_report, find_browser
+from analysis import charts, fmt, forkcost
+from analysis.check import check_report, find_browser, report_shape
 from analysis.compare import compare
 from analysis.report import failed_table, write_report
 from analysis.results import read_run
 from analysis.scorecard import Evidence, parent_must_close_connfd
-from analysis.stats import summarise
+from analysis.stats import capacity, summarise
 from records import schema
 from servers.registry import SERVERS
 
@@ -106,7 +106,7 @@ def test_committed_run_is_real_and_small() -> None:
 
 
 def test_report_writes_every_output(rendered: Path) -> None:
-    for name in ("report.md", "report.html", "cells.csv"):
+    for name in ("report.md", "report.html", "appendix.md", "appendix.html", "cells.csv"):
         assert (rendered / name).stat().st_size > 0
     pngs = sorted((rendered / "charts").glob("*.png"))
     svgs = sorted((rendered / "charts").glob("*.svg"))
@@ -117,8 +117,13 @@ def test_report_writes_every_output(rendered: Path) -> None:
         assert ET.parse(svg).getroot().tag.endswith("svg"), svg
 
 
+def both_pages(rendered: Path) -> str:
+    """The report and its appendix page (issue 21: long number tables live on the second)."""
+    return (rendered / "report.md").read_text() + (rendered / "appendix.md").read_text()
+
+
 def test_p99_recomputed_from_raw_histograms_is_in_report(rendered: Path) -> None:
-    md = (rendered / "report.md").read_text()
+    md = both_pages(rendered)
     label = SERVERS["uvloop"].label
     cells = raw_group("concurrency", "uvloop", 10)
     values = [p99_of(c) for c in cells]
@@ -141,7 +146,7 @@ def assert_figure(text: str, values: list[float]) -> None:
 
 
 def test_requests_per_s_median_over_trials_is_in_report(rendered: Path) -> None:
-    md = (rendered / "report.md").read_text()
+    md = both_pages(rendered)
     for server in ("process", "thread", "uvloop"):
         cells = raw_group("concurrency", server, 1)
         rps = [float(c["load"]["requests_per_s"]) for c in cells]
@@ -154,7 +159,7 @@ def test_requests_per_s_median_over_trials_is_in_report(rendered: Path) -> None:
 
 
 def test_merged_distribution_matches_raw_histograms(rendered: Path) -> None:
-    md = (rendered / "report.md").read_text()
+    md = both_pages(rendered)
     merged = HdrHistogram(schema.HIST_LOWEST_NS, schema.HIST_HIGHEST_NS, 3)
     for c in raw_group("concurrency", "thread", 10):
         merged.add(HdrHistogram.decode(c["load"]["histograms"]["latency"]["encoded"]))
@@ -167,7 +172,7 @@ def test_scorecard_has_every_claim_with_a_computed_verdict(rendered: Path) -> No
     md = (rendered / "report.md").read_text()
     section = md.split("## The CS:APP 12.1.2 scorecard", 1)[1].split("\n## ", 1)[0]
     rows = [line for line in section.splitlines() if line.startswith("| ") and "---" not in line]
-    assert len(rows) == 1 + 8  # header + the eight claims
+    assert len(rows) == 1 + 9  # header + the nine claims
     # The run has the naive counter: its verdict is computed, and agrees with the raw STATS.
     naive = [c for c in raw_cells() if c["params"].get("shared_counter") == "naive"]
     assert naive and all(c["server_run"]["stats"]["bytes"] == 0 for c in naive)
@@ -333,3 +338,112 @@ def test_check_report_fails_clearly_on_a_broken_image(rendered: Path, tmp_path: 
     result = check_report(broken, screenshot=False)
     assert result.images_total == len(charts.ALL)
     assert result.images_loaded == len(charts.ALL) - 1 and not result.ok
+
+
+# --------------------------------------------------------------------------- issue 21: charts
+
+TIMELINE_STEPS = ["accept", "fork_start", "fork_end", "parent_closed", "child_start",
+                  "listenfd_closed", "first_echo", "exit", "handler", "reaped"]  # fmt: skip
+
+
+def _label_boxes(fig: Any) -> list[Any]:
+    renderer = fig.canvas.get_renderer()
+    return [
+        t.get_window_extent(renderer)
+        for ax in fig.axes
+        for t in ax.texts
+        if t.get_text().strip()  # the arrows are annotations with no text
+    ]
+
+
+@pytest.mark.parametrize(
+    "spread_us",
+    [
+        {"fork per connection": 1000.0, "C fork per connection": 350.0},  # as measured here
+        {"fork per connection": 2700.0, "C fork per connection": 3.0},  # C's steps crowd
+    ],
+    ids=["measured-shape", "crowded"],
+)
+def test_fig_12_5_timeline_labels_never_overlap(spread_us: dict[str, float]) -> None:
+    panels = [
+        (words, "process" if "C" not in words else "c-process",
+         {step: span * i / len(TIMELINE_STEPS) for i, step in enumerate(TIMELINE_STEPS)})
+        for words, span in spread_us.items()
+    ]  # fmt: skip
+    fig = charts.timeline_figure(panels)
+    try:
+        boxes = _label_boxes(fig)
+        assert len(boxes) == len(TIMELINE_STEPS) * len(panels)  # every step is labelled
+        for i, a in enumerate(boxes):
+            for b in boxes[i + 1 :]:
+                assert not a.overlaps(b), (a, b)
+        # one time scale for every panel, so a faster server looks shorter
+        assert len({ax.get_xlim() for ax in fig.axes}) == 1
+    finally:
+        charts.plt.close(fig)
+
+
+def test_every_server_has_its_own_colour_and_marker() -> None:
+    pairs = [(spec.colour.lower(), spec.marker) for spec in SERVERS.values()]
+    assert len(set(pairs)) == len(pairs)
+    # and its own colour outright: a marker alone is hard to tell apart in a legend
+    assert len({c for c, _ in pairs}) == len(pairs)
+    assert all(charts.colour(name) == spec.colour for name, spec in SERVERS.items())
+
+
+def test_fork_segments_split_the_parents_time_inside_fork_from_the_wait() -> None:
+    python_shape = {"accept": 0.0, "fork_start": 0.2, "fork_end": 225.0, "child_start": 583.0,
+                    "listenfd_closed": 605.0, "first_echo": 670.0, "exit": 724.0,
+                    "handler": 978.0, "reaped": 1002.0}  # fmt: skip
+    segs = {words: width for words, _, width in forkcost.segments(python_shape)}
+    assert segs[forkcost.PAIR_WORDS["fork_start", "fork_end"]] == pytest.approx(224.8)
+    assert segs[forkcost.PAIR_WORDS["fork_end", "child_start"]] == pytest.approx(358.0)
+    # consecutive: the bar still runs from accept to the reap with no gap or overlap
+    assert sum(segs.values()) == pytest.approx(1002.0)
+    child_first = {**python_shape, "fork_end": 590.0}  # the child ran before fork returned
+    words = [w for w, _, _ in forkcost.segments(child_first)]
+    assert forkcost.STILL_IN_FORK in words
+    assert sum(w for _, _, w in forkcost.segments(child_first)) == pytest.approx(1002.0)
+
+
+def test_capacity_only_from_points_the_server_limited() -> None:
+    def point(conns: int, median: float, sat_trials: int) -> dict[str, Any]:
+        return {"server": "uvloop", "placement": "split", "connections": conns, "starved": 0,
+                "median": median, "lo": median * 0.9, "hi": median * 1.1, "n": 3,
+                "cv": 0.05, "saturated": sat_trials > 0, "sat_trials": sat_trials}  # fmt: skip
+
+    s = pd.DataFrame([point(1, 12000, 0), point(10, 90000, 3), point(100, 80000, 1)])
+    cap = capacity(s, "uvloop")
+    assert cap.best is None  # one connection is a round trip; the others the client limited
+    assert cap.text().startswith("at least 90,000 req/s (the load generator's limit, 10 conns")
+    s2 = pd.DataFrame([point(1, 12000, 0), point(10, 50000, 0), point(100, 80000, 2)])
+    cap2 = capacity(s2, "uvloop")
+    assert cap2.best is not None and cap2.best_conns == 10
+    assert "at least 80,000" in cap2.text()
+
+
+def test_report_shape_promises_one_screen_and_an_appendix(rendered: Path, tmp_path: Path) -> None:
+    assert report_shape(rendered) == ()
+    md = (rendered / "report.md").read_text()
+    assert "](appendix.md)" in md and "## Every cell" not in md
+    assert "## Every cell" in (rendered / "appendix.md").read_text()
+    # the glossary comes before the scorecard, and defines the OS words
+    assert md.index("## Glossary") < md.index("## The CS:APP 12.1.2 scorecard")
+    for word in ("**fork**", "**exec**", "**waitpid**", "**zombie**", "**SIGCHLD**",
+                 "**copy-on-write**", "**page fault**", "**IPC**"):  # fmt: skip
+        assert word in md, word
+    html = (rendered / "report.html").read_text()
+    assert '<abbr title="creates a new process' in html  # hover text where 'fork' first appears
+    long = tmp_path / "long"
+    long.mkdir()
+    (long / "report.md").write_text(
+        "## In one screen\n\n"
+        + "word " * 400
+        + "\n\n| a | b |\n|---|---|\n"
+        + "| 1 | 2 |\n" * 7
+        + "\n## Rest\n\n"
+        + "more " * 8000
+    )
+    problems = " ".join(report_shape(long))
+    assert "opening is" in problems and "7 rows" in problems and "8,000" in problems
+    assert "no appendix.md" in problems
