@@ -1,8 +1,8 @@
 """Run one cell: a fresh server, a warm-up connection, the load generator, the monitor, the verdict.
 
 One cell is one server process under one load for one trial. Every cell gets a fresh server
-(never reused: a server's first connections can run at a fraction of its later speed, see the
-asyncio trap in reference-figures.md), started through `servers.launch` pinned to the server's
+(never reused: a server's first connections can run at a fraction of its later speed, measured on
+these VMs), started through `servers.launch` pinned to the server's
 CPUs, and a load generator run as its own process group pinned to the client's CPUs. While the
 load runs, `bench.monitor` samples the server's process tree.
 

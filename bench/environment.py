@@ -5,7 +5,7 @@ Figures from a 2-core VM mean little without the machine beside them (pyperf's
 kernel, Python and package versions, the suite's git commit and whether the tree was dirty, and
 the kernel's networking limits that shape a connection benchmark (somaxconn caps the listen
 backlog; the ephemeral port range and tcp_tw_reuse cap connections per second from one source
-address, see reference-figures.md). Also the open-files limit, raised from soft to hard here
+address, as measured on these VMs). Also the open-files limit, raised from soft to hard here
 because 1000 connections need more than the usual 1024 descriptors, and children (servers, load
 generator) inherit the raised limit.
 

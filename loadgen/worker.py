@@ -3,9 +3,9 @@
 The parent (coordinator.py) splits the connections over K workers so K CPUs can generate load.
 Workers never decide the timeline themselves: they move through the phases on the parent's
 command, one JSON line each way over stdin/stdout, so that every worker's warm-up connections
-are closed before any worker opens a measured one (the asyncio warm-up trap in
-reference-figures.md) and all workers measure the same window of CLOCK_MONOTONIC, which every
-process on the machine shares.
+are closed before any worker opens a measured one (the asyncio warm-up trap: a server's first
+connections can run at a fraction of its later speed) and all workers measure the same window
+of CLOCK_MONOTONIC, which every process on the machine shares.
 
     parent -> worker            worker -> parent
     <a protocol.WorkerInit>     {"phase": "hello"}

@@ -3,7 +3,7 @@
  * usage: pipe_rtt ROUNDS BATCH PARENT_CPU CHILD_CPU
  * The parent writes one byte, the child reads it and writes it back. With both processes on
  * one CPU a round trip is two context switches; on different CPUs each hop must wake the other
- * CPU, which on a VM costs far more (see /work/shared/reference-figures.md). The placement is
+ * CPU, which on a VM costs far more (several times, measured on these VMs). The placement is
  * therefore an argument, never left to the scheduler.
  */
 #include "common.h"
