@@ -31,9 +31,16 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# C programs: the book's servers in C (c-process, c-thread, c-epoll), the floor for fork and pipe
-# round trips, and the C load generator; skipped with one line when there is no C compiler.
+# C programs: the book's servers in C (c-process, c-thread, c-epoll, c-uring), the floor for fork
+# and pipe round trips, and the C load generator; skipped with one line when there is no C
+# compiler. c-uring needs liburing's headers: installed here when we are root on Debian, else
+# servers/c/Makefile skips it with one line.
 native:
+	@if [ ! -f /usr/include/liburing.h ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq liburing-dev >/dev/null 2>&1 \
+	   || (apt-get update -qq >/dev/null 2>&1 \
+	       && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq liburing-dev >/dev/null 2>&1)) \
+	  || echo "native: could not install liburing-dev: c-uring will be skipped"; fi
 	@if command -v $${CC:-cc} >/dev/null 2>&1; then \
 	  $(MAKE) --no-print-directory -C microbench/c && $(MAKE) --no-print-directory -C loadgen/native \
 	  && $(MAKE) --no-print-directory -C servers/c; \

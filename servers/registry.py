@@ -46,6 +46,7 @@ class Role(StrEnum):
     C_BOOK_PROCESS = "c-book-process"  # Fig. 12.5 in C: what the model costs without Python
     C_BOOK_THREAD = "c-book-thread"  # Fig. 12.14 in C
     CEILING = "ceiling"  # one thread, epoll, in C: the most this machine echoes
+    CEILING_URING = "ceiling-uring"  # one thread, io_uring, in C: the second ceiling (issue 24)
 
 
 class Option(StrEnum):
@@ -76,6 +77,7 @@ class ServerSpec:
     options: frozenset[Option] = frozenset()
     counter_modes: tuple[str, ...] = ()  # --shared-counter modes (servers.counter)
     native: str | None = None  # the C program in NATIVE_DIR this server execs
+    needs: str = "a C compiler"  # what `make native` needs to build it
     # How every chart draws it (issue 21): a colour and a marker no other server has, so a
     # reader tells 11 servers apart in print and in grey. Families share a hue: blues for the
     # Python process models, reds for threads, greens for event loops, purples/black for C.
@@ -102,8 +104,15 @@ class ServerSpec:
         """None when the server can run here; else why not, in one line."""
         path = self.native_path()
         if path is not None and not path.exists():
-            return f"{self.name}: {path} is not built (run `make native`; it needs a C compiler)"
+            return f"{self.name}: {path} is not built (run `make native`; it needs {self.needs})"
+        if self.model_detail == "io_uring" and _io_uring_disabled():
+            return f"{self.name}: io_uring is disabled on this kernel (kernel.io_uring_disabled)"
         return None
+
+    @property
+    def model_detail(self) -> str:
+        """The mechanism under the model, where the model's name does not say it."""
+        return "io_uring" if self.native == "c-uring" else ""
 
 
 _SPECS = (
@@ -252,9 +261,31 @@ _NATIVE = (
         colour="#000000",
         marker="d",
     ),
+    ServerSpec(
+        "c-uring",
+        Model.EVENT,
+        "servers.native",
+        "C io_uring (second ceiling)",
+        "one thread, io_uring: multishot accept and receive, a provided buffer ring, sends "
+        "batched into one io_uring_enter per turn",
+        "io_uring(7), liburing",
+        role=Role.CEILING_URING,
+        native="c-uring",
+        needs="a C compiler and liburing's headers (liburing-dev)",
+        colour="#7f7f7f",
+        marker="p",
+    ),
 )
 
 SERVERS: dict[str, ServerSpec] = {spec.name: spec for spec in (*_SPECS, *_NATIVE)}
+
+
+def _io_uring_disabled() -> bool:
+    """kernel.io_uring_disabled: 0 lets every process make a ring (Linux 6.6 added the knob)."""
+    try:
+        return Path("/proc/sys/kernel/io_uring_disabled").read_text().strip() not in ("", "0")
+    except OSError:
+        return False
 
 
 def by_role(role: Role) -> str:

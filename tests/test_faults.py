@@ -81,7 +81,12 @@ FORKING = [name for name, spec in SERVERS.items() if spec.forks_per_connection]
 # (the issue names the first five; inetd forks and execs one `cat` per connection, and serves
 # as the process server does -- measured: 1,000 cats, the active client still served).
 MUST_SERVE = {"thread", "multiplex", "asyncio", "uvloop", "process", "inetd"}
-MUST_SERVE |= {"c-process", "c-thread", "c-epoll"}  # the book's models and the ceiling, in C
+MUST_SERVE |= {
+    "c-process",
+    "c-thread",
+    "c-epoll",
+    "c-uring",
+}  # the book's models and ceilings, in C
 # A pool of POOL_WORKERS workers, each held by one stalled client: starved, by construction.
 POOL_WORKERS = 4
 STARVES = {"threadpool", "prefork"}
@@ -92,7 +97,7 @@ STORM = 1_000
 LOW_NOFILE = 64
 EXHAUSTION_CLIENTS = 200
 # Models where one process holds every connection, so RLIMIT_NOFILE 64 must bite under 200.
-ONE_TABLE = {"thread", "multiplex", "asyncio", "uvloop", "c-thread", "c-epoll"}
+ONE_TABLE = {"thread", "multiplex", "asyncio", "uvloop", "c-thread", "c-epoll", "c-uring"}
 
 # Liveness bounds, not performance figures: generous, so a noisy 2-core box is only slower.
 SERVED_BOUND_S = 10.0
