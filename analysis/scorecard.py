@@ -33,6 +33,8 @@ from servers.registry import Role, by_role
 BOOK_PROCESS = by_role(Role.BOOK_PROCESS)
 BOOK_THREAD = by_role(Role.BOOK_THREAD)
 HEADLINE_CLIENTS = 10
+AT_LOAD_CONTEXT = 100
+AT_LOAD_SERVERS = (BOOK_PROCESS, BOOK_THREAD, by_role(Role.CEILING), by_role(Role.CEILING_URING))
 
 
 @dataclass(frozen=True)
@@ -118,13 +120,17 @@ def processes_are_slower(ev: Evidence) -> Claim:
     ]
     if fp and ft and ft.median > 0:
         figures.append(f"ratio {fmt.ratio(fp.median / ft.median)}")
-    p = summarise(ev.ok("concurrency"), "requests_per_s")
-    pp = pick(p, BOOK_PROCESS, connections=HEADLINE_CLIENTS)
-    pt = pick(p, BOOK_THREAD, connections=HEADLINE_CLIENTS)
-    if pp and pt:
+    # issue 21: for context at load, what the server decides: CPU per request at one offered
+    # rate, the book's two servers beside the ceilings (c-epoll, c-uring)
+    load = summarise(ev.ok("at-load"), "cpu_us_per_req")
+    at = [(label(n), pick(load, n, connections=AT_LOAD_CONTEXT)) for n in AT_LOAD_SERVERS]
+    if any(f for _, f in at):
+        rate = ev.ok("at-load")["rate"].dropna()
+        offered = f"{fmt.num(float(rate.iloc[0]))} req/s, " if len(rate) else ""
         figures.append(
-            f"for context, once connected ({HEADLINE_CLIENTS} persistent connections, no "
-            f"process control): {_fig(pp, 'req/s')} vs {_fig(pt, 'req/s')}"
+            f"for context, once connected ({offered}{AT_LOAD_CONTEXT} persistent connections, "
+            "server CPU per request): "
+            + ", ".join(f"{w} {_fig(f, 'us')}" for w, f in at if f is not None)
         )
     return _claim(claim, rule, figures, [less(fp, ft, "connections/s, process vs thread")])
 

@@ -8,7 +8,9 @@ forking servers, which run in servers.lean's interpreter). Server and twin alter
 goes first alternates from round to round, so both see the same machine. Prints connections/s
 of each, and the ratio per round: median and spread. The goal for the book's process server
 is >= 0.9x. Then, where strace exists, system calls per connection of the forking servers,
-Python and C.
+Python and C, and system calls per request of the two C ceilings under persistent connections
+(issue 24: epoll makes a read and a write of its own per echo; io_uring batches every send and
+receive of a turn into one io_uring_enter).
 
 These are figures to read, never asserted: the machine may be shared.
 """
@@ -46,10 +48,12 @@ TWIN_ARGV: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 
 
-def connections_per_s(host: str, port: int, seconds: float) -> float:
-    """The C client's connections/s against host:port over `seconds`."""
-    argv = [str(CLIENT), host, str(port), str(SLOTS), str(SIZE), str(seconds)]
-    proc = subprocess.Popen([*argv, "per-request", str(SOURCES)], stdout=subprocess.PIPE, text=True)
+def connections_per_s(host: str, port: int, seconds: float, persistent: int = 0) -> float:
+    """The C client's connections/s against host:port over `seconds` (with `persistent`: that
+    many persistent connections, and the figure is requests/s)."""
+    argv = [str(CLIENT), host, str(port), str(persistent or SLOTS), str(SIZE), str(seconds)]
+    mode = ["persistent"] if persistent else ["per-request", str(SOURCES)]
+    proc = subprocess.Popen([*argv, *mode], stdout=subprocess.PIPE, text=True)
     os.sched_setaffinity(proc.pid, CLIENT_CPUS)
     out, _ = proc.communicate(timeout=seconds + 60)
     kv = dict(item.partition("=")[::2] for item in out.split())
@@ -123,12 +127,17 @@ def run(names: list[str], rounds: int, warmup_s: float, seconds: float, syscalls
 
 
 SYSCALL_SERVERS = ("process", "inetd", "c-process")
+CEILING_SERVERS = ("c-epoll", "c-uring")
+CEILING_CONNECTIONS = (10, 100)
 
 
-def syscalls_per_connection(name: str, seconds: float) -> tuple[float, list[tuple[str, float]]]:
+def syscalls_per_connection(
+    name: str, seconds: float, persistent: int = 0
+) -> tuple[float, list[tuple[str, float]]]:
     """strace -c -f attached to a running server for `seconds` of the C client's load: system
-    calls per connection in all, and the five most frequent (strace slows what it traces: the
-    counts hold, the rates do not)."""
+    calls per connection (with `persistent`: per request over that many persistent
+    connections) in all, and the five most frequent (strace slows what it traces: the counts
+    hold, the rates do not)."""
     with tempfile.TemporaryDirectory() as tmp, ServerProcess.start(name, cpus=SERVER_CPUS) as srv:
         out = Path(tmp) / "strace.txt"
         tracer = subprocess.Popen(
@@ -138,7 +147,7 @@ def syscalls_per_connection(name: str, seconds: float) -> tuple[float, list[tupl
         try:
             assert tracer.stderr is not None
             tracer.stderr.readline()  # "strace: Process N attached": tracing from here on
-            conns = connections_per_s(srv.host, srv.port, seconds) * seconds
+            conns = connections_per_s(srv.host, srv.port, seconds, persistent) * seconds
         finally:
             tracer.send_signal(signal.SIGINT)  # detach and write the summary
             tracer.wait(timeout=30)
@@ -155,6 +164,20 @@ def syscalls_per_connection(name: str, seconds: float) -> tuple[float, list[tupl
     return sum(calls.values()) / n, [(k, v / n) for k, v in top]
 
 
+def uring_enters_per_request(seconds: float, conns: int) -> float:
+    """c-uring's own count of io_uring_enter calls (ECHOBENCH_SERVER_STATS) per request of the
+    C client's persistent load, with no tracer to slow it down."""
+    env = {**os.environ, "ECHOBENCH_SERVER_STATS": "1"}
+    with ServerProcess.start("c-uring", cpus=SERVER_CPUS, env=env) as srv:
+        requests = connections_per_s(srv.host, srv.port, seconds, conns) * seconds
+        report = srv.stop()
+    for line in report.stderr_tail:
+        if line.startswith("echobench_uring_stats"):
+            kv = dict(item.partition("=")[::2] for item in line.split()[1:])
+            return float(kv["io_uring_enter"]) / max(requests, 1.0)
+    return float("nan")
+
+
 def print_syscalls(seconds: float) -> None:
     if shutil.which("strace") is None:
         print("syscalls per connection: skipped (no strace on this machine)")
@@ -167,6 +190,21 @@ def print_syscalls(seconds: float) -> None:
         total, top = syscalls_per_connection(name, seconds)
         most = ", ".join(f"{k} {v:.1f}" for k, v in top)
         print(f"  {name:<10} {total:5.1f} in all; most: {most}", flush=True)
+    print(f"\nsystem calls per request, 64 B echoes on persistent connections (strace -c -f, "
+          f"{seconds:g} s):")  # fmt: skip
+    for name in CEILING_SERVERS:
+        if SERVERS[name].available():
+            print(f"  {name}: skipped ({SERVERS[name].available()})")
+            continue
+        for conns in CEILING_CONNECTIONS:
+            total, top = syscalls_per_connection(name, seconds, persistent=conns)
+            most = ", ".join(f"{k} {v:.2f}" for k, v in top)
+            own = ""
+            if name == "c-uring":  # strace slows the server, so it batches more: its own count
+                own = f"; untraced, its own count: {uring_enters_per_request(seconds, conns):.2f}"
+                own += " io_uring_enter per request"
+            print(f"  {name:<8} {conns:>4} conns {total:6.2f} in all; most: {most}{own}",
+                  flush=True)  # fmt: skip
 
 
 def python_servers() -> list[str]:
