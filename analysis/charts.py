@@ -120,10 +120,10 @@ def _tick(value: float, _pos: object = None) -> str:
 
 def _plain_log_ticks(fig: Figure) -> None:
     for ax in fig.axes:
-        if ax.get_xscale() == "log":
-            ax.xaxis.set_major_formatter(FuncFormatter(_tick))
-        if ax.get_yscale() == "log":
-            ax.yaxis.set_major_formatter(FuncFormatter(_tick))
+        for axis, scale in ((ax.xaxis, ax.get_xscale()), (ax.yaxis, ax.get_yscale())):
+            if scale == "log":  # minor ticks too: never "4 x 10^1"
+                axis.set_major_formatter(FuncFormatter(_tick))
+                axis.set_minor_formatter(FuncFormatter(_tick))
 
 
 def _save(fig: Figure, out: Path, name: str, layout: bool = True) -> tuple[Path, Path]:

@@ -121,9 +121,11 @@ def calibration(run: Run) -> list[str]:
             f"inside each other's intervals for {held}; promised {cal.promised:.0%}. "
         )
         if cal.widen > 1.0:
+            factor = f"{cal.widen:.2f}x" if cal.widen >= 1.005 else f"{cal.widen:.3f}x"
             text += (
-                f"This host was noisier than the intervals assumed: every {metric} interval is "
-                f"widened {cal.widen:.2f}x to what held, and the verdicts follow the wider ones."
+                f"This host was noisier than the intervals assumed: every "
+                f"{CALIBRATION_SHOWN[metric]} interval is widened {factor} to what held, and "
+                "the verdicts follow the wider ones."
             )
         else:
             text += "The intervals held without widening."

@@ -230,6 +230,7 @@ def glance(run: Run) -> Table:
         micro.fig(m, "thread_start_join"),
         micro.fig(m, "asyncio_task.uvloop"),
     )
+    task_store = micro.fig(m, "counter.asyncio_nolock.2w")
     per = summarise(_ok(run, "per-request"), "requests_per_s")
     load = summarise(_ok(run, "at-load"), "cpu_us_per_req")
     pss = summarise(_ok(run, "concurrency"), "pss_per_conn_bytes")
@@ -247,11 +248,12 @@ def glance(run: Run) -> Table:
         [f"server CPU us/request, {fmt.num(rate) if rate else '?'} req/s, 100 conns",
          *[cell(pick(load, s, connections=100)) for s in servers]],
         ["memory per added connection, KiB",
-         *[fmt.kib(f.median).removesuffix(" KiB") if (f := pick(pss, s, connections=1000))
+         *[fmt.kib(f.median).removesuffix(" KiB")
+           if (f := pick(pss, s, connections=1000) or pick(pss, s, connections=100))
            else fmt.NOT_MEASURED for s in servers]],
         ["share one count, per update",
          f"a message: {_ns(py.message)}", f"a store: {_ns(py.store)}",
-         f"a store: {_ns(py.store)}"],
+         f"a store: {_ns(task_store)}"],
     ]  # fmt: skip
     return Table(["", *[label(s) for s in servers]], rows, "At a glance")
 
@@ -338,9 +340,14 @@ def breaks_first(run: Run, name: str) -> str:
     busy = conc[conc["server_cpu_util"].fillna(0) >= SERVER_BUSY]
     if not busy.empty:
         r = busy.sort_values("connections").iloc[0]
+        also = (
+            ", and the load generator's too (client-saturated): neither alone was the limit"
+            if bool(r["client_saturated"])
+            else ""
+        )
         return (
             f"its own CPU: {fmt.pct(r['server_cpu_util'])} busy at {int(r['connections'])} "
-            "connections (closed loop)"
+            f"connections (closed loop){also}"
         )
     top = conc[conc["connections"] == conc["connections"].max()]
     n_sat = int(top["client_saturated"].fillna(False).astype(bool).sum())
