@@ -253,7 +253,7 @@ _NATIVE = (
         "c-epoll",
         Model.EVENT,
         "servers.native",
-        "C epoll (the ceiling)",
+        "C epoll (ceiling)",
         "one thread, epoll, non-blocking sockets: the most this machine echoes",
         "CS:APP 12.2, epoll(7)",
         role=Role.CEILING,
@@ -265,7 +265,7 @@ _NATIVE = (
         "c-uring",
         Model.EVENT,
         "servers.native",
-        "C io_uring (second ceiling)",
+        "C io_uring (ceiling)",
         "one thread, io_uring: multishot accept and receive, a provided buffer ring, sends "
         "batched into one io_uring_enter per turn",
         "io_uring(7), liburing",
