@@ -69,7 +69,7 @@ bench-full:
 	@$(MAKE) --no-print-directory bench PROFILE=full
 
 bench-loadgen: $(STAMP) native
-	$(PY) -m loadgen.selfbench
+	$(PY) -m bench.selfbench
 
 # Every Python server against its minimal twin (bench/twins), C client, alternated (issue 13).
 bench-servers: $(STAMP) native

@@ -36,9 +36,8 @@ from analysis import (
 )
 from analysis.document import Document, Heading, Para, Table, to_markdown
 from analysis.noise import PROMISE
-from analysis.results import Run, ok_cells
+from analysis.results import Run
 from analysis.scorecard import scorecard
-from analysis.stats import summarise
 
 ENV_KEYS = ("cpu_model", "cpu_count_logical", "kernel", "python", "python_implementation")
 AGREE = 0.10  # two medians "agree" when B/A is within ±10%
@@ -85,7 +84,7 @@ HEADLINE = ("concurrency", "per-request")  # the scenarios whose agreement the s
 
 def _by_key(run: Run, metric: str) -> pd.DataFrame:
     """Summarised cells indexed by what they measured (their length left out: see match_key)."""
-    s = summarise(ok_cells(run, faults=True), metric)
+    s = run.findings.summary(metric, faults=True)
     return s.drop_duplicates(subset=_KEY).set_index(_KEY)
 
 
@@ -237,10 +236,13 @@ def calibration_line(fa: pd.DataFrame, fb: pd.DataFrame) -> str:
     """Does each run's stated interval hold the other run's median as often as it promises?
     Over the headline points both runs measured with more than one trial."""
     keys = [
-        k for k in fa.index
-        if k in fb.index and k[0] in HEADLINE and int(fa.loc[k]["n"]) > 1
+        k
+        for k in fa.index
+        if k in fb.index
+        and k[0] in HEADLINE
+        and int(fa.loc[k]["n"]) > 1
         and int(fb.loc[k]["n"]) > 1
-    ]  # fmt: skip
+    ]
     if not keys:
         return "calibration: no headline point with more than one trial in both runs"
     a_holds_b, b_holds_a = inside(fa, fb, keys), inside(fb, fa, keys)

@@ -12,12 +12,15 @@ from analysis import fmt
 from analysis.document import Table
 from analysis.results import Run, ok_cells
 from analysis.stats import summarise
-from servers.registry import SERVERS
+from records.registry import SERVERS
 
 
 def section(run: Run) -> tuple[list[str], Table | None]:
-    skipped = [line for line in (run.manifest.limits.get("skipped", []) if run.manifest else [])
-               if line.startswith("cores")]  # fmt: skip
+    skipped = [
+        line
+        for line in (run.manifest.limits.get("skipped", []) if run.manifest else [])
+        if line.startswith("cores")
+    ]
     d = ok_cells(run)
     cores = d[d["scenario"] == "cores"] if not d.empty else d
     words = [

@@ -23,11 +23,11 @@ import pandas as pd
 
 from analysis import fmt
 from analysis.document import Table
-from analysis.results import Run, ok_cells
-from analysis.stats import Capacity, Figure, capacity, pick, summarise
+from analysis.results import Run
+from analysis.stats import Capacity, Figure, capacity, pick
 from records import schema
+from records.registry import SERVERS, Role, by_role
 from records.xray import STEPS, TIMELINE
-from servers.registry import SERVERS, Role, by_role
 
 CEILING = by_role(Role.CEILING)
 CEILINGS = (CEILING, by_role(Role.CEILING_URING))  # epoll and io_uring: the best measured leads
@@ -36,8 +36,17 @@ C_FORK = by_role(Role.C_BOOK_PROCESS)
 
 # The stacked bar: one connection's life, accept to reap, as consecutive segments between the
 # steps a server recorded (inetd's child execs cat: nothing is stamped between exec and reap).
-BAR_STEPS = ("accept", "fork_start", "child_start", "listenfd_closed", "first_echo", "exec",
-             "exit", "handler", "reaped")  # fmt: skip
+BAR_STEPS = (
+    "accept",
+    "fork_start",
+    "child_start",
+    "listenfd_closed",
+    "first_echo",
+    "exec",
+    "exit",
+    "handler",
+    "reaped",
+)
 SEGMENT_WORDS = {
     "fork_start": "accept to fork()",
     "child_start": "fork() until the child runs",
@@ -169,10 +178,8 @@ def xray_points(run: Run) -> list[XrayPoint]:
 def ceiling_table(run: Run) -> tuple[Table, str]:
     """Every server's capacity and 1-connection round trip as a share of the ceiling's. A capacity
     only from points the server limited (stats.capacity): else 'at least', and no share."""
-    d = ok_cells(run)
-    conc = d[d["scenario"] == "concurrency"] if not d.empty else d
-    rps = summarise(conc, "requests_per_s")
-    p50 = summarise(conc, "p50_us")
+    rps = run.findings.summary("requests_per_s", "concurrency")
+    p50 = run.findings.summary("p50_us", "concurrency")
     ceiling = best_ceiling(rps)
     top = capacity(rps, ceiling)
     lat0 = pick(p50, ceiling, connections=1)
@@ -187,8 +194,16 @@ def ceiling_table(run: Run) -> tuple[Table, str]:
             if lat0 is not None and lat.median:
                 lat_share = fmt.pct(lat0.median / lat.median)
         spec = SERVERS[server]
-        rows.append([spec.label, spec.language, cap.text(), _share(cap, top, server == ceiling),
-                     lat_txt, lat_share])  # fmt: skip
+        rows.append(
+            [
+                spec.label,
+                spec.language,
+                cap.text(),
+                _share(cap, top, server == ceiling),
+                lat_txt,
+                lat_share,
+            ]
+        )
     words = (
         f"The ceiling is the best measured of the two one-thread C servers, epoll and "
         f"io_uring: in this run {SERVERS[ceiling].label}. A "
@@ -200,8 +215,14 @@ def ceiling_table(run: Run) -> tuple[Table, str]:
         "server's (100% = as fast). Server CPU per request at one rate ('which model when') is "
         "the comparison this machine can always make."
     )
-    headers = ["server", "language", "capacity, req/s", "of ceiling", "round trip at 1 conn., us",
-               "of ceiling"]  # fmt: skip
+    headers = [
+        "server",
+        "language",
+        "capacity, req/s",
+        "of ceiling",
+        "round trip at 1 conn., us",
+        "of ceiling",
+    ]
     return Table(headers, rows, "Every server as a share of the ceiling"), words
 
 
@@ -242,10 +263,8 @@ def _python_part(py: Figure | None, c: Figure | None) -> str:
 
 
 def python_vs_c(run: Run) -> tuple[Table, list[str]]:
-    d = ok_cells(run)
-    per = d[d["scenario"] == "per-request"] if not d.empty else d
-    rps = summarise(per, "requests_per_s")
-    cpu = summarise(per, "cpu_us_per_req")
+    rps = run.findings.summary("requests_per_s", "per-request")
+    cpu = run.findings.summary("cpu_us_per_req", "per-request")
     rows = []
     last = None
     for conns in sorted({int(c) for c in rps["connections"].dropna()}) if not rps.empty else []:
@@ -255,9 +274,17 @@ def python_vs_c(run: Run) -> tuple[Table, list[str]]:
             continue
         ratio = fmt.ratio(c.median / py.median) if py and c and py.median else fmt.NOT_MEASURED
         part = _python_part(pyc, cc)
-        rows.append([
-            str(conns), _spread(py), _spread(c), ratio, _spread(pyc), _spread(cc), part,
-        ])  # fmt: skip
+        rows.append(
+            [
+                str(conns),
+                _spread(py),
+                _spread(c),
+                ratio,
+                _spread(pyc),
+                _spread(cc),
+                part,
+            ]
+        )
         if pyc and cc:
             last = (conns, pyc, cc)
     words = [
@@ -277,8 +304,15 @@ def python_vs_c(run: Run) -> tuple[Table, list[str]]:
             "interpreter that writes to every page it touches, so each is a copy-on-write "
             "fault)."
         )
-    headers = ["clients", f"{PY_FORK} conn/s", f"{C_FORK} conn/s", "C / Python",
-               f"{PY_FORK} CPU us/conn", f"{C_FORK} CPU us/conn", "Python's part"]  # fmt: skip
+    headers = [
+        "clients",
+        f"{PY_FORK} conn/s",
+        f"{C_FORK} conn/s",
+        "C / Python",
+        f"{PY_FORK} CPU us/conn",
+        f"{C_FORK} CPU us/conn",
+        "Python's part",
+    ]
     return Table(headers, rows, "Fork per connection: Python beside C"), words
 
 
@@ -294,10 +328,15 @@ def xray_table(run: Run) -> Table:
             rows.append([words + ", us", *cells])
     for key, words in CHILD_WORDS.items():
         rows.append([f"child: {words}", *[_spread(p.child(key)) for p in points]])
-    rows.append(["parent: page tables (VmPTE), KiB",
-                 *[_spread(p.parent("parent_vmpte_kb")) for p in points]])  # fmt: skip
-    rows.append(["parent: PSS at the stop, KiB",
-                 *[_spread(p.parent("parent_pss_kb")) for p in points]])  # fmt: skip
+    rows.append(
+        [
+            "parent: page tables (VmPTE), KiB",
+            *[_spread(p.parent("parent_vmpte_kb")) for p in points],
+        ]
+    )
+    rows.append(
+        ["parent: PSS at the stop, KiB", *[_spread(p.parent("parent_pss_kb")) for p in points]]
+    )
     rows.append(["connections recorded in the windows", *[f"{p.connections:,}" for p in points]])
     dropped = [sum(x.dropped + x.incomplete for x in p.trials) for p in points]
     rows.append(["dropped or incomplete records", *[f"{n:,}" for n in dropped]])
@@ -328,8 +367,9 @@ def timeline_table(run: Run) -> Table:
     lines = {p.label: p.timeline() for p in points}
     rows = []
     for step in TIMELINE:
-        cells = [f"{fmt.num(lines[p.label][step])}" if step in lines[p.label] else "-"
-                 for p in points]  # fmt: skip
+        cells = [
+            f"{fmt.num(lines[p.label][step])}" if step in lines[p.label] else "-" for p in points
+        ]
         if any(c != "-" for c in cells):
             rows.append([STEP_WORDS[step], *cells])
     return Table(

@@ -28,9 +28,9 @@ from dataclasses import dataclass
 import pandas as pd
 
 from analysis import micro
-from analysis.results import Run, ok_cells
-from analysis.stats import Figure, pick, summarise
-from servers.registry import Role, by_role
+from analysis.results import Findings, Run
+from analysis.stats import Figure, pick
+from records.registry import Role, by_role
 
 BOOK_PROCESS = by_role(Role.BOOK_PROCESS)
 BOOK_THREAD = by_role(Role.BOOK_THREAD)
@@ -40,9 +40,13 @@ PLACES = (("shared", "one CPU"), ("split", "different CPUs"))
 MECHANISMS = (
     ("pipe round trip, 1 byte", "rtt.thread_pipe", "rtt.pipe", True),
     ("locked counter increment, 2 workers", "counter.thread_lock.2w", "counter.shm_lock.2w", True),
-    ("queue round trip (queue.Queue / multiprocessing.Queue)", "rtt.thread_queue",
-     "rtt.mp_queue", False),
-)  # fmt: skip
+    (
+        "queue round trip (queue.Queue / multiprocessing.Queue)",
+        "rtt.thread_queue",
+        "rtt.mp_queue",
+        False,
+    ),
+)
 
 
 @dataclass(frozen=True)
@@ -140,13 +144,12 @@ class EndToEnd:
 
 
 def end_to_end(run: Run) -> EndToEnd:
-    return end_to_end_of(ok_cells(run))
+    return end_to_end_of(run.findings)
 
 
-def end_to_end_of(ok: pd.DataFrame) -> EndToEnd:
-    """`ok`: the run's ok cells (analysis.results.ok_cells), any scenarios."""
-    d = ok[ok["scenario"] == "shared-counter"] if not ok.empty else ok
-    s = summarise(d, "cpu_us_per_req")
+def end_to_end_of(findings: Findings) -> EndToEnd:
+    d = findings.cells("shared-counter")
+    s = findings.summary("cpu_us_per_req", "shared-counter")
     cpu: dict[tuple[str, str], Figure | None] = {}
     for server, modes in (
         (BOOK_PROCESS, ("off", "naive", "shm", "pipe", "message")),

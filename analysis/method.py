@@ -17,7 +17,7 @@ import statistics
 from analysis import fmt
 from analysis.noise import PROMISE, paired_ratio_hold
 from analysis.results import Run, ok_cells
-from analysis.stats import CV_LIMIT, coverage, placement_summary, summarise
+from analysis.stats import CV_LIMIT, coverage
 from records.rerun import EPISODE_SPEED, OUTLIER_SHARE
 
 CALIBRATION_SHOWN = {
@@ -149,8 +149,8 @@ def calibration(run: Run) -> list[str]:
 
 
 def trial_noise(run: Run) -> list[str]:
-    d = ok_cells(run)
-    s = summarise(d, "requests_per_s")
+    d = run.findings.ok
+    s = run.findings.summary("requests_per_s")
     s = s[(s["n"] > 1) & (s["starved"].fillna(0) == 0)]
     if s.empty:
         return ["One trial per cell: the noise between trials is unknown in this run."]
@@ -187,7 +187,7 @@ def trial_noise(run: Run) -> list[str]:
 
 
 def wakeups(run: Run) -> list[str]:
-    s = placement_summary(run.df)
+    s = run.findings.placements()
     out = []
     for server in sorted(set(s["server"])):
         a = s[(s["server"] == server) & (s["placement"] == "split")]
@@ -323,8 +323,11 @@ def hosts(run: Run) -> list[str]:
             f"kernel {env.get('kernel')}; clock {h.clock_offset_s * 1e3:+.2f} ms from the "
             "scheduler's"
         )
-    skews = [c.cluster.start_skew_s for c in run.cells.values()
-             if c.cluster is not None and c.cluster.start_skew_s is not None]  # fmt: skip
+    skews = [
+        c.cluster.start_skew_s
+        for c in run.cells.values()
+        if c.cluster is not None and c.cluster.start_skew_s is not None
+    ]
     if skews:
         out.append(
             f"The shards' windows opened {_spread([s * 1e3 for s in skews], 'ms')} apart "

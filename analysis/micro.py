@@ -19,8 +19,18 @@ import pandas as pd
 from analysis.stats import Figure
 from records.micro import MicrobenchError, read_microbench
 
-COLUMNS = ["name", "op", "group", "impl", "placement", "median_us", "min_us", "max_us",
-           "rounds", "what"]  # fmt: skip
+COLUMNS = [
+    "name",
+    "op",
+    "group",
+    "impl",
+    "placement",
+    "median_us",
+    "min_us",
+    "max_us",
+    "rounds",
+    "what",
+]
 
 
 def read(run_dir: Path) -> tuple[pd.DataFrame, str]:
@@ -79,8 +89,14 @@ def fig(m: pd.DataFrame, name: str, impl: str = "python") -> Figure | None:
     if sel.empty:
         return None
     r = sel.iloc[0]
-    return Figure(float(r["median_us"]), float(r["min_us"]), float(r["max_us"]),
-                  int(r["rounds"]), float("nan"), False)  # fmt: skip
+    return Figure(
+        float(r["median_us"]),
+        float(r["min_us"]),
+        float(r["max_us"]),
+        int(r["rounds"]),
+        float("nan"),
+        False,
+    )
 
 
 def figure(m: pd.DataFrame, name: str, impl: str = "python") -> float | None:
@@ -98,40 +114,55 @@ _PLACE = {"shared": "on one CPU", "split": "on different CPUs", "n/a": ""}
 _WORDS: list[tuple[str, str, str]] = [
     ("fork_wait.small_parent", "fork + exit + waitpid, small parent", "creating work"),
     ("fork_wait.pytest_parent", "fork + exit + waitpid, pytest-sized parent", "creating work"),
-    ("fork_wait.heap_100mb", "fork + exit + waitpid, parent with 100 MiB touched",
-     "creating work"),
+    ("fork_wait.heap_100mb", "fork + exit + waitpid, parent with 100 MiB touched", "creating work"),
     ("fork_wait.heap_1gb", "fork + exit + waitpid, parent with 1 GiB touched", "creating work"),
     ("fork_exec_wait.true", "fork + exec /bin/true + waitpid", "creating work"),
     ("posix_spawn.true", "posix_spawn /bin/true + wait", "creating work"),
     ("subprocess_run.true", "subprocess.run(/bin/true)", "creating work"),
     ("mp_start_join.fork", "multiprocessing Process start + join (fork)", "creating work"),
-    ("mp_start_join.forkserver", "multiprocessing Process start + join (forkserver)",
-     "creating work"),
+    (
+        "mp_start_join.forkserver",
+        "multiprocessing Process start + join (forkserver)",
+        "creating work",
+    ),
     ("mp_start_join.spawn", "multiprocessing Process start + join (spawn)", "creating work"),
     ("thread_start_join", "thread start + join", "creating work"),
     ("asyncio_task.default", "asyncio task create + await (default loop)", "creating work"),
     ("asyncio_task.uvloop", "asyncio task create + await (uvloop)", "creating work"),
     ("rtt.pipe", "pipe round trip between two processes", "message between processes"),
-    ("rtt.socketpair", "socketpair round trip between two processes",
-     "message between processes"),
-    ("rtt.mp_pipe", "multiprocessing Pipe round trip between two processes",
-     "message between processes"),
-    ("rtt.mp_queue", "multiprocessing Queue round trip between two processes",
-     "message between processes"),
-    ("rtt.thread_queue", "queue.Queue round trip between two threads",
-     "message inside one process"),
+    ("rtt.socketpair", "socketpair round trip between two processes", "message between processes"),
+    (
+        "rtt.mp_pipe",
+        "multiprocessing Pipe round trip between two processes",
+        "message between processes",
+    ),
+    (
+        "rtt.mp_queue",
+        "multiprocessing Queue round trip between two processes",
+        "message between processes",
+    ),
+    (
+        "rtt.thread_queue",
+        "queue.Queue round trip between two threads",
+        "message inside one process",
+    ),
     ("rtt.thread_pipe", "pipe round trip between two threads", "message inside one process"),
-    ("rtt.asyncio_queue.default", "asyncio.Queue round trip between two tasks (default loop)",
-     "message inside one process"),
-    ("rtt.asyncio_queue.uvloop", "asyncio.Queue round trip between two tasks (uvloop)",
-     "message inside one process"),
+    (
+        "rtt.asyncio_queue.default",
+        "asyncio.Queue round trip between two tasks (default loop)",
+        "message inside one process",
+    ),
+    (
+        "rtt.asyncio_queue.uvloop",
+        "asyncio.Queue round trip between two tasks (uvloop)",
+        "message inside one process",
+    ),
     ("counter.shm_lock", "counter in shared memory + process lock", "shared counter"),
     ("counter.thread_lock", "counter under threading.Lock", "shared counter"),
     ("counter.asyncio_nolock", "plain counter (no lock needed)", "shared counter"),
     ("counter.thread_plain", "a store to a variable the threads share", "shared counter"),
-    ("counter.pipe_message", "one message per update over a pipe, to the parent",
-     "shared counter"),
-]  # fmt: skip
+    ("counter.pipe_message", "one message per update over a pipe, to the parent", "shared counter"),
+]
 
 
 def _split(name: str) -> tuple[str, str]:
@@ -149,10 +180,12 @@ def words(name: str) -> str:
         base, n = base.rsplit(".", 1)
         count = int(n[0])
         one, many = (
-            ("task", "tasks") if "asyncio" in base
-            else ("process", "processes") if "shm" in base or "message" in base
+            ("task", "tasks")
+            if "asyncio" in base
+            else ("process", "processes")
+            if "shm" in base or "message" in base
             else ("thread", "threads")
-        )  # fmt: skip
+        )
         workers = f", {count} {many if count > 1 else one}"
     for key, text, _ in _WORDS:
         if base == key:

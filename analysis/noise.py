@@ -46,20 +46,50 @@ PROMISE = 0.90  # every interval is built to hold a repeat run's median this oft
 PRIOR_DOF = 4.0  # the run's pooled variance counts as this many degrees of freedom
 # Standard deviation of the median of n normal draws, in units of one draw's (n = 1..9; beyond,
 # the asymptotic sqrt(pi / 2n)). Computed once by simulation (10^6 samples each).
-MEDIAN_SD = {1: 1.0, 2: 0.7071, 3: 0.6700, 4: 0.5459, 5: 0.5353, 6: 0.4629, 7: 0.4591,
-             8: 0.4100, 9: 0.4075}  # fmt: skip
+MEDIAN_SD = {
+    1: 1.0,
+    2: 0.7071,
+    3: 0.6700,
+    4: 0.5459,
+    5: 0.5353,
+    6: 0.4629,
+    7: 0.4591,
+    8: 0.4100,
+    9: 0.4075,
+}
 # One-sided 95% quantiles of Student's t (a two-sided 90% interval), by degrees of freedom.
-_T95 = {1: 6.314, 2: 2.920, 3: 2.353, 4: 2.132, 5: 2.015, 6: 1.943, 7: 1.895, 8: 1.860,
-        9: 1.833, 10: 1.812, 12: 1.782, 15: 1.753, 20: 1.725, 30: 1.697, 60: 1.671}  # fmt: skip
+_T95 = {
+    1: 6.314,
+    2: 2.920,
+    3: 2.353,
+    4: 2.132,
+    5: 2.015,
+    6: 1.943,
+    7: 1.895,
+    8: 1.860,
+    9: 1.833,
+    10: 1.812,
+    12: 1.782,
+    15: 1.753,
+    20: 1.725,
+    30: 1.697,
+    60: 1.671,
+}
 _Z95 = 1.645
 MIN_SCENARIO_POINTS = 4  # a scenario with fewer points borrows the run's pooled noise
 MIN_CHECK_POINTS = 8  # fewer points than this: the split-half share says too little to widen by
 
 # Every per-cell figure that a report summarises over rounds.
 METRICS = (
-    "requests_per_s", "p50_us", "p99_us", "cpu_us_per_req", "cpu_user_us_per_req",
-    "cpu_sys_us_per_req", "pss_per_conn_bytes", "rss_per_conn_bytes",
-)  # fmt: skip
+    "requests_per_s",
+    "p50_us",
+    "p99_us",
+    "cpu_us_per_req",
+    "cpu_user_us_per_req",
+    "cpu_sys_us_per_req",
+    "pss_per_conn_bytes",
+    "rss_per_conn_bytes",
+)
 POINT = ["scenario", "server", "label", "server_args", "placement", "param_key"]
 
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from analysis import fmt, ipc, micro
 from analysis.charts import label
 from analysis.document import Table
-from analysis.results import Run, ok_cells
-from analysis.stats import Figure, pick, placement_summary, summarise
+from analysis.results import Run
+from analysis.stats import Figure, pick
 
 
 def _micro(run: Run, name: str) -> str:
@@ -20,8 +20,7 @@ def _micro(run: Run, name: str) -> str:
 
 
 def fork_exec_waitpid(run: Run) -> list[str]:
-    d = ok_cells(run)
-    s = summarise(d[d["scenario"] == "per-request"] if not d.empty else d, "requests_per_s")
+    s = run.findings.summary("requests_per_s", "per-request")
     figs = {srv: pick(s, srv, connections=10) for srv in ("process", "inetd", "thread")}
     rate = {k: (f"{fmt.num(v.median)} conn/s" if v else fmt.NOT_MEASURED) for k, v in figs.items()}
     return [
@@ -73,7 +72,7 @@ FORK_CONCEPTS = (
 
 
 def placement_words(run: Run) -> str:
-    p = placement_summary(run.df)
+    p = run.findings.placements()
     bits = []
     for srv in [] if p.empty else p["server"].unique():
         a, b = pick(p, srv, "split"), pick(p, srv, "shared")
@@ -105,16 +104,28 @@ def _x(t: Figure | None, p: Figure | None) -> str:
 
 def same_mechanism_table(run: Run) -> Table:
     rows = [
-        [pair.what, pair.where, _t(pair.py_threads), _t(pair.py_procs),
-         _x(pair.py_threads, pair.py_procs), _t(pair.c_threads) if pair.c_threads else "-",
-         _t(pair.c_procs) if pair.c_procs else "-",
-         _x(pair.c_threads, pair.c_procs) if pair.c_procs else "-"]
+        [
+            pair.what,
+            pair.where,
+            _t(pair.py_threads),
+            _t(pair.py_procs),
+            _x(pair.py_threads, pair.py_procs),
+            _t(pair.c_threads) if pair.c_threads else "-",
+            _t(pair.c_procs) if pair.c_procs else "-",
+            _x(pair.c_threads, pair.c_procs) if pair.c_procs else "-",
+        ]
         for pair in ipc.same_mechanism(run.micro)
-    ]  # fmt: skip
+    ]
     headers = [
-        "mechanism", "placement", "Python threads", "Python processes",
-        "processes / threads", "C threads", "C processes", "C processes / threads",
-    ]  # fmt: skip
+        "mechanism",
+        "placement",
+        "Python threads",
+        "Python processes",
+        "processes / threads",
+        "C threads",
+        "C processes",
+        "C processes / threads",
+    ]
     return Table(headers, rows, "The same mechanism between two threads and two processes")
 
 
@@ -122,16 +133,28 @@ def share_count_table(run: Run) -> Table:
     py, c = ipc.share_count(run.micro)
     rows = [
         ["a thread: a store to a variable it shares", _t(py.store), _t(c.store)],
-        ["a process: a message per update over a pipe, different CPUs", _t(py.message),
-         _t(c.message)],
-        ["a process: a message per update over a pipe, one CPU", _t(py.message_one_cpu),
-         _t(c.message_one_cpu)],
-        ["2 processes: a shared mapping and a process-shared lock, different CPUs",
-         _t(py.mapping), _t(c.mapping)],
+        [
+            "a process: a message per update over a pipe, different CPUs",
+            _t(py.message),
+            _t(c.message),
+        ],
+        [
+            "a process: a message per update over a pipe, one CPU",
+            _t(py.message_one_cpu),
+            _t(c.message_one_cpu),
+        ],
+        [
+            "2 processes: a shared mapping and a process-shared lock, different CPUs",
+            _t(py.mapping),
+            _t(c.mapping),
+        ],
         ["a message over a store", fmt.ratio(py.ratio), fmt.ratio(c.ratio)],
-    ]  # fmt: skip
-    return Table(["to share one count, per update", "Python", "C"], rows,
-                 "What each model must do to share a count")  # fmt: skip
+    ]
+    return Table(
+        ["to share one count, per update", "Python", "C"],
+        rows,
+        "What each model must do to share a count",
+    )
 
 
 def end_to_end_table(run: Run) -> Table:
@@ -151,10 +174,15 @@ def end_to_end_table(run: Run) -> Table:
         f = e2e.get(server, mode)
         cost = ipc.difference(f, e2e.get(server, control)) if control else None
         rows.append(
-            [label(server), words, _f(f),
-             f"{fmt.signed(cost.median)} [{fmt.signed(cost.lo)} to {fmt.signed(cost.hi)}]"
-             if cost else ""]
-        )  # fmt: skip
+            [
+                label(server),
+                words,
+                _f(f),
+                f"{fmt.signed(cost.median)} [{fmt.signed(cost.lo)} to {fmt.signed(cost.hi)}]"
+                if cost
+                else "",
+            ]
+        )
     rate = f"{fmt.num(e2e.rate)} requests/s offered, " if e2e.rate else ""
     return Table(
         ["server", "shared counter", "server CPU us per request", "over its control, us"],
@@ -167,10 +195,12 @@ def why_ipc_hurts(run: Run) -> list[str]:
     """The words around the three IPC tables: what IPC is, then each table's answer."""
     same = ipc.same_mechanism(run.micro)
     # the kernel's mechanisms: a pipe (Python and C), a mutex (C: Python's is a library object)
-    ratios = [p.py_procs.median / p.py_threads.median for p in same
-              if p.py_threads and p.py_procs and p.what.startswith("pipe")]  # fmt: skip
-    ratios += [p.c_procs.median / p.c_threads.median for p in same
-               if p.c_threads and p.c_procs]  # fmt: skip
+    ratios = [
+        p.py_procs.median / p.py_threads.median
+        for p in same
+        if p.py_threads and p.py_procs and p.what.startswith("pipe")
+    ]
+    ratios += [p.c_procs.median / p.c_threads.median for p in same if p.c_threads and p.c_procs]
     q = [p for p in same if p.what.startswith("queue") and p.py_threads and p.py_procs]
     lk = [p for p in same if p.what.startswith("locked") and p.py_threads and p.py_procs]
     py, c = ipc.share_count(run.micro)
@@ -194,14 +224,19 @@ def why_ipc_hurts(run: Run) -> list[str]:
         same_words += (
             " Python's own tools for processes do cost more: "
             + "; ".join(
-                [f"multiprocessing.Queue {_x(p.py_threads, p.py_procs)} queue.Queue ({p.where})"
-                 for p in q]
-                + [f"a multiprocessing Value under its lock {_x(p.py_threads, p.py_procs)} a "
-                   f"threading.Lock ({p.where})" for p in lk]
+                [
+                    f"multiprocessing.Queue {_x(p.py_threads, p.py_procs)} queue.Queue ({p.where})"
+                    for p in q
+                ]
+                + [
+                    f"a multiprocessing Value under its lock {_x(p.py_threads, p.py_procs)} a "
+                    f"threading.Lock ({p.where})"
+                    for p in lk
+                ]
             )
             + ". They pickle each item and hand it to a feeder thread, or reach shared memory "
             "through ctypes and a semaphore: the library's cost, not the address space's."
-        )  # fmt: skip
+        )
     share_words = "*What does each model do to share a count?*"
     if py.ratio:
         share_words += (

@@ -25,9 +25,9 @@ from analysis.document import (
     to_html,
     to_markdown,
 )
-from analysis.results import Run, ok_cells, read_run
+from analysis.results import Run, read_run
 from analysis.scorecard import scorecard
-from analysis.stats import CV_LIMIT, placement_summary, summarise
+from analysis.stats import CV_LIMIT
 from analysis.verdict import RULE
 from records import gitinfo, schema
 
@@ -104,8 +104,13 @@ def _cluster_hosts(m: schema.Manifest) -> list[str]:
 
 def _provenance(run: Run) -> str:
     """The code that measured the cells (their stamps) and the code that rendered this."""
-    measured = sorted({str(c.git.commit)[:12] + ("+dirty" if c.git.dirty else "")
-                       for c in run.cells.values() if c.git is not None})  # fmt: skip
+    measured = sorted(
+        {
+            str(c.git.commit)[:12] + ("+dirty" if c.git.dirty else "")
+            for c in run.cells.values()
+            if c.git is not None
+        }
+    )
     here = gitinfo.git_state()
     rendered = str(here["commit"])[:12] + ("+dirty" if here["dirty"] else "")
     return (
@@ -124,12 +129,12 @@ def _warnings(run: Run) -> list[str]:
             w.append("The run did not finish (interrupted or still running): cells are missing.")
         w += [f"Machine busy before the run: {b}" for b in m.busy_warnings]
     w += [f"Unreadable file {name}: {why}" for name, why in run.unreadable]
-    d = ok_cells(run, faults=True)
+    d = run.findings.ok_all
     if not d.empty:
         unpinned = int((d["placement"] == "unpinned").sum())
         if unpinned:
             w.append(f"{unpinned} cell result(s) ran unpinned: expect noise.")
-        s = summarise(d, "requests_per_s")
+        s = run.findings.summary("requests_per_s", faults=True)
         noisy = int((s["cv"] > CV_LIMIT).sum())
         if noisy:
             w.append(
@@ -151,8 +156,8 @@ def _flagged_table(run: Run) -> Table:
     d = run.df
     rows = []
     if not d.empty:
-        ok = ok_cells(run, faults=True)
-        s = summarise(ok, "requests_per_s")
+        ok = run.findings.ok_all
+        s = run.findings.summary("requests_per_s", faults=True)
         for _, r in s[s["cv"] > CV_LIMIT].iterrows():
             rows.append(
                 [
@@ -200,13 +205,12 @@ def failed_table(run: Run) -> Table:
 
 
 def _all_cells_table(run: Run) -> Table:
-    ok = ok_cells(run, faults=True)
-    rps = summarise(ok, "requests_per_s")
+    rps = run.findings.summary("requests_per_s", faults=True)
     if not rps.empty:
         order = ["scenario", "server", "placement", "connections", "size", "rate_fraction"]
         rps = rps.sort_values(order, na_position="first", kind="stable")
     key_cols = ["scenario", "server", "server_args", "placement", "param_key"]
-    p99 = summarise(ok, "p99_us").set_index(key_cols)
+    p99 = run.findings.summary("p99_us", faults=True).set_index(key_cols)
     rows = []
     for _, r in rps.iterrows():
         key = tuple(r[k] for k in key_cols)
@@ -222,7 +226,7 @@ def _all_cells_table(run: Run) -> Table:
                 fmt.spread(p["median"], p["lo"], p["hi"], n) if p is not None else "n/a",
                 str(n),
                 "" if math.isnan(r["cv"]) else fmt.pct(r["cv"]),
-                charts._flags(r),
+                charts.flags(r),
             ]
         )
     headers = [
@@ -240,19 +244,28 @@ def _all_cells_table(run: Run) -> Table:
 
 
 def _placement_table(run: Run) -> Table:
-    s = placement_summary(run.df)
+    s = run.findings.placements()
     return charts.summary_table(s, "placement", "placement", "requests/s", "")
 
 
 APPENDIX = "appendix.md"
 # Charts whose number tables are long: the chart and its caption stay in the report, the
 # numbers move to the appendix page under the same title (issue 21: a report one finishes).
-TABLES_IN_APPENDIX = frozenset({
-    "01-throughput-vs-concurrency", "02-latency-vs-concurrency", "03-latency-distribution",
-    "05-memory-per-connection", "06-cpu-per-request", "07-creation-and-ipc-costs",
-    "09-open-loop-tail", "10-machine-speed", "12-message-size", "13-fork-xray",
-    "14-fig-12-5-timeline",
-})  # fmt: skip
+TABLES_IN_APPENDIX = frozenset(
+    {
+        "01-throughput-vs-concurrency",
+        "02-latency-vs-concurrency",
+        "03-latency-distribution",
+        "05-memory-per-connection",
+        "06-cpu-per-request",
+        "07-creation-and-ipc-costs",
+        "09-open-loop-tail",
+        "10-machine-speed",
+        "12-message-size",
+        "13-fork-xray",
+        "14-fig-12-5-timeline",
+    }
+)
 SCORECARD_INTRO = (
     "Each claim of section 12.1 / 12.1.2, the figures from this run that test it, and a "
     "verdict computed from them by a written rule. Figures are medians [the interval that holds "

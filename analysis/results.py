@@ -24,6 +24,7 @@ and table needs:
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import dataclass, field
@@ -35,8 +36,9 @@ import pandas as pd
 from hdrh.histogram import HdrHistogram
 
 from analysis import micro, noise
+from analysis.stats import placement_summary, summarise
 from records import schema
-from servers.registry import SERVERS
+from records.registry import SERVERS
 
 # Parameters that vary between trials of one cell without making it another cell: the open-loop
 # rate is derived from a measured closed-loop figure, so the key uses rate_fraction instead (a
@@ -71,6 +73,11 @@ class Run:
     # as `hw_<metric>` columns, so every section that summarises any subset quotes the same ones.
     calibration: dict[str, noise.Calibration] = field(default_factory=dict)
     attempts: list[schema.CellResult] = field(default_factory=list)  # earlier attempts kept
+
+    @functools.cached_property
+    def findings(self) -> Findings:
+        """What every section of the report reads: derived once per run (issue 22)."""
+        return Findings(self.df)
 
     @property
     def run_id(self) -> str:
@@ -175,19 +182,13 @@ FAULTS = ("leak-connfd", "naive-reaper")
 # Options every cell has (the launcher's address) or that its params already say (the counter).
 # The runner's own options (the X-ray's file is a per-trial path: kept in a label, it split a
 # point's trials apart) and the ones a cell's params already name.
-_IMPLIED_OPTIONS = frozenset({"--host", "--port", "--shared-counter", "--xray"})
+_IMPLIED_OPTIONS = schema.RUNNER_OPTIONS | {"--shared-counter"}  # params name the counter
 
 
 def server_args(cell: schema.CellResult) -> list[str]:
-    """What makes this server run different from its registry default: the arguments after its
-    name in `python -m servers NAME ...`, minus the options every cell has or its params name."""
-    if cell.server_args is not None:  # version 4 records them as the profile gave them
-        rest = list(cell.server_args)
-    else:
-        argv = cell.server_run.argv if cell.server_run else []
-        if cell.server not in argv:
-            return []
-        rest = list(argv[argv.index(cell.server) + 1 :])
+    """What makes this server run different from its registry default: the profile's arguments
+    (records.schema's one parser of the server's argv), minus what the params already name."""
+    rest = cell.profile_args()
     out: list[str] = []
     i = 0
     while i < len(rest):
@@ -474,8 +475,48 @@ def read_run(path: str | Path) -> Run:
 
 def ok_cells(run: Run, faults: bool = False) -> pd.DataFrame:
     """The cells that measured something; fault experiments only when asked for (a fault
-    scenario's control cells, the server as written, belong to the experiment too)."""
-    d = run.df[run.df["status"] == "ok"]
+    scenario's control cells, the server as written, belong to the experiment too). Read once
+    per run, through `run.findings`."""
+    return run.findings.ok_all if faults else run.findings.ok
+
+
+def filter_ok(df: pd.DataFrame, faults: bool = False) -> pd.DataFrame:
+    """The filter behind ok_cells, for a frame that is not a run's (the scorecard's tests)."""
+    d = df[df["status"] == "ok"]
     if faults:
         return d
     return d[(d["fault"].fillna("") == "") & ~d["scenario"].isin(FAULTS)]
+
+
+class Findings:
+    """A run's findings, derived once and read by every section, chart and claim (issue 22):
+    the ok cells (with and without the fault experiments) and, per metric, every point's
+    median and interval (`stats.summarise` over all ok cells, then selected by scenario: a
+    point is the same point whichever section asks)."""
+
+    def __init__(self, df: pd.DataFrame) -> None:
+        self.ok_all = filter_ok(df, faults=True)
+        self.ok = filter_ok(df)
+        self._summaries: dict[tuple[str, bool], pd.DataFrame] = {}
+        self._placement: pd.DataFrame | None = None
+
+    def cells(self, scenario: str | None = None, *, faults: bool = False) -> pd.DataFrame:
+        d = self.ok_all if faults else self.ok
+        return d if scenario is None or d.empty else d[d["scenario"] == scenario]
+
+    def summary(
+        self, metric: str, scenario: str | None = None, *, faults: bool = False
+    ) -> pd.DataFrame:
+        key = (metric, faults)
+        if key not in self._summaries:
+            self._summaries[key] = summarise(self.ok_all if faults else self.ok, metric)
+        s = self._summaries[key]
+        if scenario is None or s.empty:
+            return s.copy()  # a section may add columns: never to the shared summary
+        return s[s["scenario"] == scenario].reset_index(drop=True)
+
+    def placements(self) -> pd.DataFrame:
+        """Requests/s at 1 connection by placement (stats.placement_summary), once."""
+        if self._placement is None:
+            self._placement = placement_summary(self.ok_all)
+        return self._placement

@@ -25,10 +25,10 @@ import pandas as pd
 
 from analysis import fmt, ipc, micro
 from analysis.charts import label
-from analysis.results import FAULTS, Run
-from analysis.stats import Figure, pick, summarise
+from analysis.results import Findings, Run
+from analysis.stats import Figure, pick
 from analysis.verdict import Outcome, Verdict, combine, less, parts_text
-from servers.registry import Role, by_role
+from records.registry import Role, by_role
 
 BOOK_PROCESS = by_role(Role.BOOK_PROCESS)
 BOOK_THREAD = by_role(Role.BOOK_THREAD)
@@ -39,28 +39,31 @@ AT_LOAD_SERVERS = (BOOK_PROCESS, BOOK_THREAD, by_role(Role.CEILING), by_role(Rol
 
 @dataclass(frozen=True)
 class Evidence:
-    """What the claims read: the run's tidy cells and its microbenchmark figures."""
+    """What the claims read: the run's findings (its ok cells and their points, derived once:
+    the report's own when built from a run) and its microbenchmark figures."""
 
     df: pd.DataFrame
     micro: pd.DataFrame
+    shared: Findings | None = None  # the run's findings; None: derived from `df` here
 
     @classmethod
     def of(cls, run: Run) -> Evidence:
-        return cls(run.df, run.micro)
+        return cls(run.df, run.micro, run.findings)
+
+    @functools.cached_property
+    def findings(self) -> Findings:
+        return self.shared if self.shared is not None else Findings(self.df)
 
     @functools.cached_property
     def e2e(self) -> ipc.EndToEnd:
         """The shared-counter cells' server CPU per request (analysis.ipc), read once."""
-        return ipc.end_to_end_of(self.ok())
+        return ipc.end_to_end_of(self.findings)
 
     def ok(self, scenario: str | None = None, faults: bool = False) -> pd.DataFrame:
-        d = self.df
-        if d.empty:
-            return d
-        d = d[d["status"] == "ok"]
-        if not faults:
-            d = d[(d["fault"].fillna("") == "") & ~d["scenario"].isin(FAULTS)]
-        return d if scenario is None else d[d["scenario"] == scenario]
+        return self.findings.cells(scenario, faults=faults)
+
+    def summary(self, metric: str, scenario: str) -> pd.DataFrame:
+        return self.findings.summary(metric, scenario)
 
     def micro_fig(self, name: str, impl: str = "python") -> Figure | None:
         return micro.fig(self.micro, name, impl)
@@ -111,7 +114,7 @@ def processes_are_slower(ev: Evidence) -> Claim:
         f"({BOOK_THREAD}), connection per request, {HEADLINE_CLIENTS} clients, by the "
         "comparison rule"
     )
-    s = summarise(ev.ok("per-request"), "requests_per_s")
+    s = ev.summary("requests_per_s", "per-request")
     fp = pick(s, BOOK_PROCESS, connections=HEADLINE_CLIENTS)
     ft = pick(s, BOOK_THREAD, connections=HEADLINE_CLIENTS)
     figures = [
@@ -122,7 +125,7 @@ def processes_are_slower(ev: Evidence) -> Claim:
         figures.append(f"ratio {fmt.ratio(fp.median / ft.median)}")
     # issue 21: for context at load, what the server decides: CPU per request at one offered
     # rate, the book's two servers beside the ceilings (c-epoll, c-uring)
-    load = summarise(ev.ok("at-load"), "cpu_us_per_req")
+    load = ev.summary("cpu_us_per_req", "at-load")
     at = [(label(n), pick(load, n, connections=AT_LOAD_CONTEXT)) for n in AT_LOAD_SERVERS]
     if any(f for _, f in at):
         rate = ev.ok("at-load")["rate"].dropna()
@@ -145,7 +148,7 @@ def process_control_overhead(ev: Evidence) -> Claim:
     fork = ev.micro_fig("fork_wait.small_parent")
     thread = ev.micro_fig("thread_start_join")
     fork_c = ev.micro_fig("fork_wait.small_parent", "c")
-    s = summarise(ev.ok("per-request"), "cpu_us_per_req")
+    s = ev.summary("cpu_us_per_req", "per-request")
     cp = pick(s, BOOK_PROCESS, connections=HEADLINE_CLIENTS)
     ct = pick(s, BOOK_THREAD, connections=HEADLINE_CLIENTS)
     figures = [
@@ -221,8 +224,10 @@ def shared_memory_cost(ev: Evidence) -> Claim:
     for pair in ipc.same_mechanism(ev.micro):
         if not pair.what.startswith("locked"):
             continue
-        for lang, t, p in (("Python", pair.py_threads, pair.py_procs),
-                           ("C", pair.c_threads, pair.c_procs)):  # fmt: skip
+        for lang, t, p in (
+            ("Python", pair.py_threads, pair.py_procs),
+            ("C", pair.c_threads, pair.c_procs),
+        ):
             figures.append(
                 f"{lang}, {pair.where}: threads {_fig(t, 'us')}, processes {_fig(p, 'us')} "
                 "per increment"
@@ -345,9 +350,11 @@ def address_spaces_protect(ev: Evidence) -> Claim:
     rows = rows[(rows["status"] == "ok") & rows["bytes_received_total"].notna()]
     if rows.empty:
         return _claim(
-            claim, rule, [fmt.NOT_MEASURED],
+            claim,
+            rule,
+            [fmt.NOT_MEASURED],
             [Outcome(Verdict.INCONCLUSIVE, "needs 'shared-counter' cells in naive mode")],
-        )  # fmt: skip
+        )
     counted, echoed = int(rows["stats_bytes"].sum()), int(rows["bytes_received_total"].sum())
     figure = f"{label(BOOK_PROCESS)}, plain global counter: parent reports {counted:,} B of "
     figure += f"{echoed:,} B echoed"
@@ -389,9 +396,11 @@ def _with_control(ev: Evidence, fault: str, column: str) -> tuple[pd.DataFrame, 
 
 def _needs(claim: str, rule: str, fault: str) -> Claim:
     return _claim(
-        claim, rule, [fmt.NOT_MEASURED],
+        claim,
+        rule,
+        [fmt.NOT_MEASURED],
         [Outcome(Verdict.INCONCLUSIVE, f"needs the {fault} cells and their control")],
-    )  # fmt: skip
+    )
 
 
 def parent_must_close_connfd(ev: Evidence) -> Claim:

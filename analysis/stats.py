@@ -57,9 +57,23 @@ def coverage(n: int) -> float:
 def summarise(df: pd.DataFrame, metric: str) -> pd.DataFrame:
     """One row per cell: median/min/max/n/cv of `metric` over trials, plus the cell's params."""
     cols = [
-        *KEY, *PARAMS, "match_key", "median", "lo", "hi", "n", "cv", "saturated", "sat_trials",
-        "port_bound", "starved", "served", "asked", "min", "max",
-    ]  # fmt: skip
+        *KEY,
+        *PARAMS,
+        "match_key",
+        "median",
+        "lo",
+        "hi",
+        "n",
+        "cv",
+        "saturated",
+        "sat_trials",
+        "port_bound",
+        "starved",
+        "served",
+        "asked",
+        "min",
+        "max",
+    ]
     if df.empty or metric not in df.columns:
         return pd.DataFrame(columns=cols)
     d = df[df["status"] == "ok"].dropna(subset=[metric])

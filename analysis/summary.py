@@ -18,9 +18,9 @@ import pandas as pd
 from analysis import fmt, ipc, micro
 from analysis.charts import at_load_rate, label
 from analysis.document import Table
-from analysis.results import Run, ok_cells
-from analysis.stats import Figure, capacity, pick, summarise
-from servers.registry import SERVERS, Role, by_role
+from analysis.results import Run
+from analysis.stats import Figure, capacity, pick
+from records.registry import SERVERS, Role, by_role
 
 BOOK_PROCESS = by_role(Role.BOOK_PROCESS)
 BOOK_THREAD = by_role(Role.BOOK_THREAD)
@@ -131,11 +131,6 @@ def hover_terms() -> dict[str, str]:
     return {term.split(" / ")[0].split(",")[0]: words for term, words in GLOSSARY}
 
 
-def _ok(run: Run, scenario: str) -> pd.DataFrame:
-    d = ok_cells(run)
-    return d if d.empty else d[d["scenario"] == scenario]
-
-
 def _us(f: Figure | None) -> str:
     return f"{fmt.num(f.median)} us" if f else fmt.NOT_MEASURED
 
@@ -162,7 +157,7 @@ def what_was_run(run: Run) -> str:
 def answer_fork(run: Run) -> str:
     fork = micro.fig(run.micro, "fork_wait.small_parent")
     thread = micro.fig(run.micro, "thread_start_join")
-    c = summarise(_ok(run, "per-request"), "cpu_us_per_req")
+    c = run.findings.summary("cpu_us_per_req", "per-request")
     cp, ct = pick(c, BOOK_PROCESS, connections=10), pick(c, BOOK_THREAD, connections=10)
     parts = [
         "**Fork, exec, waitpid?** `fork` copies the calling process and returns twice: 0 in "
@@ -231,9 +226,9 @@ def glance(run: Run) -> Table:
         micro.fig(m, "asyncio_task.uvloop"),
     )
     task_store = micro.fig(m, "counter.asyncio_nolock.2w")
-    per = summarise(_ok(run, "per-request"), "requests_per_s")
-    load = summarise(_ok(run, "at-load"), "cpu_us_per_req")
-    pss = summarise(_ok(run, "concurrency"), "pss_per_conn_bytes")
+    per = run.findings.summary("requests_per_s", "per-request")
+    load = run.findings.summary("cpu_us_per_req", "at-load")
+    pss = run.findings.summary("pss_per_conn_bytes", "concurrency")
     py = ipc.share_count(m)[0]
     rate = at_load_rate(run)
 
@@ -241,20 +236,31 @@ def glance(run: Run) -> Table:
         return fmt.spread(f.median, f.lo, f.hi, f.n) + unit if f else fmt.NOT_MEASURED
 
     rows = [
-        ["start one (fork+exit+waitpid / thread / task), us",
-         *[cell(f) for f in start]],
-        ["connections/s, new connection per request",
-         *[cell(pick(per, s, connections=10)) for s in servers]],
-        [f"server CPU us/request, {fmt.num(rate) if rate else '?'} req/s, 100 conns",
-         *[cell(pick(load, s, connections=100)) for s in servers]],
-        ["memory per added connection, KiB",
-         *[fmt.kib(f.median).removesuffix(" KiB")
-           if (f := pick(pss, s, connections=1000) or pick(pss, s, connections=100))
-           else fmt.NOT_MEASURED for s in servers]],
-        ["share one count, per update",
-         f"a message: {_ns(py.message)}", f"a store: {_ns(py.store)}",
-         f"a store: {_ns(task_store)}"],
-    ]  # fmt: skip
+        ["start one (fork+exit+waitpid / thread / task), us", *[cell(f) for f in start]],
+        [
+            "connections/s, new connection per request",
+            *[cell(pick(per, s, connections=10)) for s in servers],
+        ],
+        [
+            f"server CPU us/request, {fmt.num(rate) if rate else '?'} req/s, 100 conns",
+            *[cell(pick(load, s, connections=100)) for s in servers],
+        ],
+        [
+            "memory per added connection, KiB",
+            *[
+                fmt.kib(f.median).removesuffix(" KiB")
+                if (f := pick(pss, s, connections=1000) or pick(pss, s, connections=100))
+                else fmt.NOT_MEASURED
+                for s in servers
+            ],
+        ],
+        [
+            "share one count, per update",
+            f"a message: {_ns(py.message)}",
+            f"a store: {_ns(py.store)}",
+            f"a store: {_ns(task_store)}",
+        ],
+    ]
     return Table(["", *[label(s) for s in servers]], rows, "At a glance")
 
 
@@ -265,11 +271,11 @@ def which_model_when(run: Run) -> tuple[list[str], list[list[str]]]:
     """One row per server (registry order): what it spends at load, what it carries, where it
     stops. CPU per request at one offered rate leads (the comparison this machine can make at
     load); a capacity only from points the server limited."""
-    load = summarise(_ok(run, "at-load"), "cpu_us_per_req")
-    conc = summarise(_ok(run, "concurrency"), "requests_per_s")
-    p50 = summarise(_ok(run, "concurrency"), "p50_us")
-    p99 = summarise(_ok(run, "concurrency"), "p99_us")
-    pss = summarise(_ok(run, "concurrency"), "pss_per_conn_bytes")
+    load = run.findings.summary("cpu_us_per_req", "at-load")
+    conc = run.findings.summary("requests_per_s", "concurrency")
+    p50 = run.findings.summary("p50_us", "concurrency")
+    p99 = run.findings.summary("p99_us", "concurrency")
+    pss = run.findings.summary("pss_per_conn_bytes", "concurrency")
     d = run.df
     rows = []
     for name in SERVERS:

@@ -74,7 +74,8 @@ def less(low: Figure | None, high: Figure | None, what: str) -> Outcome:
         bad = usable(f)
         if bad:
             return Outcome(Verdict.INCONCLUSIVE, f"{what}: {bad}")
-    assert low is not None and high is not None
+    assert low is not None
+    assert high is not None
     if low.hi < high.lo:
         return Outcome(Verdict.CONFIRMED, f"{what}: the intervals do not overlap")
     if low.lo > high.hi:

@@ -189,8 +189,9 @@ def _cgroup_delta(
     sys_a, sys_b = a.cgroup_sys_ns or [], b.cgroup_sys_ns or []
     sys_ns = (
         sum(max(0, y - x) for x, y in zip(sys_a, sys_b, strict=True))
-        if len(sys_a) == len(sys_b) == len(per) else 0
-    )  # fmt: skip
+        if len(sys_a) == len(sys_b) == len(per)
+        else 0
+    )
     total = sum(per)
     on_server = sum(per[c] for c in server_cpus or () if c < len(per))
     return (total, min(sys_ns, total)), on_server

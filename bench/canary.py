@@ -20,12 +20,13 @@ it as its own process group like every other process it runs.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
 import sys
 import time
+
+from records.usage import OneLineParser
 
 SPIN_ITERATIONS = 100_000
 SPIN_REPEATS = 7
@@ -82,7 +83,7 @@ def measure(server_cpu: int | None, client_cpu: int | None) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.canary", description=__doc__)
+    p = OneLineParser(prog="python -m bench.canary", description=__doc__)
     p.add_argument("--server-cpu", type=int, default=None)
     p.add_argument("--client-cpu", type=int, default=None)
     args = p.parse_args(argv)

@@ -2,7 +2,7 @@
 
 One cell is one server process under one load for one trial. Every cell gets a fresh server
 (never reused: a server's first connections can run at a fraction of its later speed, measured on
-these VMs), started through `servers.launch` pinned to the server's
+these VMs), started through `bench.launch` pinned to the server's
 CPUs, and a load generator run as its own process group pinned to the client's CPUs. While the
 load runs, `bench.monitor` samples the server's process tree.
 
@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.cgroup import CpuGroup
+from bench.launch import ServerProcess, ServerStartError, StopReport
 from bench.memguard import MemoryGuard
 from bench.monitor import DEFAULT_INTERVAL_S, Monitor, server_connections
 from bench.profile import CellSpec
@@ -42,7 +43,6 @@ from bench.verdict import Reasons, judge, last_line
 from records import loadargs, schema
 from records import xray as records_xray
 from records.limits import open_deadline_s
-from servers.launch import ServerProcess, ServerStartError, StopReport
 
 # Beyond warm-up + duration + per-request timeout, the load generator gets this long to connect,
 # finish and write its result before it is considered hung (1000 connections to a forking server
@@ -116,6 +116,41 @@ def end_group(popen: subprocess.Popen[bytes], grace_s: float = 2.0) -> None:
         popen.wait(timeout=5)
 
 
+STOPPED, DEADLINE = "stopped", "deadline"
+
+
+@dataclass(frozen=True, slots=True)
+class Supervised:
+    """How a supervised process ended: its exit status, or why it was not waited for."""
+
+    code: int | None  # None: still running when supervision ended (see `why`)
+    why: str | None = None  # STOPPED (the runner's stop), DEADLINE, or what `watch` said
+
+
+def supervise(
+    popen: subprocess.Popen[bytes],
+    limit_s: float,
+    stop: threading.Event,
+    poll_s: float = 0.1,
+    watch: Callable[[], str | None] | None = None,
+) -> Supervised:
+    """Wait for a process we started, a poll at a time: the one loop behind a cell's load
+    generator, a cluster shard and the runner's helper steps (issue 22). Ends early when `stop`
+    is set, at `limit_s`, or when `watch` returns a reason; ending the process group is the
+    caller's (`end_group`, in its `finally`)."""
+    deadline = time.monotonic() + limit_s
+    while True:
+        try:
+            return Supervised(popen.wait(timeout=poll_s))
+        except subprocess.TimeoutExpired:
+            if stop.is_set():
+                return Supervised(None, STOPPED)
+            if time.monotonic() > deadline:
+                return Supervised(None, DEADLINE)
+            if watch is not None and (why := watch()) is not None:
+                return Supervised(None, why)
+
+
 def prime(host: str, port: int, size: int) -> int:
     """Echo one message of `size` bytes on a connection that then closes; return bytes echoed."""
     payload = bytes(range(256)) * (size // 256) + bytes(range(size % 256))
@@ -159,9 +194,12 @@ def loadgen_limit_s(config: schema.LoadConfig) -> float:
 
 
 def server_run_from(
-    server: ServerProcess | None, name: str, argv: list[str], report: StopReport | None,
+    server: ServerProcess | None,
+    name: str,
+    argv: list[str],
+    report: StopReport | None,
     stderr_tail: list[str] | None = None,
-) -> schema.ServerRun:  # fmt: skip
+) -> schema.ServerRun:
     return schema.ServerRun(
         name=name,
         argv=argv,
@@ -300,8 +338,9 @@ class CellRun:
         if no_group:
             notes.append(f"server CPU from /proc/stat, foreign CPU not measured: {no_group}")
         try:
-            return self._run_in(spec, params, args, server_cpus, client_cpus, group, xray_path,
-                                started, notes, rate)  # fmt: skip
+            return self._run_in(
+                spec, params, args, server_cpus, client_cpus, group, xray_path, started, notes, rate
+            )
         finally:
             if group is not None:
                 group.remove()
@@ -321,12 +360,16 @@ class CellRun:
     ) -> schema.CellResult:
         try:
             server = ServerProcess.start(
-                spec.server, args, cpus=server_cpus, nofile=spec.nofile,
+                spec.server,
+                args,
+                cpus=server_cpus,
+                nofile=spec.nofile,
                 wrap=group.wrap if group is not None else None,
-            )  # fmt: skip
+            )
         except ServerStartError as exc:
-            run = server_run_from(None, spec.server, [spec.server, *spec.server_args], None,
-                                  exc.stderr_tail)  # fmt: skip
+            run = server_run_from(
+                None, spec.server, [spec.server, *spec.server_args], None, exc.stderr_tail
+            )
             failed = Reasons()
             failed.add("server-start", f"server did not start: {exc}{last_line(exc.stderr_tail)}")
             return self._result(params, failed, None, run, None, started, notes)
@@ -368,10 +411,19 @@ class CellRun:
         run = server_run_from(server, spec.server, server.argv, report)
         pss_age = monitor.pss.max_age_s if monitor.pss.partial_samples else None
         cpu = judge(
-            params, load, report, monitor_data, reasons, notes, died_during=died_during,
-            primed=primed, server_cpus=server_cpus, client_cpus=client_cpus,
-            monitor_hz=monitor.achieved_hz(), pss_max_age_s=pss_age,
-        )  # fmt: skip
+            params,
+            load,
+            report,
+            monitor_data,
+            reasons,
+            notes,
+            died_during=died_during,
+            primed=primed,
+            server_cpus=server_cpus,
+            client_cpus=client_cpus,
+            monitor_hz=monitor.achieved_hz(),
+            pss_max_age_s=pss_age,
+        )
         xray = None
         if xray_path is not None:
             xray, gap = read_xray(xray_path, load)
@@ -421,25 +473,20 @@ class CellRun:
                 self.on_pids(
                     {"cell_id": spec.cell_id, "server_pid": server.pid, "loadgen_pid": popen.pid}
                 )
-                deadline = time.monotonic() + limit
-                while True:
-                    try:
-                        code = popen.wait(timeout=0.1)
-                        break
-                    except subprocess.TimeoutExpired:
-                        if self.stop.is_set():
-                            raise Interrupted from None
-                        if time.monotonic() > deadline:
-                            return None, (
-                                "load",
-                                f"load generator still running after {limit:.0f} s",
-                            )
-                        why = guard.check(monitor.latest() if monitor else None)
-                        if why is not None:
-                            held = server_connections(server.port)
-                            memory_stop = f"stopped at {held} connections: memory ({why})"
-                            code = None
-                            break
+                ended = supervise(
+                    popen,
+                    limit,
+                    self.stop,
+                    watch=lambda: guard.check(monitor.latest() if monitor else None),
+                )
+                code = ended.code
+                if ended.why == STOPPED:
+                    raise Interrupted
+                if ended.why == DEADLINE:
+                    return None, ("load", f"load generator still running after {limit:.0f} s")
+                if ended.why is not None:  # the memory guard
+                    held = server_connections(server.port)
+                    memory_stop = f"stopped at {held} connections: memory ({ended.why})"
             finally:
                 end_group(popen)
             tail = _tail(err_path)
@@ -478,9 +525,19 @@ class CellRun:
         xray: schema.Xray | None = None,
     ) -> schema.CellResult:
         return cell_result(
-            self.spec, params, reasons, load=load, run=run, monitor=monitor,
-            started=started, ended=utc_now(), notes=notes, cpu=cpu, git=self.git, xray=xray,
-        )  # fmt: skip
+            self.spec,
+            params,
+            reasons,
+            load=load,
+            run=run,
+            monitor=monitor,
+            started=started,
+            ended=utc_now(),
+            notes=notes,
+            cpu=cpu,
+            git=self.git,
+            xray=xray,
+        )
 
 
 def read_xray(path: Path, load: schema.LoadResult | None) -> tuple[schema.Xray | None, str | None]:

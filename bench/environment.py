@@ -21,6 +21,7 @@ import resource
 import socket
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -133,8 +134,9 @@ def _raise(which: int) -> dict[str, Any]:
     return info
 
 
-def collect(server_cpus: tuple[int, ...] | None, client_cpus: tuple[int, ...] | None,
-            placement: str) -> dict[str, Any]:  # fmt: skip
+def collect(
+    server_cpus: tuple[int, ...] | None, client_cpus: tuple[int, ...] | None, placement: str
+) -> dict[str, Any]:
     freq = psutil.cpu_freq()
     return {
         "cpu_model": cpu_model(),
@@ -204,3 +206,18 @@ def busy_warnings(window_s: float = 0.5, hog_percent: float = 50.0) -> list[str]
     for pct, pid, cmd in sorted(hogs, reverse=True)[:5]:
         warnings.append(f"pid {pid} uses {pct:.0f}% of a CPU: {cmd}")
     return warnings
+
+
+def new_run_dir(out: Path) -> Path:
+    """results/<UTC timestamp>-<hostname>/, made here (a second run in the same second: -2)."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    host = "".join(c if c.isalnum() or c in "-_" else "-" for c in socket.gethostname())
+    base = out / f"{stamp}-{host}"
+    path, n = base, 1
+    while True:
+        try:
+            path.mkdir(parents=True)
+            return path
+        except FileExistsError:
+            n += 1
+            path = base.with_name(f"{base.name}-{n}")

@@ -88,8 +88,7 @@ def scan_group(pgid: int) -> list[_Stat]:
         st = parse_stat(entry.name, raw)
         if st.pgrp != pgid:
             continue
-        out.append(_Stat(st.pid, st.state, st.tree_user_s, st.tree_sys_s, st.threads,
-                         st.rss_bytes))  # fmt: skip
+        out.append(_Stat(st.pid, st.state, st.tree_user_s, st.tree_sys_s, st.threads, st.rss_bytes))
     return out
 
 

@@ -25,164 +25,24 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, cast
 
+from bench.scenarios import (
+    DEFAULT_COUNTER_MODES,
+    DEFAULT_MEM_AVAILABLE_FLOOR,
+    FAULT_SCENARIOS,
+    PLACEMENTS,
+    SCENARIO_KEYS,
+    SCENARIOS,
+    TOP_KEYS,
+)
 from records import loadargs
 from records.limits import MAX_CONNECTIONS, MAX_SIZE
+from records.registry import SERVERS, Option
 from records.schema import CellParams, LoadConfig, Placement
-from servers.registry import SERVERS, Model, Option
 
 PROFILE_DIR = Path(__file__).with_name("profiles")
 # Per cell, beyond warm-up and measured phase: server start and stop, the load generator's own
 # start-up (~1.3 s measured here), the primer. Used for estimates only.
 CELL_OVERHEAD_S = 1.8
-
-# Every scenario's fixed shape: (mode, load model) and the defaults a profile may override.
-_SCENARIOS: dict[str, dict[str, Any]] = {
-    "concurrency": {"mode": "persistent", "load": "closed", "size": [64]},
-    "size": {"mode": "persistent", "load": "closed", "connections": [10]},
-    "per-request": {"mode": "per-request", "load": "closed", "size": [64]},
-    "open-loop": {
-        "mode": "persistent",
-        "load": "open",
-        "size": [64],
-        "connections": [10],
-        "rate_fractions": [0.25, 0.5, 0.75],
-    },
-    # issue 21: every server at one offered rate, open loop, at 10, 100 and 1000 persistent
-    # connections: the comparison at load that the server decides. The load generator cannot
-    # saturate the cheapest servers on this machine, and a server's CPU per request falls as
-    # its load rises (it batches more), so closed-loop figures taken at different rates do not
-    # compare: one rate that every server sustains does. A pool gets a worker per connection
-    # (`--workers N`): at 4 workers it would serve 4 clients, and its rate would not be this one.
-    "at-load": {
-        "mode": "persistent",
-        "load": "open",
-        "size": [64],
-        "connections": [10, 100, 1000],
-        "rates": [5000],
-        "pool_per_connection": True,
-    },
-    "placement": {
-        "mode": "persistent",
-        "load": "closed",
-        "size": [64],
-        "connections": [1],
-        "placements": ["split", "shared"],
-    },
-    # issue 21: at one offered rate (open loop), not closed loop: the client saturated before
-    # the servers did, so closed-loop cells ran each counter at its own rate, and CPU per
-    # request (what a count costs the server) is only comparable at one rate.
-    "shared-counter": {
-        "mode": "persistent",
-        "load": "open",
-        "size": [64],
-        "connections": [10],
-        "rates": [20000],
-    },
-    # issue 7: `connections` is the total a server holds; `active` of them measure latency in a
-    # closed loop and the rest are idle (loadgen --idle: opened first, held, echoed once at end).
-    "scale": {
-        "mode": "persistent",
-        "load": "closed",
-        "size": [64],
-        "connections": [100, 1000, 3000, 10000],
-        "active": 10,
-    },
-    # issue 7's teaching switches: the process server with the book's bug switched on next to
-    # the same server as Fig. 12.5 writes it, under the same connection-per-request load.
-    "leak-connfd": {
-        "mode": "per-request",
-        "load": "closed",
-        "size": [64],
-        "connections": [10],
-        "servers": ["process"],
-        "fault_arg": "--leak-connfd",
-        "nofile": 256,  # low, so the leak reaches EMFILE within a short cell
-        "close_wait": True,
-    },
-    # issue 13: one connection at a time through each forking server, every step recorded
-    # (servers/xray.py, servers/c/process.c): where a fork's cost goes, Python beside C, and
-    # the Python servers again with gc.freeze() before the first fork.
-    "xray": {
-        "mode": "per-request",
-        "load": "closed",
-        "size": [64],
-        "connections": [1],
-        "servers": ["process", "inetd", "c-process"],
-        "xray": True,
-        "gc_freeze": ["process"],  # inetd's child execs cat: nothing of Python is left to fault
-    },
-    # issue 14: the same servers on 1, 2, 4, ... CPUs, connection per request, the load
-    # generator on the rest. Processes can use more cores in Python; threads share one
-    # interpreter lock; an event loop is one thread. A count that leaves the load generator
-    # fewer CPUs than the server is skipped at run time, and the whole sweep when fewer than two
-    # counts fit (bench/runner.py says so in one line).
-    "cores": {
-        "mode": "per-request",
-        "load": "closed",
-        "size": [64],
-        "connections": [100],
-        "servers": ["process", "prefork", "thread", "uvloop"],
-        "server_cpus": [1, 2, 4, 8, 16],
-    },
-    "naive-reaper": {
-        "mode": "per-request",
-        "load": "closed",
-        "size": [64],
-        "connections": [10],
-        "servers": ["process"],
-        "fault_arg": "--naive-reaper",
-    },
-}
-FAULT_SCENARIOS = ("leak-connfd", "naive-reaper")
-# The memory guard (bench/cell.py): stop a cell when MemAvailable falls below this share of
-# MemTotal, whatever the profile's cap on the server's PSS says.
-DEFAULT_MEM_AVAILABLE_FLOOR = 0.15
-
-# The counter each model can keep (servers' --shared-counter); "off" (null) is always run too.
-DEFAULT_COUNTER_MODES: dict[str, list[str]] = {
-    Model.PROCESS.value: ["naive", "shm", "pipe"],
-    Model.THREAD.value: ["lock"],
-    Model.EVENT.value: ["global"],
-}
-
-_TOP_KEYS = {
-    "name",
-    "time_budget_s",
-    "description",
-    "trials",
-    "duration_s",
-    "warmup_s",
-    "timeout_s",
-    "servers",
-    "server_args",
-    "placement",
-    "microbench",
-    "scenarios",
-    "client_workers",
-    "memory_cap_mb",
-    "mem_available_floor",
-}
-_SCENARIO_KEYS = {
-    "name",
-    "why",
-    "servers",
-    "connections",
-    "size",
-    "duration_s",
-    "warmup_s",
-    "rate_fractions",
-    "rates",
-    "placements",
-    "counter_modes",
-    "counter_off",
-    "server_args",
-    "active",
-    "memory_cap_mb",
-    "nofile",
-    "gc_freeze",
-    "server_cpus",
-}
-_PLACEMENTS = ("split", "shared", "unpinned")
 
 
 class ProfileError(ValueError):
@@ -275,7 +135,7 @@ def build(data: Mapping[str, Any], *, unpinned: bool = False) -> Profile:
     `unpinned` (the CLI's --unpinned) runs every cell unpinned: placements collapse to one.
     """
     data = dict(data)
-    _no_unknown(data, _TOP_KEYS, "profile")
+    _no_unknown(data, TOP_KEYS, "profile")
     name = _str(data.get("name", "custom"), "name")
     trials = _int(data.get("trials", 3), "trials", lo=1)
     duration = _num(data.get("duration_s", 1.0), "duration_s", lo=0.05)
@@ -323,8 +183,12 @@ def build(data: Mapping[str, Any], *, unpinned: bool = False) -> Profile:
         for trial in range(1, trials + 1):
             for pt in group:
                 scenario, server, args, params, where = (
-                    pt.scenario, pt.server, pt.args, pt.params, pt.placement
-                )  # fmt: skip
+                    pt.scenario,
+                    pt.server,
+                    pt.args,
+                    pt.params,
+                    pt.placement,
+                )
                 ref = None
                 if params.load == "open" and params.rate is None:
                     ref = _ref_key(server, args, params, where)
@@ -346,7 +210,7 @@ def build(data: Mapping[str, Any], *, unpinned: bool = False) -> Profile:
                         mem_available_floor=floor,
                         nofile=nofile,
                         close_wait=pt.limits.close_wait,
-                        xray=bool(_SCENARIOS[scenario].get("xray", False)),
+                        xray=bool(SCENARIOS[scenario].get("xray", False)),
                         server_cpus=params.server_cpus,
                     )
                 )
@@ -397,7 +261,7 @@ class _Point:
 
 def _limits(sc: Mapping[str, Any], index: int, default_cap: float | None) -> ScenarioLimits:
     where = f"scenarios[{index}]"
-    shape = _SCENARIOS.get(str(sc.get("name")), {})
+    shape = SCENARIOS.get(str(sc.get("name")), {})
     cap = sc.get("memory_cap_mb", default_cap)
     nofile = sc.get("nofile", shape.get("nofile"))
     return ScenarioLimits(
@@ -419,12 +283,12 @@ def _expand(
     unpinned: bool,
 ) -> list[tuple[str, str, tuple[str, ...], CellParams, Placement]]:
     where = f"scenarios[{index}]"
-    _no_unknown(sc, _SCENARIO_KEYS, where)
+    _no_unknown(sc, SCENARIO_KEYS, where)
     name = _str(sc.get("name"), f"{where}.name")
-    if name not in _SCENARIOS:
-        raise ProfileError(f"{where}: unknown scenario {name!r} (known: {', '.join(_SCENARIOS)})")
+    if name not in SCENARIOS:
+        raise ProfileError(f"{where}: unknown scenario {name!r} (known: {', '.join(SCENARIOS)})")
     where = f"scenario {name!r}"
-    shape = _SCENARIOS[name]
+    shape = SCENARIOS[name]
     servers = _servers(sc.get("servers", shape.get("servers", default_servers)), f"{where}.servers")
     conns = _int_list(sc.get("connections", shape.get("connections")), f"{where}.connections")
     sizes = _int_list(sc.get("size", shape.get("size")), f"{where}.size")
@@ -617,8 +481,11 @@ def _cell(
     if params.server_cpus:
         parts.append(f"cpus{params.server_cpus}")
     if scenario in FAULT_SCENARIOS:
-        parts.append("fault" if any(a.startswith("--") and a[2:] in FAULT_SCENARIOS
-                                    for a in args) else "control")  # fmt: skip
+        parts.append(
+            "fault"
+            if any(a.startswith("--") and a[2:] in FAULT_SCENARIOS for a in args)
+            else "control"
+        )
     parts += [placement, f"t{trial}", digest]
     cell_id = "_".join(parts)
     safe = "".join(ch if ch.isalnum() or ch in "._-" else "-" for ch in cell_id)
@@ -710,8 +577,8 @@ def _servers(value: Any, where: str) -> list[str]:
 
 
 def _placement(value: Any, where: str) -> Placement:
-    if value not in _PLACEMENTS:
-        raise ProfileError(f"{where}: placement must be one of {_PLACEMENTS}, got {value!r}")
+    if value not in PLACEMENTS:
+        raise ProfileError(f"{where}: placement must be one of {PLACEMENTS}, got {value!r}")
     return cast(Placement, value)
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import signal
 import socket
@@ -26,14 +25,31 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from bench import cgroup, environment
-from bench.cell import CellRun, CpuPlan, Interrupted, end_group, failed_cell, utc_now
-from bench.cluster import Cluster, ClusterCellRun, ClusterError, unsupported
+from bench.cell import (
+    STOPPED,
+    CellRun,
+    CpuPlan,
+    Interrupted,
+    end_group,
+    failed_cell,
+    supervise,
+    utc_now,
+)
+from bench.cluster import Cluster, ClusterCellRun
+from bench.cluster_tasks import ClusterError
+from bench.environment import new_run_dir
+from bench.placement import (
+    REFERENCE_SERVER_CPUS,
+    beyond_limit,
+    client_workers,
+    fit_cluster,
+    fit_cores,
+)
 from bench.profile import (
     CELL_OVERHEAD_S,
     CellSpec,
@@ -45,20 +61,14 @@ from bench.profile import (
 )
 from bench.profile import read as read_profile
 from bench.progress import Progress, fmt_duration
+from bench.rerun_policy import noisy_points, spoiled
 from records import schema
-from records.rerun import EPISODE_SPEED, OUTLIER_SHARE, RERUN_MAX_SHARE  # the policy: see there
+from records.rerun import RERUN_MAX_SHARE  # the policy: see there
 
 MICROBENCH_TIMEOUT_S = 1200.0
 REPORT_TIMEOUT_S = 600.0
 CANARY_EVERY = 10  # cells between two canaries (~0.1 s each: ~3 s over a standard run)
 CANARY_TIMEOUT_S = 30.0
-# Extra rounds (a profile's time_budget_s): the headline points whose trials disagree by more
-# than this CV get one more round, while the budget lasts.
-DECIDE_CV = 0.10
-# Over the re-run cap, measured foreign CPU ranks above any indirect evidence (a canary's
-# 1 - speed is below 1; an outlier's |log ratio| is below this for any ratio a cell can show).
-FOREIGN_FIRST = 100.0
-DECIDE_SCENARIOS = ("concurrency", "per-request")
 
 
 class UsageError(Exception):
@@ -84,12 +94,6 @@ class RunOptions:
     cluster: str | None = None
 
 
-# The server's CPUs in every cell but the cores sweep's: as many as the reference run's 2-CPU
-# machine gave it, whatever this machine has, so that runs on different machines compare like
-# for like (the load generator gets every other CPU; the manifest records both).
-REFERENCE_SERVER_CPUS = 1
-
-
 def plan_cpus(opts: RunOptions) -> CpuPlan:
     """The CPU split: the server on REFERENCE_SERVER_CPUS CPUs, the load generator on the rest."""
     if opts.unpinned:
@@ -110,72 +114,6 @@ def plan_cpus(opts: RunOptions) -> CpuPlan:
     if set(server) & set(client):
         raise UsageError(f"server CPUs {list(server)} and client CPUs {list(client)} overlap")
     return CpuPlan(tuple(server), tuple(client))
-
-
-def client_workers(spec: CellSpec, cpus: CpuPlan) -> int:
-    """One load-generator worker per CPU it has (one when it shares the server's)."""
-    _, client = cpus.for_cell(spec.placement, spec.server_cpus)
-    if spec.placement != "split" or client is None:
-        return 1
-    return len(client)
-
-
-def fit_cores(todo: list[CellSpec], cpus: CpuPlan) -> tuple[list[CellSpec], list[str]]:
-    """Drop the cores sweep's cells this machine cannot give their CPUs; the whole sweep when
-    fewer than two CPU counts fit (one point is not a sweep). Returns the cells to run and one
-    line per thing skipped, saying why."""
-    sweep = [c for c in todo if c.server_cpus is not None]
-    if not sweep:
-        return todo, []
-    asked = sorted({c.server_cpus for c in sweep if c.server_cpus is not None})
-    fit = [k for k in asked if cpus.fits(k)]
-    usable = len(cpus.pool())
-    if len(fit) < 2:
-        why = (
-            "unpinned: the server has no CPUs of its own"
-            if cpus.server is None
-            else f"this machine has {usable} usable CPUs; the sweep needs the server on 1 and "
-            f"2 CPUs with as many again for the load generator (4 CPUs)"
-        )
-        lines = [f"cores: skipped ({len(sweep)} cells): {why}"]
-        return [c for c in todo if c.server_cpus is None], lines
-    lines = []
-    beyond = [k for k in asked if k not in fit]
-    if beyond:
-        lines.append(
-            f"cores: server on {', '.join(map(str, beyond))} CPUs skipped: {usable} usable CPUs "
-            "leave the load generator fewer CPUs than the server"
-        )
-    return [c for c in todo if c.server_cpus is None or c.server_cpus in fit], lines
-
-
-def fit_cluster(todo: list[CellSpec]) -> tuple[list[CellSpec], list[str]]:
-    """Drop the cells that cannot run across hosts, one line per scenario saying why."""
-    why: dict[str, tuple[str, int]] = {}
-    keep = []
-    for spec in todo:
-        reason = unsupported(spec)
-        if reason is None:
-            keep.append(spec)
-        else:
-            _, n = why.get(spec.scenario, (reason, 0))
-            why[spec.scenario] = (reason, n + 1)
-    lines = [f"{name}: skipped on a cluster ({n} cells): {r}" for name, (r, n) in why.items()]
-    return keep, lines
-
-
-def new_run_dir(out: Path) -> Path:
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    host = "".join(c if c.isalnum() or c in "-_" else "-" for c in socket.gethostname())
-    base = out / f"{stamp}-{host}"
-    path, n = base, 1
-    while True:
-        try:
-            path.mkdir(parents=True)
-            return path
-        except FileExistsError:
-            n += 1
-            path = base.with_name(f"{base.name}-{n}")
 
 
 class Runner:
@@ -229,8 +167,10 @@ class Runner:
             self._connect(old)
             limits = self._limits(profile)
             cpus = CpuPlan(old.server_cpus, old.client_cpus)
-            resumes = [*old.environment.get("resumes", []), {"at": utc_now(),
-                       "git": environment.git_state()}]  # fmt: skip
+            resumes = [
+                *old.environment.get("resumes", []),
+                {"at": utc_now(), "git": environment.git_state()},
+            ]
             warnings = [*old.busy_warnings, *(f"resume: {w}" for w in self._busy())]
             manifest = replace(
                 old,
@@ -496,59 +436,7 @@ class Runner:
         schema.write_atomic(run_dir / "manifest.json", self.manifest)
 
     def _spoiled(self, profile: Profile) -> dict[str, tuple[float, str]]:
-        """Trials to run again: (how badly, why) by cell id. Beside foreign CPU (FOREIGN_FIRST +
-        its share of the window: measured on the server's own CPU, it ranks first), next to a
-        slow canary (how much slower), or far from their siblings either way (the log of the
-        ratio)."""
-        why: dict[str, tuple[float, str]] = {}
-        canaries = self.canaries
-        if len(canaries) >= 3:
-            spin = statistics.median(c.spin_us for c in canaries)
-            rtt = statistics.median(c.pipe_rtt_us for c in canaries)
-            for k, c in enumerate(canaries):
-                speed = min(spin / c.spin_us, rtt / c.pipe_rtt_us)
-                if speed >= EPISODE_SPEED:
-                    continue
-                lo = canaries[k - 1].t_s if k > 0 else 0.0
-                hi = canaries[k + 1].t_s if k + 1 < len(canaries) else math.inf
-                for cell_id, t in self.cell_times.items():
-                    if lo <= t <= hi and self.results[cell_id].status == "ok":
-                        why[cell_id] = (
-                            1.0 - speed,
-                            f"the canary at {c.at} ran at {speed:.2f}x the run's median speed "
-                            f"(spin {c.spin_us:,.0f} us, pipe round trip {c.pipe_rtt_us:,.0f} us)",
-                        )
-        points: dict[str, list[CellSpec]] = {}
-        for spec in profile.cells:
-            points.setdefault(spec.point_key, []).append(spec)
-        for specs in points.values():
-            rps = {
-                sp.cell_id: r.load.requests_per_s
-                for sp in specs
-                if (r := self.results.get(sp.cell_id)) is not None
-                and r.status == "ok" and r.load is not None and r.load.requests_per_s > 0
-            }  # fmt: skip
-            if len(rps) < 3:
-                continue
-            med = statistics.median(rps.values())
-            for cell_id, x in rps.items():
-                far = x < OUTLIER_SHARE * med or x > med / OUTLIER_SHARE
-                if far and cell_id not in why:
-                    why[cell_id] = (
-                        abs(math.log(x / med)),
-                        f"{x:,.0f} req/s, {x / med:.2f}x the median of its {len(rps)} trials",
-                    )
-        for cell_id, r in self.results.items():
-            cpu = r.cpu
-            if r.status == "ok" and cpu is not None and cpu.foreign_flag and cell_id not in why:
-                why[cell_id] = (
-                    # direct evidence ranks first: the server's own CPU was shared, measured
-                    FOREIGN_FIRST + (cpu.foreign_s or 0) / max(cpu.window_s, 1e-9),
-                    f"foreign CPU on the server's CPUs: {(cpu.foreign_s or 0) * 1e3:,.0f} ms in "
-                    f"its {cpu.window_s:.2f} s window",
-                )
-        # a cell is re-run at most once: a second attempt stands, whatever it measured
-        return {k: v for k, v in why.items() if self.results[k].attempt < 2}
+        return spoiled(profile, self.results, self.canaries, self.cell_times)
 
     def _rerun_spoiled(self, run_dir: Path, profile: Profile, cpus: CpuPlan) -> None:
         """Run each spoiled trial once more, at the end. The re-run is the cell's figure and
@@ -582,9 +470,10 @@ class Runner:
             first = old.load.requests_per_s if old.load else 0.0
             reason = f"first run at {old.started_at}: {why[spec.cell_id]}"
             new = replace(
-                new, rerun=reason, notes=[*new.notes, f"re-run ({first:,.0f} req/s at first): "
-                                          f"{why[spec.cell_id]}"],
-            )  # fmt: skip
+                new,
+                rerun=reason,
+                notes=[*new.notes, f"re-run ({first:,.0f} req/s at first): {why[spec.cell_id]}"],
+            )
             self._keep(run_dir, spec, new)
 
     def _extra_rounds(self, run_dir: Path, profile: Profile, cpus: CpuPlan, t0: float) -> None:
@@ -594,18 +483,7 @@ class Runner:
         cells are new trials of their points; the manifest lists them."""
         if profile.time_budget_s is None or self.opts.resume is not None:
             return
-        points: dict[str, list[CellSpec]] = {}
-        for spec in profile.cells:
-            if spec.scenario in DECIDE_SCENARIOS and spec.ref_point is None:
-                points.setdefault(spec.point_key, []).append(spec)
-        noisy: list[tuple[float, CellSpec, int]] = []
-        for specs in points.values():
-            rps = [r.load.requests_per_s for sp in specs
-                   if (r := self.results.get(sp.cell_id)) is not None and r.status == "ok"
-                   and r.load is not None and r.load.requests_per_s > 0]  # fmt: skip
-            if len(rps) >= 2 and (cv := statistics.stdev(rps) / statistics.mean(rps)) > DECIDE_CV:
-                noisy.append((cv, specs[-1], max(sp.trial for sp in specs) + 1))
-        noisy.sort(key=lambda x: -x[0])
+        noisy = noisy_points(profile, self.results)
         added: list[str] = []
         for cv, last, trial in noisy:
             spec = extra_trial(last, trial)
@@ -627,38 +505,40 @@ class Runner:
             schema.write_atomic(run_dir / "manifest.json", self.manifest)
 
     def _beyond_limit(self, spec: CellSpec) -> str | None:
-        """A scale cell above a connection count where the same server (same arguments, same
-        trial) already stopped: not run, and why (a server that could not hold 3,000 clients
-        will not hold 10,000, and a fork server's attempt costs minutes and gigabytes)."""
-        if spec.params.active is None:
-            return None
-        for done in self.results.values():
-            if (
-                done.scenario == spec.scenario
-                and done.server == spec.server
-                and done.trial == spec.trial
-                and done.status == "failed"
-                and _same_args(done, spec.server_args)
-                and done.params.connections < spec.params.connections
-                and _stopped_at_scale(done)
-            ):
-                return f"not run: {spec.server} already stopped below this ({done.reason})"
-        return None
+        return beyond_limit(spec, self.results)
 
-    def _cell(self, spec: CellSpec, run_dir: Path, cpus: CpuPlan, workers: int,
-              on_pids: Any, rate: float | None) -> schema.CellResult:  # fmt: skip
+    def _cell(
+        self,
+        spec: CellSpec,
+        run_dir: Path,
+        cpus: CpuPlan,
+        workers: int,
+        on_pids: Any,
+        rate: float | None,
+    ) -> schema.CellResult:
         if rate is None:  # a fixed rate (at-load) is the spec's own, re-runs included
             rate = spec.params.rate
         if self.cluster is not None:
             across = ClusterCellRun(
-                spec, self.cluster, cpus, workers, stop=self.stop, git=self.git,
+                spec,
+                self.cluster,
+                cpus,
+                workers,
+                stop=self.stop,
+                git=self.git,
                 monitor_interval_s=self.opts.monitor_interval_s,
-            )  # fmt: skip
+            )
             return across.run(rate)
         runner = CellRun(
-            spec, run_dir, cpus, workers, on_pids,
-            monitor_interval_s=self.opts.monitor_interval_s, stop=self.stop, git=self.git,
-        )  # fmt: skip
+            spec,
+            run_dir,
+            cpus,
+            workers,
+            on_pids,
+            monitor_interval_s=self.opts.monitor_interval_s,
+            stop=self.stop,
+            git=self.git,
+        )
         return runner.run(rate)
 
     def _reference_rate(
@@ -679,18 +559,13 @@ class Runner:
     def _subprocess(self, argv: list[str], timeout_s: float) -> int | None:
         """Run a helper step in its own process group; None if it timed out. Interruptible."""
         popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, start_new_session=True)
-        deadline = time.monotonic() + timeout_s
         try:
-            while True:
-                try:
-                    return popen.wait(timeout=0.2)
-                except subprocess.TimeoutExpired:
-                    if self.stop.is_set():
-                        raise Interrupted from None
-                    if time.monotonic() > deadline:
-                        return None
+            ended = supervise(popen, timeout_s, self.stop, poll_s=0.2)
         finally:
             end_group(popen)
+        if ended.why == STOPPED:
+            raise Interrupted
+        return ended.code
 
     def _microbench(self, run_dir: Path, fast: bool) -> None:
         if (run_dir / "microbench.json").exists():
@@ -714,30 +589,6 @@ class Runner:
         if code != 0:
             what = "timed out" if code is None else f"failed (exit {code})"
             self._say(f"warning: report {what}; raw results are complete in {run_dir}")
-
-
-def _stopped_at_scale(done: schema.CellResult) -> bool:
-    """Whether a scale cell failed because the server reached its limit (or the memory guard
-    stopped it); files older than version 4 say so only in words."""
-    if done.failure_kind is not None:
-        return done.failure_kind in ("limit", "memory")
-    return (done.reason or "").startswith(("limit reached", "stopped at"))
-
-
-def _same_args(done: schema.CellResult, args: tuple[str, ...]) -> bool:
-    """Whether a finished cell's server ran with exactly `args`."""
-    if done.server_args is not None:
-        return done.server_args == list(args)
-    # before version 4 the arguments are only in the argv, after the runner's own options
-    argv = done.server_run.argv if done.server_run is not None else []
-    if done.server not in argv:
-        return False
-    # argv: python -m servers NAME --host H --port 0 ARGS... [--xray FILE] (the runner's own)
-    tail = argv[argv.index(done.server) + 5 :]
-    if "--xray" in tail:
-        at = tail.index("--xray")
-        tail = tail[:at] + tail[at + 2 :]
-    return tail == list(args)
 
 
 def run(opts: RunOptions) -> int:

@@ -28,8 +28,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from servers.launch import ServerProcess
-from servers.registry import LEAN_FLAGS, SERVERS
+from bench.launch import ServerProcess
+from records.registry import LEAN_FLAGS, SERVERS
 
 TWINS = Path(__file__).with_name("twins")
 CLIENT = Path(__file__).parents[1] / "loadgen" / "native" / "bin" / "epoll_client"
@@ -97,12 +97,16 @@ def run(names: list[str], rounds: int, warmup_s: float, seconds: float, syscalls
         print("bench-servers: needs 2 CPUs (server on 0, client on 1)", file=sys.stderr)
         return 2
     if not CLIENT.exists():
-        print(f"bench-servers: {CLIENT} is not built (make native; needs a C compiler)",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"bench-servers: {CLIENT} is not built (make native; needs a C compiler)",
+            file=sys.stderr,
+        )
         return 2
-    print(f"connections/s under the C client ({SLOTS} slots, {SOURCES} source addresses, {SIZE} B"
-          f" per connection), server CPU 0, client CPU 1; {rounds} alternated rounds of "
-          f"{seconds:g} s")  # fmt: skip
+    print(
+        f"connections/s under the C client ({SLOTS} slots, {SOURCES} source addresses, {SIZE} B"
+        f" per connection), server CPU 0, client CPU 1; {rounds} alternated rounds of "
+        f"{seconds:g} s"
+    )
     print(f"{'server':<11}{'server conn/s':>15}{'twin conn/s':>13}  ratio median (min..max)")
     for name in names:
         ours: list[float] = []
@@ -142,8 +146,10 @@ def syscalls_per_connection(
         out = Path(tmp) / "strace.txt"
         tracer = subprocess.Popen(
             ["strace", "-f", "-c", "-o", str(out), "-p", str(srv.pid)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         try:
             assert tracer.stderr is not None
             tracer.stderr.readline()  # "strace: Process N attached": tracing from here on
@@ -190,8 +196,10 @@ def print_syscalls(seconds: float) -> None:
         total, top = syscalls_per_connection(name, seconds)
         most = ", ".join(f"{k} {v:.1f}" for k, v in top)
         print(f"  {name:<10} {total:5.1f} in all; most: {most}", flush=True)
-    print(f"\nsystem calls per request, 64 B echoes on persistent connections (strace -c -f, "
-          f"{seconds:g} s):")  # fmt: skip
+    print(
+        f"\nsystem calls per request, 64 B echoes on persistent connections (strace -c -f, "
+        f"{seconds:g} s):"
+    )
     for name in CEILING_SERVERS:
         if SERVERS[name].available():
             print(f"  {name}: skipped ({SERVERS[name].available()})")
@@ -203,8 +211,9 @@ def print_syscalls(seconds: float) -> None:
             if name == "c-uring":  # strace slows the server, so it batches more: its own count
                 own = f"; untraced, its own count: {uring_enters_per_request(seconds, conns):.2f}"
                 own += " io_uring_enter per request"
-            print(f"  {name:<8} {conns:>4} conns {total:6.2f} in all; most: {most}{own}",
-                  flush=True)  # fmt: skip
+            print(
+                f"  {name:<8} {conns:>4} conns {total:6.2f} in all; most: {most}{own}", flush=True
+            )
 
 
 def python_servers() -> list[str]:

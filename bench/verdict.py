@@ -13,8 +13,8 @@ from __future__ import annotations
 import signal
 
 from bench.accounting import account
+from bench.launch import StopReport
 from records import schema
-from servers.launch import StopReport
 
 
 class Reasons:
@@ -147,8 +147,9 @@ def judge(
     if cpu is not None and cpu.client_saturated:
         share = (
             f" (client CPUs {cpu.client_busy_share:.0%} busy)"
-            if cpu.client_busy_share is not None else ""
-        )  # fmt: skip
+            if cpu.client_busy_share is not None
+            else ""
+        )
         notes.append(f"the load generator's CPUs saturated{share}: the figure may be its limit")
     if cpu is not None and cpu.foreign_flag and cpu.foreign_s is not None:
         notes.append(

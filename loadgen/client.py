@@ -5,8 +5,9 @@ Two connection modes (issue 3):
 * persistent -- loadgen/persistent.py: an asyncio Protocol per connection, one message in flight;
 * per-request -- loadgen/per_request.py: connect, one echo, close, on raw sockets in one epoll set.
 
-This module holds what both share: the worker's Run (counters, histograms, the fill phase, the
-timeout sweep), the message format and the socket helpers.
+This module holds what both share: the worker's Run (counters, histograms, the fill count, the
+timeout sweep), the message format and the socket helpers. The fill phase itself is persistent
+mode's (loadgen/persistent.py).
 
 Every echo is compared byte for byte with what was sent. Each message is unique: its first
 8 bytes are (connection uid << 40 | sequence number), so a stale, reordered or cross-connection
@@ -26,19 +27,15 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from records.hist import SampleBuffer
-
-if TYPE_CHECKING:
-    from loadgen.persistent import _Conn
 
 IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)  # Linux 4.2+
 SEQ_BITS = 40
 SEQ_MASK = (1 << SEQ_BITS) - 1
 CONNECT_CONCURRENCY = 128  # bounded so a 10,000-connection setup never overflows listen backlogs
 RECONNECT_DELAY_S = 0.01  # after an error, so a refusing server is not hammered in a hot loop
-FILL_STALL_S = 1.0  # the fill phase gives up once no connection was served for this long
 
 _ERRNO_KINDS = {
     errno.ECONNREFUSED: "refused",
@@ -59,12 +56,6 @@ def classify(exc: BaseException | int) -> tuple[str, str | None]:
         return _ERRNO_KINDS[code], None
     name = errno.errorcode.get(code, type(exc).__name__) if code else type(exc).__name__
     return "other", f"other:{name}"
-
-
-def fill_deadline_s(connections: int, timeout_s: float) -> float:
-    """How long the fill phase may take: one echo timeout, plus 5 ms per connection (a fork
-    server at 1000 connections forks for a few seconds before the last one is served)."""
-    return timeout_s + 0.005 * connections
 
 
 def pattern(size: int) -> bytes:
@@ -156,27 +147,6 @@ class Run:
         fut = self._fill_done
         if fut is not None and not fut.done() and self.filled >= self.fill_target:
             fut.set_result(None)
-
-    async def fill(self, conns: list[_Conn], deadline_s: float, stall_s: float) -> str:
-        """Echo once on every connection before the window: how the phase ended ("all",
-        "stalled": no connection served for `stall_s`, "deadline")."""
-        self.fill_target = len(conns)
-        self.fill_last_ns = time.monotonic_ns()
-        self._fill_done = self.loop.create_future()
-        for conn in conns:
-            conn.send_fill()
-        if self.filled >= self.fill_target:
-            return "all"
-        end = time.monotonic_ns() + int(deadline_s * 1e9)
-        while True:
-            now = time.monotonic_ns()
-            wait_ns = min(end, self.fill_last_ns + int(stall_s * 1e9)) - now
-            if wait_ns <= 0:
-                return "deadline" if now >= end else "stalled"
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self._fill_done), wait_ns / 1e9)
-            if self._fill_done.done():
-                return "all"
 
     def close_window(self, t0: int, t_end: int) -> None:
         """The window closed at `t_end`: every request still in flight is recorded as waiting

@@ -27,7 +27,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from loadgen.client import FILL_STALL_S, fill_deadline_s
+from loadgen.persistent import FILL_STALL_S, fill_deadline_s
 from loadgen.protocol import WorkerInit, WorkerReport
 from records import hist, loadargs
 from records.limits import open_deadline_s
@@ -344,8 +344,11 @@ def build_result(
         if keep:
             histograms[name] = hist.to_schema(merged)
     cpus = [replace(r.client_cpu, worker=i) for i, r in enumerate(reports) if r.client_cpu]
-    walls = [(r.window_end_ns - r.window_start_ns) / 1e9 for r in measured
-             if r.window_end_ns > r.window_start_ns]  # fmt: skip
+    walls = [
+        (r.window_end_ns - r.window_start_ns) / 1e9
+        for r in measured
+        if r.window_end_ns > r.window_start_ns
+    ]
     elapsed = max(walls, default=0.0)
 
     def total(name: str, of: list[WorkerReport] = measured) -> int:

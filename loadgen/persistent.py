@@ -17,6 +17,7 @@ Shared parts (Run, the message format, socket helpers) are in loadgen/client.py.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from typing import Any
@@ -34,6 +35,18 @@ from loadgen.client import (
 )
 
 _now = time.monotonic_ns  # a module global: one lookup on the hot path instead of two
+
+# ------------------------------------------------------------------ the fill phase
+# Persistent mode only (issue 22: it lived in client.py, which then imported this module back):
+# before the window every connection echoes once, so the window measures connections that
+# are all up and served.
+FILL_STALL_S = 1.0  # the fill phase gives up once no connection was served for this long
+
+
+def fill_deadline_s(connections: int, timeout_s: float) -> float:
+    """How long the fill phase may take: one echo timeout, plus 5 ms per connection (a fork
+    server at 1000 connections forks for a few seconds before the last one is served)."""
+    return timeout_s + 0.005 * connections
 
 
 class _Conn(Stream, asyncio.Protocol):
@@ -282,3 +295,25 @@ async def open_all(
 
 
 # ====================================================================== per-request slots
+
+
+async def fill(run: Run, conns: list[_Conn], deadline_s: float, stall_s: float) -> str:
+    """Echo once on every connection before the window: how the phase ended ("all",
+    "stalled": no connection served for `stall_s`, "deadline")."""
+    run.fill_target = len(conns)
+    run.fill_last_ns = time.monotonic_ns()
+    run._fill_done = run.loop.create_future()
+    for conn in conns:
+        conn.send_fill()
+    if run.filled >= run.fill_target:
+        return "all"
+    end = time.monotonic_ns() + int(deadline_s * 1e9)
+    while True:
+        now = time.monotonic_ns()
+        wait_ns = min(end, run.fill_last_ns + int(stall_s * 1e9)) - now
+        if wait_ns <= 0:
+            return "deadline" if now >= end else "stalled"
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(run._fill_done), wait_ns / 1e9)
+        if run._fill_done.done():
+            return "all"

@@ -165,8 +165,8 @@ class Worker:
         opened = run.c.connections_opened
         fill: dict[str, Any] = {}
         if self.cfg.mode == "persistent" and not self.stop.is_set():
-            deadline = client.fill_deadline_s(len(self.uids), self.cfg.timeout_s)
-            ended = await run.fill(conns, deadline, client.FILL_STALL_S)
+            deadline = persistent.fill_deadline_s(len(self.uids), self.cfg.timeout_s)
+            ended = await persistent.fill(run, conns, deadline, persistent.FILL_STALL_S)
             fill = {
                 "echoed": run.filled,
                 "fill_s": (run.fill_last_ns - f0) / 1e9 if run.filled else 0.0,

@@ -127,56 +127,115 @@ def c_plan(fast: bool) -> list[CRun]:
     rounds = "5" if fast else "15"
     fork = str(C_BIN / "fork_wait")
     plan = [
-        CRun("fork_wait.small_parent", "process-control", "n/a", (cpu,),
-             "C fork + _exit + waitpid from a small parent",
-             (fork, "0", rounds, "20" if fast else "50", str(cpu))),
-        CRun("fork_wait.heap_100mb", "process-control", "n/a", (cpu,),
-             "C fork + _exit + waitpid, parent has 100 MiB touched",
-             (fork, "100", rounds, "5" if fast else "10", str(cpu))),
-    ]  # fmt: skip
+        CRun(
+            "fork_wait.small_parent",
+            "process-control",
+            "n/a",
+            (cpu,),
+            "C fork + _exit + waitpid from a small parent",
+            (fork, "0", rounds, "20" if fast else "50", str(cpu)),
+        ),
+        CRun(
+            "fork_wait.heap_100mb",
+            "process-control",
+            "n/a",
+            (cpu,),
+            "C fork + _exit + waitpid, parent has 100 MiB touched",
+            (fork, "100", rounds, "5" if fast else "10", str(cpu)),
+        ),
+    ]
     if not fast:
         plan.append(
-            CRun("fork_wait.heap_1gb", "process-control", "n/a", (cpu,),
-                 "C fork + _exit + waitpid, parent has 1 GiB touched",
-                 (fork, "1024", "10", "3", str(cpu)))
-        )  # fmt: skip
+            CRun(
+                "fork_wait.heap_1gb",
+                "process-control",
+                "n/a",
+                (cpu,),
+                "C fork + _exit + waitpid, parent has 1 GiB touched",
+                (fork, "1024", "10", "3", str(cpu)),
+            )
+        )
     plan.append(
-        CRun("posix_spawn.true", "process-control", "n/a", (cpu,),
-             "C posix_spawn /bin/true + waitpid",
-             (str(C_BIN / "spawn_true"), rounds, "10" if fast else "20", str(cpu)))
-    )  # fmt: skip
+        CRun(
+            "posix_spawn.true",
+            "process-control",
+            "n/a",
+            (cpu,),
+            "C posix_spawn /bin/true + waitpid",
+            (str(C_BIN / "spawn_true"), rounds, "10" if fast else "20", str(cpu)),
+        )
+    )
     for p in two_ended():
         plan.append(
-            CRun("rtt.pipe", "ipc", p.name, tuple(p.cpus),
-                 "C 1-byte round trip to a forked echo child over two pipes",
-                 (str(C_BIN / "pipe_rtt"), rounds, "200" if fast else "500",
-                  str(p.parent_cpu), str(p.child_cpu)))
-        )  # fmt: skip
+            CRun(
+                "rtt.pipe",
+                "ipc",
+                p.name,
+                tuple(p.cpus),
+                "C 1-byte round trip to a forked echo child over two pipes",
+                (
+                    str(C_BIN / "pipe_rtt"),
+                    rounds,
+                    "200" if fast else "500",
+                    str(p.parent_cpu),
+                    str(p.child_cpu),
+                ),
+            )
+        )
     # issue 21: like for like. The same mechanism between two threads and two processes (a
     # pipe, a locked counter), and what each model must do to share a count (a thread adds to
     # a variable it shares; a process sends a message per update). The ops are the Python
     # suite's own names, so each C figure sits beside its Python twin.
     share = str(C_BIN / "share")
     shapes = [
-        ("rtt.thread_pipe", "pipe_thread", "200" if fast else "500",
-         "C 1-byte round trip to an echo thread over two pipes"),
-        ("counter.thread_lock.2w", "mutex_thread", "20000" if fast else "100000",
-         "C 2 threads: increments under one pthread mutex"),
-        ("counter.shm_lock.2w", "mutex_process", "20000" if fast else "100000",
-         "C 2 processes: increments under a process-shared pthread mutex in a shared mapping"),
-        ("counter.pipe_message.1w", "pipe_message", "20000" if fast else "100000",
-         "C a child process sends one 16-byte record per increment; the parent sums them"),
-    ]  # fmt: skip
+        (
+            "rtt.thread_pipe",
+            "pipe_thread",
+            "200" if fast else "500",
+            "C 1-byte round trip to an echo thread over two pipes",
+        ),
+        (
+            "counter.thread_lock.2w",
+            "mutex_thread",
+            "20000" if fast else "100000",
+            "C 2 threads: increments under one pthread mutex",
+        ),
+        (
+            "counter.shm_lock.2w",
+            "mutex_process",
+            "20000" if fast else "100000",
+            "C 2 processes: increments under a process-shared pthread mutex in a shared mapping",
+        ),
+        (
+            "counter.pipe_message.1w",
+            "pipe_message",
+            "20000" if fast else "100000",
+            "C a child process sends one 16-byte record per increment; the parent sums them",
+        ),
+    ]
     for p in two_ended():
         for op, mode, batch, what in shapes:
             argv = (share, mode, rounds, batch, str(p.parent_cpu), str(p.child_cpu))
-            plan.append(CRun(op, "ipc" if op.startswith("rtt") else "shared-counter", p.name,
-                             tuple(p.cpus), what, argv))  # fmt: skip
+            plan.append(
+                CRun(
+                    op,
+                    "ipc" if op.startswith("rtt") else "shared-counter",
+                    p.name,
+                    tuple(p.cpus),
+                    what,
+                    argv,
+                )
+            )
     plan.append(
-        CRun("counter.thread_plain.1w", "shared-counter", "n/a", (cpu,),
-             "C 1 thread adds to a variable it shares (volatile: a load and a store each)",
-             (share, "plain_thread", rounds, "1000000", str(cpu), str(cpu)))
-    )  # fmt: skip
+        CRun(
+            "counter.thread_plain.1w",
+            "shared-counter",
+            "n/a",
+            (cpu,),
+            "C 1 thread adds to a variable it shares (volatile: a load and a store each)",
+            (share, "plain_thread", rounds, "1000000", str(cpu), str(cpu)),
+        )
+    )
     return plan
 
 

@@ -39,23 +39,30 @@ def problem(c: LoadConfig, *, rate_pending: bool = False) -> str | None:
     most = min(MAX_WORKERS, c.connections)
     rate_ok = (c.rate is not None and c.rate > 0) or (c.rate is None and rate_pending)
     checks = (
-        (1 <= c.connections <= MAX_CONNECTIONS,
-         f"--connections must be 1..{MAX_CONNECTIONS}, got {c.connections}"),
-        (0 <= c.idle_connections <= MAX_CONNECTIONS,
-         f"--idle must be 0..{MAX_CONNECTIONS}, got {c.idle_connections}"),
-        (not c.idle_connections or c.mode == "persistent",
-         "--idle only applies to --mode persistent"),
+        (
+            1 <= c.connections <= MAX_CONNECTIONS,
+            f"--connections must be 1..{MAX_CONNECTIONS}, got {c.connections}",
+        ),
+        (
+            0 <= c.idle_connections <= MAX_CONNECTIONS,
+            f"--idle must be 0..{MAX_CONNECTIONS}, got {c.idle_connections}",
+        ),
+        (
+            not c.idle_connections or c.mode == "persistent",
+            "--idle only applies to --mode persistent",
+        ),
         (1 <= c.size <= MAX_SIZE, f"--size must be 1..{MAX_SIZE} bytes, got {c.size}"),
-        (0 < c.duration_s <= 3600,
-         f"--duration must be in (0, 3600] seconds, got {c.duration_s}"),
+        (0 < c.duration_s <= 3600, f"--duration must be in (0, 3600] seconds, got {c.duration_s}"),
         (0 <= c.warmup_s <= 600, f"--warmup must be in [0, 600] seconds, got {c.warmup_s}"),
         (0 < c.timeout_s <= 120, f"--timeout must be in (0, 120] seconds, got {c.timeout_s}"),
-        (1 <= c.workers <= most,
-         f"--workers must be 1..{most} (at most one per connection), got {c.workers}"),
+        (
+            1 <= c.workers <= most,
+            f"--workers must be 1..{most} (at most one per connection), got {c.workers}",
+        ),
         (c.load != "open" or rate_ok, f"open loop needs a positive --rate, got {c.rate}"),
         (c.load == "open" or c.rate is None, "--rate only applies to --load open"),
         (0 <= c.source_addrs <= MAX_SOURCE_ADDRS, f"--source-addrs must be 0..{MAX_SOURCE_ADDRS}"),
-    )  # fmt: skip
+    )
     return next((why for ok, why in checks if not ok), None)
 
 
@@ -76,18 +83,30 @@ def argv(
     the load (where to write, whom to tell the window, whose death ends it) are keywords."""
     host = f"[{c.host}]" if ":" in c.host else c.host
     out = [
-        python, "-m", "loadgen",
-        "--target", f"{host}:{c.port}",
-        "--connections", str(c.connections),
-        "--mode", c.mode,
-        "--load", c.load,
-        "--size", str(c.size),
-        "--duration", f"{c.duration_s!r}",
-        "--warmup", f"{c.warmup_s!r}",
-        "--workers", str(c.workers),
-        "--source-addrs", str(c.source_addrs),
-        "--timeout", f"{c.timeout_s!r}",
-    ]  # fmt: skip
+        python,
+        "-m",
+        "loadgen",
+        "--target",
+        f"{host}:{c.port}",
+        "--connections",
+        str(c.connections),
+        "--mode",
+        c.mode,
+        "--load",
+        c.load,
+        "--size",
+        str(c.size),
+        "--duration",
+        f"{c.duration_s!r}",
+        "--warmup",
+        f"{c.warmup_s!r}",
+        "--workers",
+        str(c.workers),
+        "--source-addrs",
+        str(c.source_addrs),
+        "--timeout",
+        f"{c.timeout_s!r}",
+    ]
     if c.rate is not None:
         out += ["--rate", f"{c.rate!r}"]
     if c.cpus is not None:

@@ -97,9 +97,20 @@ CellStatus = Literal["ok", "failed"]
 # the memory guard stopped it; the X-ray was unreadable; a cluster worker failed; or the cell
 # was not run (its reference failed, or a smaller cell of the same server already stopped).
 FailureKind = Literal[
-    "server-start", "server-died", "server-stop", "primer", "load", "empty", "echo", "counter",
-    "limit", "memory", "xray", "cluster", "not-run",
-]  # fmt: skip
+    "server-start",
+    "server-died",
+    "server-stop",
+    "primer",
+    "load",
+    "empty",
+    "echo",
+    "counter",
+    "limit",
+    "memory",
+    "xray",
+    "cluster",
+    "not-run",
+]
 
 # Error kinds the load generator counts; a kind outside this set is a programming error.
 ERROR_KINDS = (
@@ -541,8 +552,31 @@ class CellResult:
     schema_version: int = SCHEMA_VERSION
     kind: Literal["cell"] = "cell"
 
+    def profile_args(self) -> list[str]:
+        """The server's arguments as the profile gave them: `server_args` (v4), or recovered
+        from the argv of older files (`python -m servers NAME ...` without the runner's own
+        --host, --port and --xray). The one parser of that argv (issue 22)."""
+        if self.server_args is not None:
+            return list(self.server_args)
+        argv = self.server_run.argv if self.server_run is not None else []
+        if self.server not in argv:
+            return []
+        rest, out = list(argv[argv.index(self.server) + 1 :]), []
+        i = 0
+        while i < len(rest):
+            if rest[i] in RUNNER_OPTIONS:
+                i += 2  # the option and its value
+                continue
+            out.append(rest[i])
+            i += 1
+        return out
+
 
 # --------------------------------------------------------------------------- run manifest
+
+
+# The options the runner gives every server itself (never a profile's): CellResult.profile_args
+RUNNER_OPTIONS = frozenset({"--host", "--port", "--xray"})
 
 
 @dataclass(frozen=True, slots=True)

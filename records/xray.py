@@ -147,10 +147,14 @@ def summarise(xf: XrayFile, window: tuple[int, int] | None) -> Xray:
         ]
         if values:
             steps[name] = _spread(values)
-    child = {
-        key: _spread([float(c.child[key]) for c in complete if c.child is not None])
-        for key in CHILD_FIELDS
-    } if complete else {}  # fmt: skip
+    child = (
+        {
+            key: _spread([float(c.child[key]) for c in complete if c.child is not None])
+            for key in CHILD_FIELDS
+        }
+        if complete
+        else {}
+    )
     timeline: dict[str, float] = {}
     if complete:
         life = sorted(complete, key=lambda c: c.steps["reaped"] - c.steps["accept"])

@@ -1,6 +1,6 @@
 """`python -m servers NAME [options]`: start one registered echo server.
 
-One subcommand per server in servers.registry, so `--help` lists them all (label, model,
+One subcommand per server in records.registry, so `--help` lists them all (label, model,
 reference) and each accepts only the switches its model uses: `--workers` for the pools,
 `--leak-connfd`/`--naive-reaper` for `process`, `--handler` for `inetd`, and the
 `--shared-counter` modes that fit the model (issue 5). Anything else is a usage error: one line
@@ -17,9 +17,9 @@ import os
 import sys
 from collections.abc import Sequence
 
+from records.registry import LEAN_FLAGS, SERVERS, Option, ServerSpec, get
 from records.usage import OneLineParser
 from servers.common import ServerConfig, log
-from servers.registry import LEAN_FLAGS, SERVERS, Option, ServerSpec, get
 
 
 def _port(text: str) -> int:

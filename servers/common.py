@@ -43,9 +43,18 @@ class ServerConfig:
     whole to the lean interpreter a forking server runs in (servers.lean)."""
 
     __slots__ = (
-        "backlog", "gc_freeze", "handler", "host", "leak_connfd", "naive_reaper", "name", "port",
-        "shared_counter", "workers", "xray",
-    )  # fmt: skip
+        "backlog",
+        "gc_freeze",
+        "handler",
+        "host",
+        "leak_connfd",
+        "naive_reaper",
+        "name",
+        "port",
+        "shared_counter",
+        "workers",
+        "xray",
+    )
 
     def __init__(
         self,

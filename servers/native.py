@@ -1,15 +1,15 @@
 """The C servers (servers/c/, built by `make native`): the CLI checks their options like any
 server's, then this module execs the program with them. exec keeps the pid, the process group,
 the CPU affinity and the limits the launcher set, so a C server is started, watched and stopped
-exactly as the Python ones are (servers.launch).
+exactly as the Python ones are (bench.launch).
 """
 
 from __future__ import annotations
 
 import os
 
+from records.registry import get
 from servers.common import ServerConfig, log
-from servers.registry import get
 
 
 def run(cfg: ServerConfig) -> int:

@@ -1,6 +1,6 @@
 """Shared fixtures: start a registered echo server as a real process, always stop it.
 
-`start_server(name, *args, **kw)` wraps servers.launch.ServerProcess.start (kw: cpus, nofile,
+`start_server(name, *args, **kw)` wraps bench.launch.ServerProcess.start (kw: cpus, nofile,
 env, ...) and returns the running server (.host .port .pid .pgid .stop()). Every server a test
 started is stopped at teardown, even when the test failed; a test that wants the StopReport
 calls .stop() itself (stop is idempotent).
@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from servers.launch import ServerProcess
-from servers.registry import SERVERS
+from bench.launch import ServerProcess
+from records.registry import SERVERS
 
 
 def server_param(name: str, *values: Any, id: str | None = None) -> Any:

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from bench.launch import StopReport
 from records.procfs import group_members, read_stat
 
 # /proc/net/tcp's `st` column (include/net/tcp_states.h)
@@ -252,7 +253,8 @@ class EchoClient:
 
     def finish(self, timeout_s: float) -> int:
         """Wait up to `timeout_s` more for the pending echo; round trip in ns or EchoError."""
-        assert self.sock is not None and self._pending is not None
+        assert self.sock is not None
+        assert self._pending is not None
         self.sock.settimeout(timeout_s)
         try:
             return self._collect()
@@ -261,7 +263,8 @@ class EchoClient:
                 self.sock.settimeout(self.timeout_s)
 
     def _collect(self) -> int:
-        assert self.sock is not None and self._pending is not None
+        assert self.sock is not None
+        assert self._pending is not None
         data, got, t0 = self._pending
         try:
             while len(got) < len(data):
@@ -467,3 +470,50 @@ class Swarm:
             s.close()
         self.socks = []
         self.sel.close()
+
+
+# --------------------------------------------------------------------------- the fault table
+# Every fault test adds a row (tests/test_faults.py prints them all at its end).
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    fault: str
+    server: str
+    survived: bool
+    outcome: str
+    bytes_lost: int  # on connections that were not the attacked ones
+
+
+ROWS: list[Row] = []
+
+
+def fault_table_text() -> str:
+    lines = [
+        "| fault | server | survived | outcome | bytes lost (innocent) |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r.fault} | {r.server} | {'yes' if r.survived else 'NO'} | {r.outcome} "
+        f"| {r.bytes_lost} |"
+        for r in ROWS
+    ]
+    return "\n".join(lines)
+
+
+def assert_clean(report: StopReport, name: str) -> None:
+    assert report.exit_code == 0, f"{name}: exit {report.exit_code}: {report.stderr_tail}"
+    assert not report.leftovers, f"{name}: left behind {report.leftovers}"
+
+
+def ms(ns: float) -> str:
+    return f"{ns / 1e6:.1f} ms"
+
+
+@contextlib.contextmanager
+def closing(*clients: EchoClient) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        for c in clients:
+            c.close()

@@ -25,7 +25,7 @@ import pandas as pd
 import pytest
 from hdrh.histogram import HdrHistogram
 
-from analysis import charts, fmt, forkcost
+from analysis import charts, fmt, forkcost, results
 from analysis.check import check_report, find_browser, report_shape
 from analysis.compare import compare
 from analysis.report import failed_table, write_report
@@ -33,9 +33,10 @@ from analysis.results import read_run
 from analysis.scorecard import Evidence, parent_must_close_connfd
 from analysis.stats import capacity, summarise
 from records import schema
-from servers.registry import SERVERS
+from records.registry import SERVERS
 
 DATA = Path(__file__).parent / "data" / "analysis-run"
+ROOT = Path(__file__).resolve().parent.parent
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -61,7 +62,7 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     run = copy_run(tmp_path_factory.mktemp("analysis") / "run")
     done = run_cli("report", str(run))
     assert done.returncode == 0, done.stderr
-    yield run
+    return run
 
 
 def raw_cells() -> list[dict[str, Any]]:
@@ -98,9 +99,11 @@ def table_rows(md: str, first_cell: str) -> list[list[str]]:
 
 def test_committed_run_is_real_and_small() -> None:
     manifest = schema.read_manifest(DATA / "manifest.json")
-    assert manifest.profile_name == "analysis-test" and manifest.finished
+    assert manifest.profile_name == "analysis-test"
+    assert manifest.finished
     cells = [schema.read_cell(p) for p in (DATA / "cells").glob("*.json")]
-    assert len(cells) >= 30 and all(c.load is not None for c in cells if c.status == "ok")
+    assert len(cells) >= 30
+    assert all(c.load is not None for c in cells if c.status == "ok")
     size = sum(p.stat().st_size for p in DATA.rglob("*") if p.is_file())
     assert size < 2 * 2**20
 
@@ -142,7 +145,8 @@ def assert_figure(text: str, values: list[float]) -> None:
         float(x.replace(",", ""))
         for x in text.split("[", 1)[1].split("]", maxsplit=1)[0].split("-")
     )
-    assert lo <= min(values) * 1.001 and hi >= max(values) * 0.999, (text, values)
+    assert lo <= min(values) * 1.001, (text, values)
+    assert hi >= max(values) * 0.999, (text, values)
 
 
 def test_requests_per_s_median_over_trials_is_in_report(rendered: Path) -> None:
@@ -165,7 +169,8 @@ def test_merged_distribution_matches_raw_histograms(rendered: Path) -> None:
         merged.add(HdrHistogram.decode(c["load"]["histograms"]["latency"]["encoded"]))
     p999 = fmt.num(merged.get_value_at_percentile(99.9) / 1000.0)
     row = [r for r in table_rows(md, SERVERS["thread"].label) if r[1] == f"{merged.total_count:,}"]
-    assert row and row[0][4] == p999
+    assert row
+    assert row[0][4] == p999
 
 
 def test_scorecard_has_every_claim_with_a_computed_verdict(rendered: Path) -> None:
@@ -175,8 +180,10 @@ def test_scorecard_has_every_claim_with_a_computed_verdict(rendered: Path) -> No
     assert len(rows) == 1 + 9  # header + the nine claims
     # The run has the naive counter: its verdict is computed, and agrees with the raw STATS.
     naive = [c for c in raw_cells() if c["params"].get("shared_counter") == "naive"]
-    assert naive and all(c["server_run"]["stats"]["bytes"] == 0 for c in naive)
-    assert "parent reports 0 B of" in section and "**confirmed**" in section
+    assert naive
+    assert all(c["server_run"]["stats"]["bytes"] == 0 for c in naive)
+    assert "parent reports 0 B of" in section
+    assert "**confirmed**" in section
     # The fault experiments of issue 7 are not in this run: said, not guessed.
     assert section.count(fmt.NOT_MEASURED) >= 2
 
@@ -186,7 +193,8 @@ def test_report_shows_manifest_and_reader_questions(rendered: Path) -> None:
     manifest = json.loads((DATA / "manifest.json").read_text())
     assert manifest["environment"]["cpu_model"] in md
     assert manifest["run_id"] in md
-    assert "## Fork, exec, waitpid?" in md and "## Why is IPC a disadvantage?" in md
+    assert "## Fork, exec, waitpid?" in md
+    assert "## Why is IPC a disadvantage?" in md
     html = (rendered / "report.html").read_text()
     assert html.count('<figure class="chart"') == len(charts.ALL)
     assert "<title>" in html.split("<body>", 1)[1]  # hover values on the charts' points
@@ -208,7 +216,8 @@ def test_missing_scenario_says_not_measured(tmp_path: Path) -> None:
     for p in (run / "cells").glob("per-request_*.json"):
         p.unlink()
     chart = charts.connections_per_second(read_run(run), tmp_path / "charts")
-    assert not chart.measured and chart.png.read_bytes()[:8] == PNG_MAGIC
+    assert not chart.measured
+    assert chart.png.read_bytes()[:8] == PNG_MAGIC
 
 
 def test_run_without_cells_still_renders_and_says_so(tmp_path: Path) -> None:
@@ -232,11 +241,13 @@ def test_fault_experiment_cells_feed_the_scorecard_not_the_charts(tmp_path: Path
     chart = charts.connections_per_second(loaded, tmp_path / "charts")
     rows = [r for t in chart.tables for r in t.rows if r[0] == SERVERS["process"].label]
     # one trial left (no [min-max] range in the grid): the other is the fault
-    assert rows and all("[" not in r[1] for r in rows)
+    assert rows
+    assert all("[" not in r[1] for r in rows)
     claim = parent_must_close_connfd(Evidence(loaded.df, pd.DataFrame()))
     # the relabelled cell reaches the claim; without its fault scenario's control it cannot
     # decide, and says so rather than compare against another scenario's load
-    assert claim.verdict == "inconclusive" and "control" in claim.why
+    assert claim.verdict == "inconclusive"
+    assert "control" in claim.why
 
 
 def test_failed_cell_is_listed_with_reason(tmp_path: Path) -> None:
@@ -277,7 +288,8 @@ def test_compare_flags_a_different_environment(tmp_path: Path) -> None:
     env = {**m.environment, "cpu_model": "Some Other CPU"}
     schema.write_atomic(b / "manifest.json", dataclasses.replace(m, environment=env))
     text = compare([read_run(a), read_run(b)])
-    assert "ENVIRONMENTS DIFFER" in text and "Some Other CPU" in text
+    assert "ENVIRONMENTS DIFFER" in text
+    assert "Some Other CPU" in text
 
 
 @pytest.mark.parametrize(
@@ -321,7 +333,8 @@ def test_check_report_fails_on_a_console_error_or_a_missing_section(
     html = html.replace("</body>", "<script>console.error('boom')</script></body>")
     (bad / "report.html").write_text(html)
     result = check_report(bad, screenshot=False)
-    assert result.errors >= 1 and result.missing_sections == ("glossary",)
+    assert result.errors >= 1
+    assert result.missing_sections == ("glossary",)
     assert not result.ok
 
 
@@ -337,13 +350,24 @@ def test_check_report_fails_clearly_on_a_broken_image(rendered: Path, tmp_path: 
     (broken / "report.html").write_text(head + '<figure class="chart"></figure>' + rest)
     result = check_report(broken, screenshot=False)
     assert result.images_total == len(charts.ALL)
-    assert result.images_loaded == len(charts.ALL) - 1 and not result.ok
+    assert result.images_loaded == len(charts.ALL) - 1
+    assert not result.ok
 
 
 # --------------------------------------------------------------------------- issue 21: charts
 
-TIMELINE_STEPS = ["accept", "fork_start", "fork_end", "parent_closed", "child_start",
-                  "listenfd_closed", "first_echo", "exit", "handler", "reaped"]  # fmt: skip
+TIMELINE_STEPS = [
+    "accept",
+    "fork_start",
+    "fork_end",
+    "parent_closed",
+    "child_start",
+    "listenfd_closed",
+    "first_echo",
+    "exit",
+    "handler",
+    "reaped",
+]
 
 
 def _label_boxes(fig: Any) -> list[Any]:
@@ -366,10 +390,13 @@ def _label_boxes(fig: Any) -> list[Any]:
 )
 def test_fig_12_5_timeline_labels_never_overlap(spread_us: dict[str, float]) -> None:
     panels = [
-        (words, "process" if "C" not in words else "c-process",
-         {step: span * i / len(TIMELINE_STEPS) for i, step in enumerate(TIMELINE_STEPS)})
+        (
+            words,
+            "process" if "C" not in words else "c-process",
+            {step: span * i / len(TIMELINE_STEPS) for i, step in enumerate(TIMELINE_STEPS)},
+        )
         for words, span in spread_us.items()
-    ]  # fmt: skip
+    ]
     fig = charts.timeline_figure(panels)
     try:
         boxes = _label_boxes(fig)
@@ -392,9 +419,17 @@ def test_every_server_has_its_own_colour_and_marker() -> None:
 
 
 def test_fork_segments_split_the_parents_time_inside_fork_from_the_wait() -> None:
-    python_shape = {"accept": 0.0, "fork_start": 0.2, "fork_end": 225.0, "child_start": 583.0,
-                    "listenfd_closed": 605.0, "first_echo": 670.0, "exit": 724.0,
-                    "handler": 978.0, "reaped": 1002.0}  # fmt: skip
+    python_shape = {
+        "accept": 0.0,
+        "fork_start": 0.2,
+        "fork_end": 225.0,
+        "child_start": 583.0,
+        "listenfd_closed": 605.0,
+        "first_echo": 670.0,
+        "exit": 724.0,
+        "handler": 978.0,
+        "reaped": 1002.0,
+    }
     segs = {words: width for words, _, width in forkcost.segments(python_shape)}
     assert segs[forkcost.PAIR_WORDS["fork_start", "fork_end"]] == pytest.approx(224.8)
     assert segs[forkcost.PAIR_WORDS["fork_end", "child_start"]] == pytest.approx(358.0)
@@ -408,9 +443,19 @@ def test_fork_segments_split_the_parents_time_inside_fork_from_the_wait() -> Non
 
 def test_capacity_only_from_points_the_server_limited() -> None:
     def point(conns: int, median: float, sat_trials: int) -> dict[str, Any]:
-        return {"server": "uvloop", "placement": "split", "connections": conns, "starved": 0,
-                "median": median, "lo": median * 0.9, "hi": median * 1.1, "n": 3,
-                "cv": 0.05, "saturated": sat_trials > 0, "sat_trials": sat_trials}  # fmt: skip
+        return {
+            "server": "uvloop",
+            "placement": "split",
+            "connections": conns,
+            "starved": 0,
+            "median": median,
+            "lo": median * 0.9,
+            "hi": median * 1.1,
+            "n": 3,
+            "cv": 0.05,
+            "saturated": sat_trials > 0,
+            "sat_trials": sat_trials,
+        }
 
     s = pd.DataFrame([point(1, 12000, 0), point(10, 90000, 3), point(100, 80000, 1)])
     cap = capacity(s, "uvloop")
@@ -418,19 +463,29 @@ def test_capacity_only_from_points_the_server_limited() -> None:
     assert cap.text().startswith("at least 90,000 req/s (the load generator's limit, 10 conns")
     s2 = pd.DataFrame([point(1, 12000, 0), point(10, 50000, 0), point(100, 80000, 2)])
     cap2 = capacity(s2, "uvloop")
-    assert cap2.best is not None and cap2.best_conns == 10
+    assert cap2.best is not None
+    assert cap2.best_conns == 10
     assert "at least 80,000" in cap2.text()
 
 
 def test_report_shape_promises_one_screen_and_an_appendix(rendered: Path, tmp_path: Path) -> None:
     assert report_shape(rendered) == ()
     md = (rendered / "report.md").read_text()
-    assert "](appendix.md)" in md and "## Every cell" not in md
+    assert "](appendix.md)" in md
+    assert "## Every cell" not in md
     assert "## Every cell" in (rendered / "appendix.md").read_text()
     # the glossary comes before the scorecard, and defines the OS words
     assert md.index("## Glossary") < md.index("## The CS:APP 12.1.2 scorecard")
-    for word in ("**fork**", "**exec**", "**waitpid**", "**zombie**", "**SIGCHLD**",
-                 "**copy-on-write**", "**page fault**", "**IPC**"):  # fmt: skip
+    for word in (
+        "**fork**",
+        "**exec**",
+        "**waitpid**",
+        "**zombie**",
+        "**SIGCHLD**",
+        "**copy-on-write**",
+        "**page fault**",
+        "**IPC**",
+    ):
         assert word in md, word
     html = (rendered / "report.html").read_text()
     assert '<abbr title="creates a new process' in html  # hover text where 'fork' first appears
@@ -445,5 +500,41 @@ def test_report_shape_promises_one_screen_and_an_appendix(rendered: Path, tmp_pa
         + "more " * 8000
     )
     problems = " ".join(report_shape(long))
-    assert "opening is" in problems and "7 rows" in problems and "8,000" in problems
+    assert "opening is" in problems
+    assert "7 rows" in problems
+    assert "8,000" in problems
     assert "no appendix.md" in problems
+
+
+def test_write_report_derives_the_findings_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """issue 22: every section reads the run's findings; the ok-cell filter runs once per run
+    (with and without the fault experiments) and the summariser once per metric and filter,
+    not once per section."""
+    run = copy_run(tmp_path / "run")
+    calls: dict[tuple[str, object], int] = {}
+    real_filter, real_summarise = results.filter_ok, results.summarise
+
+    def counted_filter(df: pd.DataFrame, faults: bool = False) -> pd.DataFrame:
+        calls["filter", faults] = calls.get(("filter", faults), 0) + 1
+        return real_filter(df, faults)
+
+    def counted_summarise(df: pd.DataFrame, metric: str) -> pd.DataFrame:
+        key = ("summarise", (metric, id(df)))  # the findings hold both frames: ids are apart
+        calls[key] = calls.get(key, 0) + 1
+        return real_summarise(df, metric)
+
+    monkeypatch.setattr(results, "filter_ok", counted_filter)
+    monkeypatch.setattr(results, "summarise", counted_summarise)
+    write_report(run)
+    assert calls.get(("filter", False)) == 1
+    assert calls.get(("filter", True)) == 1
+    summarised = {k: n for k, n in calls.items() if k[0] == "summarise"}
+    assert summarised, summarised
+    assert all(n == 1 for n in summarised.values()), summarised
+    # and no section summarises behind the findings' back
+    for path in (ROOT / "analysis").glob("*.py"):
+        if path.stem in ("results", "stats", "cores"):  # cores groups by CPUs given: its own
+            continue
+        assert "summarise(" not in path.read_text(), path

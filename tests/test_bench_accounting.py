@@ -43,7 +43,8 @@ def _burner(duty: float, child_ms: float, group: CpuGroup | None) -> subprocess.
         start_new_session=True,
     )
     os.sched_setaffinity(popen.pid, {SERVER_CPU})
-    assert popen.stdout is not None and popen.stdout.readline().strip() == b"READY"
+    assert popen.stdout is not None
+    assert popen.stdout.readline().strip() == b"READY"
     return popen
 
 
@@ -106,8 +107,10 @@ def test_cpu_over_the_window_is_the_known_burn_and_never_above_one_cpu(
     acct = measure(duty, child_ms)
     cpus, tree = acct.server_cpus_used, acct.server_tree_s / acct.window_s
     foreign = (acct.foreign_s or 0.0) / acct.window_s
-    print(f"duty {duty}: server {cpus:.3f} CPUs ({acct.server_source}), tree {tree:.3f}, "
-          f"foreign {foreign:.3f}")  # fmt: skip
+    print(
+        f"duty {duty}: server {cpus:.3f} CPUs ({acct.server_source}), tree {tree:.3f}, "
+        f"foreign {foreign:.3f}"
+    )
     assert cpus <= 1.0  # never more than the one CPU the tree was pinned to
     # The tree's own counters agree with the figure within their lumps and ticks, whatever
     # else runs on the machine (neither counts anyone else's CPU).

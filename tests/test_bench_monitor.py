@@ -12,8 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from bench.launch import ServerProcess
 from bench.monitor import Monitor, PssCache, sample_tree
-from servers.launch import ServerProcess
 
 
 @pytest.fixture
@@ -85,7 +85,9 @@ def test_monitor_counts_a_vanished_leader_as_dropped() -> None:
     pgid = server.pgid
     server.stop()  # how it exits is the servers' tests' business; here only that it is gone
     totals, dropped = sample_tree(pgid)
-    assert totals is None and dropped == 0
+    assert totals is None
+    assert dropped == 0
     monitor = Monitor(pgid)
     monitor.sample_now()
-    assert monitor.data().samples == [] and monitor.data().dropped_samples == 1
+    assert monitor.data().samples == []
+    assert monitor.data().dropped_samples == 1

@@ -14,7 +14,7 @@ import pytest
 from bench import profile as profiles
 from bench.profile import ProfileError, build
 from bench.verdict import counter_check
-from servers.registry import SERVERS
+from records.registry import SERVERS
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -54,7 +54,8 @@ def test_standard_profile_covers_issue_4_and_5() -> None:
     sc = _points(prof, "shared-counter")
     for server in (n for n, spec in SERVERS.items() if spec.counter_modes):
         modes = {c.params.shared_counter for c in sc if c.server == server}
-        assert None in modes and len(modes) >= 2, (server, modes)
+        assert None in modes, (server, modes)
+        assert len(modes) >= 2, (server, modes)
     assert {"naive", "shm", "pipe"} <= {c.params.shared_counter for c in sc}
 
 
@@ -68,7 +69,8 @@ def test_standard_profile_has_issue_21s_like_for_like_and_at_load_cells() -> Non
     assert {c.server for c in at} == set(prof.data["servers"])
     assert {c.params.connections for c in at} == {10, 100, 1000}
     # one fixed offered rate for every server: no closed-loop reference, open loop
-    assert len({c.params.rate for c in at}) == 1 and all(c.params.rate for c in at)
+    assert len({c.params.rate for c in at}) == 1
+    assert all(c.params.rate for c in at)
     assert all(c.ref_point is None and c.params.load == "open" for c in at)
     assert all(c.load.rate is None for c in at)  # aimed by the runner, like every open loop
     for c in at:  # a pool gets a worker per connection: else it would serve 4 of them
@@ -76,9 +78,12 @@ def test_standard_profile_has_issue_21s_like_for_like_and_at_load_cells() -> Non
             assert c.server_args[-2:] == ("--workers", str(c.params.connections)), c.server_args
     # the fixed rate is part of a cell's identity: two rates are two cells
     two = build(
-        {"trials": 1, "servers": ["uvloop"],
-         "scenarios": [{"name": "at-load", "connections": [10], "rates": [1000, 2000]}]}
-    )  # fmt: skip
+        {
+            "trials": 1,
+            "servers": ["uvloop"],
+            "scenarios": [{"name": "at-load", "connections": [10], "rates": [1000, 2000]}],
+        }
+    )
     assert len({c.cell_id for c in two.cells}) == 2
     with pytest.raises(ProfileError, match="rates only applies to the at-load"):
         build(
@@ -180,24 +185,36 @@ def test_bad_profiles_are_one_clear_error(data: dict[str, object], needle: str) 
 
 
 def test_unpinned_collapses_placements() -> None:
-    prof = build({"trials": 1, "servers": ["thread"], "scenarios": [{"name": "placement"}]},
-                 unpinned=True)  # fmt: skip
+    prof = build(
+        {"trials": 1, "servers": ["thread"], "scenarios": [{"name": "placement"}]}, unpinned=True
+    )
     assert [c.placement for c in prof.cells] == ["unpinned"]
 
 
 def test_counter_check_verdicts() -> None:
     assert counter_check(None, None, 10) == (None, None)
     why, note = counter_check("naive", {"bytes": 0}, 640)
-    assert why is None and note is not None and "0 bytes" in note and "640 bytes" in note
+    assert why is None
+    assert note is not None
+    assert "0 bytes" in note
+    assert "640 bytes" in note
     why, note = counter_check("shm", {"bytes": 600}, 640, abandoned_max=128)
-    assert why is not None and "600" in why and "640" in why and "lost" in why
+    assert why is not None
+    assert "600" in why
+    assert "640" in why
+    assert "lost" in why
     why, note = counter_check("pipe", {"bytes": 640, "updates": 10}, 640)
-    assert why is None and note is not None and "counted 640 bytes" in note
+    assert why is None
+    assert note is not None
+    assert "counted 640 bytes" in note
     # A pool server echoing to connections the client already closed: counted, not lost.
     why, note = counter_check("lock", {"bytes": 768}, 640, abandoned_max=128)
-    assert why is None and note is not None and "abandoned" in note
+    assert why is None
+    assert note is not None
+    assert "abandoned" in note
     why, _ = counter_check("lock", {"bytes": 769}, 640, abandoned_max=128)
-    assert why is not None and "over" in why
+    assert why is not None
+    assert "over" in why
     assert "STATS" in (counter_check("lock", None, 640)[0] or "")
 
 
@@ -234,28 +251,43 @@ def test_show_profile_refuses_what_the_load_generator_cannot_do(tmp_path: Path) 
     bad.write_text('trials = 1\n[[scenarios]]\nname = "size"\nsize = [2097152]\n')
     done = subprocess.run(
         [sys.executable, "-m", "bench", "show-profile", str(bad)],
-        cwd=REPO, capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
-    assert done.returncode == 2 and done.stdout == ""
-    assert done.stderr.count("\n") == 1 and "1,048,576 bytes" in done.stderr
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert done.stderr.count("\n") == 1
+    assert "1,048,576 bytes" in done.stderr
 
 
 def test_the_cores_sweep_runs_only_what_leaves_the_client_as_many_cpus() -> None:
     from bench.cell import CpuPlan  # noqa: PLC0415
     from bench.runner import fit_cores  # noqa: PLC0415
 
-    prof = build({"trials": 1, "scenarios": [{"name": "cores"}, {"name": "concurrency",
-                  "connections": [1], "servers": ["process"]}]})  # fmt: skip
+    prof = build(
+        {
+            "trials": 1,
+            "scenarios": [
+                {"name": "cores"},
+                {"name": "concurrency", "connections": [1], "servers": ["process"]},
+            ],
+        }
+    )
     sweep = [c for c in prof.cells if c.scenario == "cores"]
     assert {c.server_cpus for c in sweep} == {1, 2, 4, 8, 16}
     # two CPUs: one point is not a sweep, so all of it is skipped, in one line that says why
     todo, lines = fit_cores(list(prof.cells), CpuPlan((0,), (1,)))
     assert [c.scenario for c in todo] == ["concurrency"]
-    assert len(lines) == 1 and "2 usable CPUs" in lines[0]
+    assert len(lines) == 1
+    assert "2 usable CPUs" in lines[0]
     # eight CPUs: the server on 1, 2 and 4 with as many left for the load generator
     todo, lines = fit_cores(list(prof.cells), CpuPlan((0,), tuple(range(1, 8))))
     assert {c.server_cpus for c in todo if c.scenario == "cores"} == {1, 2, 4}
-    assert lines and "8, 16" in lines[0]
+    assert lines
+    assert "8, 16" in lines[0]
     plan = CpuPlan((0,), tuple(range(1, 8)))
     assert plan.for_cell("split", 4) == ((0, 1, 2, 3), (4, 5, 6, 7))
     assert plan.for_cell("split", None) == ((0,), tuple(range(1, 8)))

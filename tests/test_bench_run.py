@@ -102,8 +102,16 @@ def start_runner(tmp_path: Path) -> Iterator[Any]:
 
     def start(profile: dict[str, Any] | None, *extra: str, out: Path | None = None) -> RunnerProc:
         out = out or tmp_path / "results"
-        argv = [sys.executable, "-m", "bench", "run", "--out", str(out), "--no-report",
-                "--no-microbench"]  # fmt: skip
+        argv = [
+            sys.executable,
+            "-m",
+            "bench",
+            "run",
+            "--out",
+            str(out),
+            "--no-report",
+            "--no-microbench",
+        ]
         if profile is not None:
             path = tmp_path / f"{profile['name']}.toml"
             path.write_text(_toml(profile))
@@ -111,9 +119,13 @@ def start_runner(tmp_path: Path) -> Iterator[Any]:
         log = tmp_path / f"runner-{len(started)}.log"
         with open(log, "wb") as f:
             popen = subprocess.Popen(
-                [*argv, *extra], cwd=REPO, stdout=f, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True,
-            )  # fmt: skip
+                [*argv, *extra],
+                cwd=REPO,
+                stdout=f,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         r = RunnerProc(popen, log, out)
         started.append(r)
         return r
@@ -168,8 +180,10 @@ def test_tiny_matrix_end_to_end(start_runner: Any) -> None:
     run_dir = runner.run_dir()
     assert run_dir is not None
     manifest = schema.read_manifest(run_dir / "manifest.json")
-    assert manifest.finished and manifest.profile_name == "tiny"
-    assert manifest.server_cpus == (0,) and manifest.client_cpus == (1,)
+    assert manifest.finished
+    assert manifest.profile_name == "tiny"
+    assert manifest.server_cpus == (0,)
+    assert manifest.client_cpus == (1,)
     env = manifest.environment
     for key in ("cpu_model", "kernel", "python", "packages", "git", "somaxconn"):
         assert key in env
@@ -181,33 +195,41 @@ def test_tiny_matrix_end_to_end(start_runner: Any) -> None:
     by = {(c.scenario, c.params.shared_counter): c for c in cells.values()}
     for cell in cells.values():
         assert cell.status == "ok", (cell.cell_id, cell.reason)
-        assert cell.load is not None and cell.load.requests > 0
-        assert cell.server_run is not None and cell.server_run.clean_exit
-        assert cell.monitor is not None and len(cell.monitor.samples) >= 2
-        assert cell.started_at and cell.ended_at
+        assert cell.load is not None
+        assert cell.load.requests > 0
+        assert cell.server_run is not None
+        assert cell.server_run.clean_exit
+        assert cell.monitor is not None
+        assert len(cell.monitor.samples) >= 2
+        assert cell.started_at
+        assert cell.ended_at
 
     closed = by["concurrency", None]
     assert closed.placement == "split"
-    assert closed.server_run is not None and closed.server_run.cpus == (0,)
-    assert closed.load is not None and closed.load.config.cpus == (1,)
+    assert closed.server_run is not None
+    assert closed.server_run.cpus == (0,)
+    assert closed.load is not None
+    assert closed.load.config.cpus == (1,)
     shared = by["placement", None]
     assert shared.placement == "shared"
-    assert shared.load is not None and shared.load.config.cpus == (0,)
+    assert shared.load is not None
+    assert shared.load.config.cpus == (0,)
     # Open loop at half the closed-loop cell's throughput, measured in this very run.
     opened = by["open-loop", None]
     assert opened.params.rate_fraction == 0.5
     assert opened.params.rate == pytest.approx(0.5 * closed.load.requests_per_s, rel=1e-3)
-    assert opened.load is not None and opened.load.config.rate == pytest.approx(
-        opened.params.rate, rel=1e-3
-    )
+    assert opened.load is not None
+    assert opened.load.config.rate == pytest.approx(opened.params.rate, rel=1e-3)
     # issue 5: shm counts exactly (primer included); naive's parent counts nothing, and the
     # two numbers are kept in the notes for the report.
     shm = by["shared-counter", "shm"]
-    assert shm.server_run is not None and shm.server_run.stats is not None
+    assert shm.server_run is not None
+    assert shm.server_run.stats is not None
     assert shm.load is not None
     assert shm.server_run.stats["bytes"] == shm.load.bytes_received_total + 64
     naive = by["shared-counter", "naive"]
-    assert naive.server_run is not None and naive.server_run.stats == {"bytes": 0, "updates": 0}
+    assert naive.server_run is not None
+    assert naive.server_run.stats == {"bytes": 0, "updates": 0}
     assert any("server counted 0 bytes" in n for n in naive.notes)
     assert by["per-request", None].params.mode == "per-request"
 
@@ -215,23 +237,31 @@ def test_tiny_matrix_end_to_end(start_runner: Any) -> None:
     # exactly its window (samples at both edges) and never exceeds the CPUs the server had;
     # the machine's canary ran before, between and after the cells.
     for cell in cells.values():
-        assert cell.git is not None and cell.git.commit
+        assert cell.git is not None
+        assert cell.git.commit
         assert cell.monitor is not None
-        assert cell.monitor.window_start is not None and cell.monitor.window_end is not None
+        assert cell.monitor.window_start is not None
+        assert cell.monitor.window_end is not None
         assert cell.cpu is not None, cell.cell_id
         assert 0 < cell.cpu.server_cpu_s <= cell.cpu.window_s * cell.cpu.server_cpus + 1e-9
-        assert cell.load is not None and cell.load.starved == 0
+        assert cell.load is not None
+        assert cell.load.starved == 0
     # the server's own cgroup where the machine allows one (root, cgroup v1 cpuacct), else
     # /proc/stat of its CPU (split) or its tree (shared)
     group = Path("/sys/fs/cgroup/cpuacct/cpuacct.usage_percpu").exists() and os.geteuid() == 0
-    assert closed.cpu is not None and closed.cpu.server_source == ("cgroup" if group else "cpu")
-    assert shared.cpu is not None and shared.cpu.server_source == ("cgroup" if group else "tree")
+    assert closed.cpu is not None
+    assert closed.cpu.server_source == ("cgroup" if group else "cpu")
+    assert shared.cpu is not None
+    assert shared.cpu.server_source == ("cgroup" if group else "tree")
     if group:  # foreign CPU is measured where the server has its own CPU
-        assert closed.cpu.foreign_s is not None and shared.cpu.foreign_s is None
-    assert len(manifest.canary) >= 2 and all(c.pipe_rtt_us > 0 for c in manifest.canary)
+        assert closed.cpu.foreign_s is not None
+        assert shared.cpu.foreign_s is None
+    assert len(manifest.canary) >= 2
+    assert all(c.pipe_rtt_us > 0 for c in manifest.canary)
     # open loop proves its schedule: the target is recorded beside what was achieved
     assert opened.load.target_rate == pytest.approx(opened.params.rate, rel=1e-3)
-    assert opened.load.sent > 0 and "lateness" in opened.load.histograms
+    assert opened.load.sent > 0
+    assert "lateness" in opened.load.histograms
 
 
 def test_pool_server_cell_says_how_many_it_served_and_is_never_capacity(
@@ -255,14 +285,18 @@ def test_pool_server_cell_says_how_many_it_served_and_is_never_capacity(
     run_dir = runner.run_dir()
     assert run_dir is not None
     (cell,) = _cells(run_dir).values()
-    assert cell.status == "ok" and cell.load is not None and cell.load.fill is not None
+    assert cell.status == "ok"
+    assert cell.load is not None
+    assert cell.load.fill is not None
     assert (cell.load.served, cell.load.starved) == (4, 4)
-    assert cell.load.fill.ended == "stalled" and cell.load.fill.echoed == 4
+    assert cell.load.fill.ended == "stalled"
+    assert cell.load.fill.echoed == 4
     assert "4 of 8 connections served in the window" in " ".join(cell.notes)
     # the starved clients waited the whole window: censored, counted, never dropped
     assert cell.load.unfinished >= 4
     run = read_run(run_dir)
-    assert int(run.df["starved"].iloc[0]) == 4 and int(run.df["asked"].iloc[0]) == 8
+    assert int(run.df["starved"].iloc[0]) == 4
+    assert int(run.df["asked"].iloc[0]) == 8
     s = summarise(run.df, "requests_per_s")
     assert pick(s, "prefork", connections=8) is None  # no claim may use it as a capacity
 
@@ -325,9 +359,11 @@ def test_killed_server_fails_its_cell_and_the_next_cell_runs(start_runner: Any) 
     killed = cells[first["cell_id"]]
     assert killed.server == "process"
     assert killed.status == "failed"
-    assert killed.reason is not None and "server exited during the cell" in killed.reason
+    assert killed.reason is not None
+    assert "server exited during the cell" in killed.reason
     assert "SIGKILL" in killed.reason
-    assert killed.server_run is not None and killed.server_run.exit_code == -signal.SIGKILL
+    assert killed.server_run is not None
+    assert killed.server_run.exit_code == -signal.SIGKILL
     others = [c for c in cells.values() if c.cell_id != first["cell_id"]]
     assert [c.status for c in others] == ["ok"]
     assert schema.read_manifest(run_dir / "manifest.json").finished
@@ -381,13 +417,15 @@ def test_interrupt_keeps_finished_cells_and_resume_completes(
     assert resumed.wait() == 0, resumed.text()
     assert "resuming" in resumed.text()  # it used the run's own profile, and said so
     done = _cells(run_dir)
-    assert len(done) == 3 and all(c.status == "ok" for c in done.values())
+    assert len(done) == 3
+    assert all(c.status == "ok" for c in done.values())
     # A finished cell is never run again as a missing one. It may be re-run at the end as
     # spoiled (a neighbour on the server's CPU, an outlier either way): then the first attempt
     # is kept byte for byte under attempts/, and the re-run says why.
     if first_file.read_bytes() != before:
         again = schema.read_cell(first_file)
-        assert again.attempt == 2 and again.rerun, again.notes
+        assert again.attempt == 2, again.notes
+        assert again.rerun, again.notes
         kept_first = run_dir / schema.ATTEMPTS_DIR / f"{first_file.stem}.a1.json"
         assert kept_first.read_bytes() == before
     assert schema.read_manifest(run_dir / "manifest.json").finished
@@ -419,11 +457,14 @@ def test_server_that_never_prints_ready_fails_its_cell_with_its_stderr(start_run
     cells = {c.server: c for c in _cells(run_dir).values()}
     bad = cells["inetd"]
     assert bad.status == "failed"
-    assert bad.reason is not None and bad.reason.startswith("server did not start")
-    assert bad.server_run is not None and bad.server_run.stderr_tail  # its last words, kept
+    assert bad.reason is not None
+    assert bad.reason.startswith("server did not start")
+    assert bad.server_run is not None
+    assert bad.server_run.stderr_tail
     assert "FAILED" in runner.text()
     good = cells["thread"]
     assert good.status == "ok", good.reason
-    assert good.server_run is not None and good.server_run.stats is not None
+    assert good.server_run is not None
+    assert good.server_run.stats is not None
     assert good.load is not None
     assert good.server_run.stats["bytes"] == good.load.bytes_received_total + 64

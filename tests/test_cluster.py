@@ -32,8 +32,14 @@ distributed = pytest.importorskip("distributed")
 
 
 def spec(connections: int, duration_s: float, server: str = "thread") -> CellSpec:
-    params = CellParams(mode="persistent", load="closed", connections=connections, size=64,
-                        duration_s=duration_s, warmup_s=0.2)  # fmt: skip
+    params = CellParams(
+        mode="persistent",
+        load="closed",
+        connections=connections,
+        size=64,
+        duration_s=duration_s,
+        warmup_s=0.2,
+    )
     return CellSpec(
         cell_id=f"cluster_{server}_c{connections}",
         point_key=f"cluster_{server}_c{connections}",
@@ -50,9 +56,12 @@ def spec(connections: int, duration_s: float, server: str = "thread") -> CellSpe
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
     local = distributed.LocalCluster(
-        n_workers=3, threads_per_worker=2, processes=True, dashboard_address=":0",
+        n_workers=3,
+        threads_per_worker=2,
+        processes=True,
+        dashboard_address=":0",
         resources={"server": 1, "client": 1},
-    )  # fmt: skip
+    )
     try:
         c = Cluster.connect(local.scheduler_address)
         try:
@@ -78,19 +87,24 @@ def test_two_shards_merge_exactly(cluster: Cluster) -> None:
     assert len(cluster.clients) == 2
     cell = ClusterCellRun(spec(4, 0.5), cluster, plan(), 1).run()
     assert cell.status == "ok", (cell.reason, cell.notes)
-    assert cell.cluster is not None and len(cell.cluster.shards) == 2
+    assert cell.cluster is not None
+    assert len(cell.cluster.shards) == 2
     assert {s.worker for s in cell.cluster.shards} == {w.address for w in cluster.clients}
     assert cell.cluster.server_worker == cluster.server.address
     load = cell.load
-    assert load is not None and load.config.connections == 4
+    assert load is not None
+    assert load.config.connections == 4
     merged = hist.decode_histogram(load.histograms["latency"].encoded).get_total_count()
     shards = [s.requests for s in cell.cluster.shards]
     assert all(n > 0 for n in shards)
     assert merged == sum(shards) == load.requests
-    assert load.served == 4 and load.starved == 0
+    assert load.served == 4
+    assert load.starved == 0
     # the server's CPU was accounted over the window the first shard published
-    assert cell.cpu is not None and 0.3 < cell.cpu.window_s < 0.8
-    assert cell.cluster.start_skew_s is not None and cell.cluster.start_skew_s < 0.5
+    assert cell.cpu is not None
+    assert 0.3 < cell.cpu.window_s < 0.8
+    assert cell.cluster.start_skew_s is not None
+    assert cell.cluster.start_skew_s < 0.5
 
 
 def _loadgens_of(pid: int) -> list[psutil.Process]:
@@ -121,7 +135,8 @@ def test_a_worker_killed_mid_cell_fails_the_cell_not_the_run(cluster: Cluster) -
     assert time.monotonic() - t0 < 8.0 + 20, "the cell did not end soon after the kill"
     (got,) = result
     assert got.status == "failed"
-    assert got.reason is not None and "left the cluster" in got.reason
+    assert got.reason is not None
+    assert "left the cluster" in got.reason
     _, gone = psutil.wait_procs(found, timeout=10)
     assert not gone, f"the killed worker's load generator outlived it: {gone}"
     # the cluster itself is fine: the next cell runs (the nanny restarted the worker)
@@ -134,25 +149,46 @@ def test_a_worker_killed_mid_cell_fails_the_cell_not_the_run(cluster: Cluster) -
 
 
 def test_bad_cluster_address_is_one_line_exit_2(tmp_path: Path) -> None:
-    for arg, needle in (("nonsense", "expected tcp://HOST:PORT"),
-                        ("tcp://127.0.0.1:1", "cannot reach the Dask scheduler")):  # fmt: skip
+    for arg, needle in (
+        ("nonsense", "expected tcp://HOST:PORT"),
+        ("tcp://127.0.0.1:1", "cannot reach the Dask scheduler"),
+    ):
         p = subprocess.run(
-            [sys.executable, "-m", "bench", "run", "--profile", "quick", "--out",
-             str(tmp_path), "--cluster", arg],
-            check=False, cwd=REPO, capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "bench",
+                "run",
+                "--profile",
+                "quick",
+                "--out",
+                str(tmp_path),
+                "--cluster",
+                arg,
+            ],
+            check=False,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         lines = p.stderr.strip().splitlines()
-        assert p.returncode == 2 and len(lines) == 1 and needle in lines[0], p.stderr
+        assert p.returncode == 2, p.stderr
+        assert len(lines) == 1, p.stderr
+        assert needle in lines[0], p.stderr
     assert not any(tmp_path.iterdir()), "a refused run must not leave a run directory"
 
 
 def test_a_cluster_without_a_role_is_refused() -> None:
     local = distributed.LocalCluster(
-        n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0",
+        n_workers=1,
+        threads_per_worker=1,
+        processes=False,
+        dashboard_address=":0",
         resources={"client": 1},
-    )  # fmt: skip
+    )
     try:
-        from bench.cluster import ClusterError  # noqa: PLC0415
+        from bench.cluster_tasks import ClusterError  # noqa: PLC0415
 
         with pytest.raises(ClusterError, match="no worker offering server"):
             Cluster.connect(local.scheduler_address)

@@ -1,6 +1,6 @@
 """The fault suite of issue 7: attack each real server, then check it survived and hurt nobody.
 
-Each test starts a real server (`servers.launch.ServerProcess`: own process group, READY line),
+Each test starts a real server (`bench.launch.ServerProcess`: own process group, READY line),
 attacks it over loopback, and checks behaviour, never speed:
 
 * slowloris -- 1,000 connections send one byte and stall. The models that give every
@@ -18,10 +18,7 @@ attacks it over loopback, and checks behaviour, never speed:
   model: one process holding every connection (thread, threadpool, multiplex, asyncio, uvloop)
   runs into EMFILE; a forking parent closes its connfd (Fig. 12.5), so each child has its own
   descriptor table and the limit never bites (asserted: all 200 served).
-* `--leak-connfd` -- the parent that forgets to close connfd climbs to EMFILE, one descriptor
-  and one CLOSE_WAIT socket per finished client, while the correct server stays flat.
-* `--naive-reaper` -- one waitpid per SIGCHLD leaves zombies under connection bursts, because
-  signals do not queue (CS:APP 8.5.5); the reaping loop leaves none.
+* the book's two warnings, `--leak-connfd` and `--naive-reaper`: tests/test_book_warnings.py.
 * the runner -- SIGKILL of the load generator mid-cell fails that cell, the next cell runs, and
   nothing is left running (the server-killed case is tests/test_bench_run.py's).
 
@@ -33,7 +30,6 @@ written to the file named by $ECHOBENCH_FAULT_TABLE if set.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import json
 import os
 import signal
@@ -42,25 +38,29 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from conftest import server_param
 
+from bench.launch import ServerProcess
 from records import schema
 from records.procfs import group_members
-from servers.launch import ServerProcess, StopReport
-from servers.registry import SERVERS
+from records.registry import SERVERS
 from tests.faultclients import (
+    ROWS,
     EchoClient,
     EchoError,
+    Row,
     Swarm,
     accept_queue_len,
-    close_wait_count,
+    assert_clean,
+    closing,
     cpu_seconds,
+    fault_table_text,
     fd_count,
     live_children,
+    ms,
     open_stalled,
     owner_of_connection,
     payload,
@@ -104,60 +104,17 @@ SERVED_BOUND_S = 10.0
 STARVED_PROBE_S = 1.0  # a starved client is starved forever; this only bounds the wait
 
 
-@dataclass(frozen=True, slots=True)
-class Row:
-    fault: str
-    server: str
-    survived: bool
-    outcome: str
-    bytes_lost: int  # on connections that were not the attacked ones
-
-
-ROWS: list[Row] = []
-
-
-def _table() -> str:
-    lines = [
-        "| fault | server | survived | outcome | bytes lost (innocent) |",
-        "|---|---|---|---|---|",
-    ]
-    lines += [
-        f"| {r.fault} | {r.server} | {'yes' if r.survived else 'NO'} | {r.outcome} "
-        f"| {r.bytes_lost} |"
-        for r in ROWS
-    ]
-    return "\n".join(lines)
-
-
 @pytest.fixture(scope="module", autouse=True)
-def fault_table() -> Iterator[None]:
+def faultfault_table_text() -> Iterator[None]:
     """Print (and optionally write) the table of every fault run in this module."""
     yield
     if not ROWS:
         return
-    text = _table()
+    text = fault_table_text()
     print("\n\nFault suite (issue 7)\n" + text)
     target = os.environ.get("ECHOBENCH_FAULT_TABLE")
     if target:
         Path(target).write_text(text + "\n", encoding="utf-8")
-
-
-def _assert_clean(report: StopReport, name: str) -> None:
-    assert report.exit_code == 0, f"{name}: exit {report.exit_code}: {report.stderr_tail}"
-    assert not report.leftovers, f"{name}: left behind {report.leftovers}"
-
-
-def _ms(ns: float) -> str:
-    return f"{ns / 1e6:.1f} ms"
-
-
-@contextlib.contextmanager
-def _closing(*clients: EchoClient) -> Iterator[None]:
-    try:
-        yield
-    finally:
-        for c in clients:
-            c.close()
 
 
 # --------------------------------------------------------------------------- slowloris
@@ -168,7 +125,7 @@ def _closing(*clients: EchoClient) -> Iterator[None]:
 def test_slowloris(name: str, start_server: StartServer) -> None:
     srv = start_server(name, *POOL_ARGS.get(name, []))
     active = EchoClient(srv.host, srv.port, timeout_s=SERVED_BOUND_S)
-    with raised_nofile(STALLED + 256), _closing(active):
+    with raised_nofile(STALLED + 256), closing(active):
         stalled = open_stalled(srv.host, srv.port, STALLED)
         try:
             # Every handshake completes (the backlog, 1,024, holds them all), whether or not the
@@ -199,7 +156,7 @@ def test_slowloris(name: str, start_server: StartServer) -> None:
                 for i in range(20):
                     active.echo(payload(i, 64 << (i % 7)))
                 lat = active.latencies_ns
-                outcome = f"kept serving: median {_ms(statistics.median(lat))}, max {_ms(max(lat))}"
+                outcome = f"kept serving: median {ms(statistics.median(lat))}, max {ms(max(lat))}"
         finally:
             stalled.close()
         assert active.mismatched == 0
@@ -214,7 +171,7 @@ def test_slowloris(name: str, start_server: StartServer) -> None:
         )
         assert not left, f"{name}: {len(left)} children left after the stalled clients left"
     report = srv.stop()
-    _assert_clean(report, name)
+    assert_clean(report, name)
     ROWS.append(Row("slowloris (1,000 stalled)", name, True, outcome, active.lost))
 
 
@@ -236,7 +193,7 @@ def test_reset_storm(name: str, start_server: StartServer) -> None:
     assert srv.alive(), f"{name} died in the reset storm"
     # The next clients, concurrently, echo byte-exact (fewer than the pool's workers).
     clients = [EchoClient(srv.host, srv.port, timeout_s=SERVED_BOUND_S) for _ in range(3)]
-    with _closing(*clients):
+    with closing(*clients):
         for i in range(10):
             for c in clients:
                 c.echo(payload(i, 1 + 997 * i))
@@ -251,7 +208,7 @@ def test_reset_storm(name: str, start_server: StartServer) -> None:
         assert not left, f"{name}: children or zombies left after the storm: {left}"
     assert srv.alive()
     report = srv.stop()
-    _assert_clean(report, name)
+    assert_clean(report, name)
     ROWS.append(Row("reset storm (1,000 RST)", name, True, "next clients echo", lost))
 
 
@@ -263,7 +220,7 @@ def test_sigkill_child(name: str, start_server: StartServer) -> None:
     srv = start_server(name)
     victim = EchoClient(srv.host, srv.port)
     bystander = EchoClient(srv.host, srv.port)
-    with _closing(victim, bystander):
+    with closing(victim, bystander):
         victim.echo(b"before")
         bystander.echo(b"before")
         # The child serving the victim: the one process holding the server end of its socket.
@@ -276,7 +233,8 @@ def test_sigkill_child(name: str, start_server: StartServer) -> None:
         child = owners[0]
         assert child != srv.pid, "the parent holds the client's connfd (it must close it)"
         bystander_child = owner_of_connection(srv.pgid, srv.port, bystander.local_port)
-        assert bystander_child and child not in bystander_child
+        assert bystander_child
+        assert child not in bystander_child
 
         os.kill(child, signal.SIGKILL)
 
@@ -297,12 +255,12 @@ def test_sigkill_child(name: str, start_server: StartServer) -> None:
         assert not zombies(srv.pgid)
         # And the parent still accepts.
         newcomer = EchoClient(srv.host, srv.port)
-        with _closing(newcomer):
+        with closing(newcomer):
             newcomer.echo(b"still accepting")
         lost = bystander.lost + newcomer.lost
     assert lost == 0
     report = srv.stop()
-    _assert_clean(report, name)
+    assert_clean(report, name)
     ROWS.append(Row("SIGKILL of one child", name, True, "victim EOF, child reaped", lost))
 
 
@@ -380,7 +338,7 @@ def test_descriptor_exhaustion(name: str, start_server: StartServer) -> None:
     after = wait_for(lambda: fd_count(srv.pid), lambda n: n <= baseline + 1, timeout_s=20.0)
     assert after <= baseline + 1, f"{name}: {after} fds after the clients left (was {baseline})"
     newcomer = EchoClient(srv.host, srv.port, timeout_s=SERVED_BOUND_S * 2)
-    with _closing(newcomer):
+    with closing(newcomer):
         for i in range(5):
             newcomer.echo(payload(i, 100 * (i + 1)))
     assert srv.alive()
@@ -392,185 +350,10 @@ def test_descriptor_exhaustion(name: str, start_server: StartServer) -> None:
             report = srv.stop()
         finally:
             swarm.close()
-    _assert_clean(report, name)
+    assert_clean(report, name)
     ROWS[-1] = Row(
         fault, name, True, outcome + "; serves again; SIGTERM under overload clean", lost
     )
-
-
-# --------------------------------------------------------------------------- --leak-connfd
-
-
-def _short_clients(srv: ServerProcess, n: int, stop_at_limit: bool) -> tuple[list[int], ...]:
-    """Up to `n` sequential short clients (connect, echo, close), sampling the parent's
-    descriptors after each and its CLOSE_WAIT sockets after every eighth. Stops at the first
-    client not served if `stop_at_limit` (and only once the parent is at its descriptor
-    limit)."""
-    fds, waits, refused = [], [], []
-    for i in range(n):
-        at_limit = fd_count(srv.pid) >= LOW_NOFILE
-        client = EchoClient(srv.host, srv.port, timeout_s=STARVED_PROBE_S if at_limit else 10.0)
-        with _closing(client):
-            try:
-                client.echo(payload(i, 64))
-            except EchoError as exc:
-                assert at_limit and stop_at_limit, f"client {i} not served below the limit: {exc}"
-                refused.append(i)
-        if refused:
-            break
-        # The client's FIN reaches the server end at once on loopback; the leaky parent's copy
-        # of connfd keeps that end open, in CLOSE_WAIT, after the child has exited.
-        fds.append(fd_count(srv.pid))
-        if i % 8 == 7:  # /proc/net/tcp lists the whole machine's sockets: sample, not every time
-            waits.append(close_wait_count(srv.port))
-    return fds, waits, refused
-
-
-def test_leak_connfd_until_emfile(start_server: StartServer) -> None:
-    leaky = start_server("process", "--leak-connfd", nofile=LOW_NOFILE)
-    correct = start_server("process", nofile=LOW_NOFILE)
-    base_leaky, base_correct = fd_count(leaky.pid), fd_count(correct.pid)
-    n = LOW_NOFILE + 16  # past the point where the leaky parent ran out
-
-    fds, _waits, refused = _short_clients(leaky, n, stop_at_limit=True)
-    assert refused, f"the leaky parent served all {n} clients: no EMFILE?"
-    assert fd_count(leaky.pid) == LOW_NOFILE
-    served = len(fds)
-    # One leaked descriptor per finished client; CLOSE_WAIT climbs with them.
-    assert fds[-1] - base_leaky >= served - 1, fds
-    assert all(b >= a for a, b in itertools.pairwise(fds)), fds
-    waits_now = wait_for(lambda: close_wait_count(leaky.port), lambda w: w >= served, 5.0)
-    assert waits_now >= served, f"{waits_now} CLOSE_WAIT after {served} finished clients"
-    assert leaky.alive(), "the leaky server died at EMFILE instead of backing off"
-
-    cfds, cwaits, crefused = _short_clients(correct, n, stop_at_limit=False)
-    assert not crefused and len(cfds) == n
-    assert max(cfds) <= base_correct + 1, cfds  # flat: connfd closed right after fork
-    assert wait_for(lambda: close_wait_count(correct.port), lambda w: w == 0, 5.0) == 0
-
-    leak_report = leaky.stop()
-    _assert_clean(leak_report, "process --leak-connfd")
-    assert any("EMFILE" in line for line in leak_report.stderr_tail), leak_report.stderr_tail
-    _assert_clean(correct.stop(), "process")
-    ROWS.append(
-        Row(
-            f"--leak-connfd, RLIMIT_NOFILE {LOW_NOFILE}",
-            "process --leak-connfd",
-            True,
-            f"fds {base_leaky}->{fds[-1]}, CLOSE_WAIT 0->{waits_now}; "
-            f"client {refused[0] + 1} not accepted (EMFILE)",
-            0,
-        )
-    )
-    ROWS.append(
-        Row(
-            f"--leak-connfd control, RLIMIT_NOFILE {LOW_NOFILE}",
-            "process",
-            True,
-            f"{n} clients served; fds {min(cfds)}..{max(cfds)}; CLOSE_WAIT {max(cwaits)} max",
-            0,
-        )
-    )
-
-
-# --------------------------------------------------------------------------- --naive-reaper
-
-BURSTS = 6
-BURST_SIZE = 16
-
-
-def _open_burst(srv: ServerProcess, k: int, round_: int) -> list[EchoClient]:
-    """`k` clients connect and echo, so `k` children are serving them when this returns."""
-    clients = [EchoClient(srv.host, srv.port) for _ in range(k)]
-    try:
-        for i, c in enumerate(clients):
-            c.echo(payload(round_ * k + i, 32))
-    except BaseException:
-        for c in clients:
-            c.close()
-        raise
-    return clients
-
-
-def _close_burst(clients: list[EchoClient]) -> int:
-    """All close at once, so their children exit within microseconds of each other (and their
-    SIGCHLDs can merge). Returns the innocent bytes lost."""
-    for c in clients:
-        c.close()
-    return sum(c.lost for c in clients)
-
-
-def _zombies_after_burst(srv: ServerProcess) -> int:
-    """Zombies once every child of the burst has exited (none alive: an observable event)."""
-    left = wait_for(lambda: live_children(srv.pgid, srv.pid), lambda m: not m, timeout_s=10.0)
-    assert not left, f"children still alive after their clients left: {left}"
-    return len(zombies(srv.pgid))
-
-
-def test_naive_reaper_bursts(start_server: StartServer) -> None:
-    naive = start_server("process", "--naive-reaper")
-    correct = start_server("process")
-    series, lost = [], 0
-    for r in range(BURSTS):
-        lost += _close_burst(_open_burst(naive, BURST_SIZE, r))
-        series.append(_zombies_after_burst(naive))
-    # Zombies only accumulate: each handler call reaps one child and follows at least one exit.
-    assert all(b >= a for a, b in itertools.pairwise(series)), series
-    natural = series[-1] > 0
-    if not natural:
-        # Coalescing under a natural burst is likely, not certain: make it certain by stopping
-        # the parent while a burst's children exit, so their SIGCHLDs merge into one (8.5.5).
-        clients = _open_burst(naive, BURST_SIZE, BURSTS)
-        os.kill(naive.pid, signal.SIGSTOP)
-        try:
-            lost += _close_burst(clients)
-            live = wait_for(
-                lambda: live_children(naive.pgid, naive.pid), lambda m: not m, timeout_s=10.0
-            )
-            assert not live
-        finally:
-            os.kill(naive.pid, signal.SIGCONT)
-        series.append(_zombies_after_burst_settled(naive))
-    assert series[-1] > 0, f"naive reaper left no zombie: {series}"
-
-    cseries = []
-    for r in range(BURSTS):
-        lost += _close_burst(_open_burst(correct, BURST_SIZE, r))
-        _zombies_after_burst(correct)
-        # Transient zombies exist between a child's exit and the handler; once it has run, none.
-        cseries.append(len(wait_for(lambda: zombies(correct.pgid), lambda z: not z, 10.0)))
-    assert cseries == [0] * BURSTS, cseries
-    assert lost == 0
-
-    _assert_clean(correct.stop(), "process")
-    naive_report = naive.stop()
-    assert naive_report.exit_code == 0, naive_report.stderr_tail
-    how = "natural bursts" if natural else "SIGSTOP burst (natural bursts left none)"
-    ROWS.append(
-        Row(
-            f"--naive-reaper, {BURSTS}x{BURST_SIZE} bursts",
-            "process --naive-reaper",
-            True,
-            f"zombies after each burst {series} ({how})",
-            lost,
-        )
-    )
-    ROWS.append(
-        Row(
-            f"--naive-reaper control, {BURSTS}x{BURST_SIZE} bursts",
-            "process",
-            True,
-            f"zombies after each burst {cseries}",
-            0,
-        )
-    )
-
-
-def _zombies_after_burst_settled(srv: ServerProcess) -> int:
-    """After SIGCONT the pending SIGCHLD is handled once: wait until that has reaped one."""
-    before = len(zombies(srv.pgid))
-    after = wait_for(lambda: len(zombies(srv.pgid)), lambda z: z < before, timeout_s=5.0)
-    return after
 
 
 # --------------------------------------------------------------------------- the runner itself
@@ -647,7 +430,8 @@ def test_loadgen_sigkill_fails_its_cell(tmp_path: Path) -> None:
     cells = {c.cell_id: c for c in map(schema.read_cell, (run_dir / "cells").glob("*.json"))}
     killed = cells[str(cell["cell_id"])]
     assert killed.status == "failed", killed
-    assert killed.reason is not None and "load generator" in killed.reason, killed.reason
+    assert killed.reason is not None, killed.reason
+    assert "load generator" in killed.reason, killed.reason
     assert [c.status for c in cells.values() if c.cell_id != killed.cell_id] == ["ok"]
     assert schema.read_manifest(run_dir / "manifest.json").finished
     for pgid in groups:

@@ -64,16 +64,20 @@ def test_usage_errors_exit_2_with_one_line(args: list[str], needle: str) -> None
     p = loadgen(*base, *args)
     assert p.returncode == 2, p.stderr
     lines = p.stderr.strip().splitlines()
-    assert len(lines) == 1 and needle in lines[0], p.stderr
+    assert len(lines) == 1, p.stderr
+    assert needle in lines[0], p.stderr
 
 
 def test_unreachable_target_is_a_run_failure(tmp_path: Path) -> None:
     out = tmp_path / "r.json"
     p = loadgen("--target", f"127.0.0.1:{free_port()}", "--output", str(out))
     assert p.returncode == 1
-    assert "cannot connect" in p.stderr and len(p.stderr.strip().splitlines()) == 1
+    assert "cannot connect" in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1
     r = read_load(out)
-    assert not r.complete and r.failure and "cannot connect" in r.failure
+    assert not r.complete
+    assert r.failure
+    assert "cannot connect" in r.failure
 
 
 def test_complete_run_writes_result_and_summary(tmp_path: Path) -> None:
@@ -92,7 +96,9 @@ def test_complete_run_writes_result_and_summary(tmp_path: Path) -> None:
     assert p.returncode == 0, p.stderr
     assert "req/s" in p.stderr.strip().splitlines()[-1]
     r = read_load(out)
-    assert r.complete and r.requests > 0 and r.config.source_addrs == 8
+    assert r.complete
+    assert r.requests > 0
+    assert r.config.source_addrs == 8
 
 
 def test_sigterm_stops_promptly_and_keeps_what_was_measured(tmp_path: Path) -> None:
@@ -134,7 +140,9 @@ def test_sigterm_stops_promptly_and_keeps_what_was_measured(tmp_path: Path) -> N
     assert "INCOMPLETE" in rest
     assert wait_group_empty(proc.pid) == []  # its workers are gone too
     r = read_load(out)
-    assert not r.complete and r.failure is not None and "SIGTERM" in r.failure
+    assert not r.complete
+    assert r.failure is not None
+    assert "SIGTERM" in r.failure
     assert len(r.client_cpu) == 2
 
 

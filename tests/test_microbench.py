@@ -147,12 +147,17 @@ def test_fast_run_has_every_python_figure(fast_run: tuple[Path, str]) -> None:
     assert set(python) == expected(PY_ONE_ENDED, PY_TWO_ENDED)  # and no 1 GB parent in --fast
     for name, r in python.items():
         assert 0 < r.min_us <= r.median_us <= r.max_us, name
-        assert r.stddev_us >= 0 and r.rounds >= 3 and r.batch >= 1, name
-        assert r.cpus and set(r.cpus) <= set(allowed_cpus()), name
+        assert r.stddev_us >= 0, name
+        assert r.rounds >= 3, name
+        assert r.batch >= 1, name
+        assert r.cpus, name
+        assert set(r.cpus) <= set(allowed_cpus()), name
         if name.endswith("[split]"):
-            assert r.placement == "split" and len(r.cpus) == 2, name
+            assert r.placement == "split", name
+            assert len(r.cpus) == 2, name
         elif name.endswith("[shared]"):
-            assert r.placement == "shared" and len(r.cpus) == 1, name
+            assert r.placement == "shared", name
+            assert len(r.cpus) == 1, name
         else:
             assert r.placement == "n/a", name
     assert {r.group for r in python.values()} == {"process-control", "ipc", "shared-counter"}
@@ -166,11 +171,13 @@ def test_fast_run_has_the_c_floor_or_says_why_not(fast_run: tuple[Path, str]) ->
     if shutil.which("cc"):
         assert set(c) == expected(C_ONE_ENDED, C_TWO_ENDED)
         for name, r in c.items():
-            assert 0 < r.min_us <= r.median_us <= r.max_us and r.rounds >= 3, name
+            assert 0 < r.min_us <= r.median_us <= r.max_us, name
+            assert r.rounds >= 3, name
         assert doc["notes"] == []
     else:
         assert c == {}
-        assert "not built" in stderr and doc["notes"]
+        assert "not built" in stderr
+        assert doc["notes"]
 
 
 @pytest.mark.slow
@@ -202,7 +209,8 @@ def test_corrupt_or_foreign_files_are_refused(fast_run: tuple[Path, str], tmp_pa
 def test_usage_errors_exit_2(tmp_path: Path) -> None:
     tag = uuid.uuid4().hex
     missing_out = run_cli(["run"], tag, timeout_s=30)
-    assert missing_out.returncode == 2 and "--out" in missing_out.stderr
+    assert missing_out.returncode == 2
+    assert "--out" in missing_out.stderr
     a_file = tmp_path / "file"
     a_file.write_text("x", encoding="utf-8")
     not_a_dir = run_cli(["run", "--out", str(a_file)], tag, timeout_s=30)
@@ -235,7 +243,8 @@ def test_files_in_the_first_placement_words_read_in_the_suites_words(tmp_path: P
     raw = json.loads((old / C_FILE).read_text())
     assert raw["format_version"] == 1
     first = next(x for x in raw["results"] if x["name"] == "rtt.pipe[cross-cpu]")
-    assert pipe.median_us == first["median_us"] and pipe.placement == "split"
+    assert pipe.median_us == first["median_us"]
+    assert pipe.placement == "split"
     # A format this version does not know is refused, naming the versions it reads.
     (tmp_path / PY_FILE).write_text((old / PY_FILE).read_text())
     (tmp_path / C_FILE).write_text(json.dumps({**raw, "format_version": 3}))

@@ -51,9 +51,13 @@ class TwoHosts:
     def start(self, ns: str, argv: list[str], log: Path) -> subprocess.Popen[bytes]:
         with open(log, "wb") as f:
             popen = subprocess.Popen(
-                ["ip", "netns", "exec", ns, *argv], stdout=f, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True, cwd=REPO,
-            )  # fmt: skip
+                ["ip", "netns", "exec", ns, *argv],
+                stdout=f,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                cwd=REPO,
+            )
         self.procs.append((popen, log))
         return popen
 
@@ -79,8 +83,9 @@ class TwoHosts:
                 popen.wait(timeout=10)
         for ns in (self.a, self.b):
             # Anything still inside (a server a dying worker left behind) is ended by its pid.
-            pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True,
-                                  check=False).stdout.split()  # fmt: skip
+            pids = subprocess.run(
+                ["ip", "netns", "pids", ns], capture_output=True, text=True, check=False
+            ).stdout.split()
             for pid in pids:
                 with contextlib.suppress(ProcessLookupError, ValueError):
                     os.kill(int(pid), signal.SIGKILL)
@@ -114,7 +119,8 @@ def two_hosts(tmp_path: Path) -> Iterator[TwoHosts]:
     finally:
         hosts.end()
     leftover = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False)
-    assert hosts.a not in leftover.stdout and hosts.b not in leftover.stdout
+    assert hosts.a not in leftover.stdout
+    assert hosts.b not in leftover.stdout
 
 
 def test_a_run_across_two_hosts(two_hosts: TwoHosts, tmp_path: Path) -> None:
@@ -122,14 +128,42 @@ def test_a_run_across_two_hosts(two_hosts: TwoHosts, tmp_path: Path) -> None:
 
     scheduler = f"tcp://{h.addr_a}:{PORT}"
     sched_log = tmp_path / "scheduler.log"
-    h.start(h.a, [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", h.addr_a,
-                  "--port", str(PORT), "--no-dashboard"], sched_log)  # fmt: skip
+    h.start(
+        h.a,
+        [
+            sys.executable,
+            "-m",
+            "distributed.cli.dask_scheduler",
+            "--host",
+            h.addr_a,
+            "--port",
+            str(PORT),
+            "--no-dashboard",
+        ],
+        sched_log,
+    )
     h.wait_log(sched_log, "Scheduler at:")
     for ns, addr, role in ((h.a, h.addr_a, "server"), (h.b, h.addr_b, "client")):
         log = tmp_path / f"{role}.log"
-        h.start(ns, [sys.executable, "-m", "distributed.cli.dask_worker", scheduler, "--host",
-                     addr, "--resources", f"{role}=1", "--nthreads", "2", "--no-dashboard",
-                     "--name", role], log)  # fmt: skip
+        h.start(
+            ns,
+            [
+                sys.executable,
+                "-m",
+                "distributed.cli.dask_worker",
+                scheduler,
+                "--host",
+                addr,
+                "--resources",
+                f"{role}=1",
+                "--nthreads",
+                "2",
+                "--no-dashboard",
+                "--name",
+                role,
+            ],
+            log,
+        )
         h.wait_log(log, "Registered to")
     profile = tmp_path / "two-hosts.toml"
     profile.write_text(
@@ -140,9 +174,24 @@ def test_a_run_across_two_hosts(two_hosts: TwoHosts, tmp_path: Path) -> None:
     )
     out = tmp_path / "results"
     log = tmp_path / "runner.log"
-    runner = h.start(h.a, [sys.executable, "-m", "bench", "run", "--profile", str(profile),
-                           "--out", str(out), "--cluster", scheduler, "--no-report",
-                           "--no-microbench"], log)  # fmt: skip
+    runner = h.start(
+        h.a,
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "run",
+            "--profile",
+            str(profile),
+            "--out",
+            str(out),
+            "--cluster",
+            scheduler,
+            "--no-report",
+            "--no-microbench",
+        ],
+        log,
+    )
     code = runner.wait(timeout=180)
     text = log.read_text(errors="replace")
     assert code == 0, text[-3000:]
@@ -155,7 +204,10 @@ def test_a_run_across_two_hosts(two_hosts: TwoHosts, tmp_path: Path) -> None:
     assert {c.server for c in cells} == {"thread", "process"}
     for cell in cells:
         assert cell.status == "ok", (cell.cell_id, cell.reason)
-        assert cell.cluster is not None and cell.load is not None
-        assert cell.cluster.server_host == h.addr_a and cell.load.config.host == h.addr_a
+        assert cell.cluster is not None
+        assert cell.load is not None
+        assert cell.cluster.server_host == h.addr_a
+        assert cell.load.config.host == h.addr_a
         assert [s.host for s in cell.cluster.shards] == [h.addr_b]
-        assert cell.load.requests > 0 and cell.load.served == 4
+        assert cell.load.requests > 0
+        assert cell.load.served == 4

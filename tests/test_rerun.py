@@ -63,8 +63,10 @@ def test_fast_outliers_are_rerun_like_slow_ones(template: schema.CellResult) -> 
     runner, specs = runner_with(template, [median, median, slow, fast, median])
     why = runner._spoiled(build(PROFILE))
     assert set(why) == {specs[2].cell_id, specs[3].cell_id}
-    assert "0.54x" in why[specs[2].cell_id][1] and "1.83x" in why[specs[3].cell_id][1]
-    assert why[specs[3].cell_id][0] > 0.5 and why[specs[2].cell_id][0] > 0.5  # how far, either way
+    assert "0.54x" in why[specs[2].cell_id][1]
+    assert "1.83x" in why[specs[3].cell_id][1]
+    assert why[specs[3].cell_id][0] > 0.5
+    assert why[specs[2].cell_id][0] > 0.5
 
 
 def test_foreign_cpu_is_rerun_and_a_second_attempt_never_is(template: schema.CellResult) -> None:
@@ -89,11 +91,15 @@ def test_an_attempt_on_disk_is_moved_aside_never_overwritten(
     runner._keep(tmp_path, spec, result(template, spec, 9e3))
     runner._keep(tmp_path, spec, result(template, spec, 8e3))
     kept = schema.read_cell(tmp_path / "cells" / f"{spec.cell_id}.json")
-    assert kept.attempt == 3 and kept.load is not None and kept.load.requests_per_s == 8e3
+    assert kept.attempt == 3
+    assert kept.load is not None
+    assert kept.load.requests_per_s == 8e3
     first = schema.read_cell(tmp_path / schema.ATTEMPTS_DIR / f"{spec.cell_id}.a1.json")
     second = schema.read_cell(tmp_path / schema.ATTEMPTS_DIR / f"{spec.cell_id}.a2.json")
-    assert first.status == "failed" and first.reason == "echo mismatch"  # the failure stays
-    assert second.load is not None and second.load.requests_per_s == 9e3
+    assert first.status == "failed"
+    assert first.reason == "echo mismatch"
+    assert second.load is not None
+    assert second.load.requests_per_s == 9e3
 
 
 def test_an_episode_reruns_ok_cells_whatever_their_speed_but_no_failure(
@@ -103,8 +109,9 @@ def test_an_episode_reruns_ok_cells_whatever_their_speed_but_no_failure(
     runner.results[specs[2].cell_id] = replace(
         runner.results[specs[2].cell_id], status="failed", reason="server died"
     )
-    canary = schema.CanarySample(at="2026-12-07T00:00:00.000Z", t_s=0.0, after_cell=0,
-                                 spin_us=1000.0, pipe_rtt_us=10.0)  # fmt: skip
+    canary = schema.CanarySample(
+        at="2026-12-07T00:00:00.000Z", t_s=0.0, after_cell=0, spin_us=1000.0, pipe_rtt_us=10.0
+    )
     runner.canaries = [
         replace(canary, t_s=0.0),
         replace(canary, t_s=10.0, spin_us=3000.0),  # an episode: 0.33x the median speed
@@ -123,7 +130,8 @@ def test_an_extra_round_is_the_same_point_under_the_next_trial_number() -> None:
     assert profile.time_budget_s == 60
     last = profile.cells[-1]
     extra = extra_trial(last, 4)
-    assert extra.trial == 4 and extra.point_key == last.point_key
+    assert extra.trial == 4
+    assert extra.point_key == last.point_key
     assert extra.cell_id == last.cell_id.replace("_t3_", "_t4_")
     assert extra.cell_id not in {c.cell_id for c in profile.cells}
 

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from bench.cell import CellRun, CpuPlan
+from bench.launch import ServerProcess
 from bench.profile import ProfileError, build, read
 from records import schema
-from servers.launch import ServerProcess
 
 
 def _profile(**top: Any) -> dict[str, Any]:
@@ -57,9 +57,12 @@ def test_fault_scenarios_run_the_switch_next_to_the_correct_server() -> None:
         ("naive-reaper", ()),
     }
     leak = by[("leak-connfd", ("--leak-connfd",))]
-    assert leak.nofile == 128 and leak.close_wait and leak.server == "process"
+    assert leak.nofile == 128
+    assert leak.close_wait
+    assert leak.server == "process"
     assert by[("naive-reaper", ())].nofile is None
-    assert "_fault_" in leak.cell_id and "_control_" in by[("leak-connfd", ())].cell_id
+    assert "_fault_" in leak.cell_id
+    assert "_control_" in by[("leak-connfd", ())].cell_id
 
 
 @pytest.mark.parametrize(
@@ -84,15 +87,36 @@ def test_idle_connections_are_held_and_echo_at_the_end(tmp_path: Path) -> None:
     try:
         out = tmp_path / "load.json"
         done = subprocess.run(
-            [sys.executable, "-m", "loadgen", "--target", f"{server.host}:{server.port}",
-             "--connections", "2", "--idle", "40", "--duration", "0.3", "--warmup", "0",
-             "--timeout", "5", "--output", str(out)],
-            capture_output=True, text=True, timeout=60, check=False, start_new_session=True,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "loadgen",
+                "--target",
+                f"{server.host}:{server.port}",
+                "--connections",
+                "2",
+                "--idle",
+                "40",
+                "--duration",
+                "0.3",
+                "--warmup",
+                "0",
+                "--timeout",
+                "5",
+                "--output",
+                str(out),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            start_new_session=True,
+        )
         assert done.returncode == 0, done.stderr
         result = schema.read_load(out)
         assert result.config.idle_connections == 40
-        assert result.idle_opened == 40 and result.idle_alive_at_end == 40
+        assert result.idle_opened == 40
+        assert result.idle_alive_at_end == 40
         assert result.requests > 0
     finally:
         server.stop()
@@ -114,10 +138,12 @@ def test_memory_guard_stops_a_process_server_cell_over_its_cap(tmp_path: Path) -
     result = CellRun(spec, tmp_path, _cpus(), 1).run()
     assert result.status == "failed"
     assert result.reason is not None
-    assert result.reason.startswith("stopped at ") and ": memory (" in result.reason
+    assert result.reason.startswith("stopped at ")
+    assert ": memory (" in result.reason
     held = int(result.reason.split()[2])
     assert 0 < held <= 100
-    assert result.server_run is not None and result.server_run.leftovers == []
+    assert result.server_run is not None
+    assert result.server_run.leftovers == []
 
 
 def test_leak_connfd_cell_shows_descriptors_climbing_to_the_limit(tmp_path: Path) -> None:
@@ -130,9 +156,11 @@ def test_leak_connfd_cell_shows_descriptors_climbing_to_the_limit(tmp_path: Path
     )
     by = {c.server_args: c for c in p.cells}
     leak = CellRun(by[("--leak-connfd",)], tmp_path, _cpus(), 1).run()
-    assert leak.monitor is not None and leak.monitor.samples
+    assert leak.monitor is not None
+    assert leak.monitor.samples
     fds = [s.fds for s in leak.monitor.samples]
     close_wait = [s.close_wait or 0 for s in leak.monitor.samples]
     # From a handful at start to the limit: one descriptor kept per connection served.
-    assert fds[0] < 16 and max(fds) >= 60
+    assert fds[0] < 16
+    assert max(fds) >= 60
     assert max(close_wait) >= 30

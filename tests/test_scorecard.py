@@ -47,8 +47,9 @@ def recorded() -> Evidence:
     return Evidence(run.df, run.micro)
 
 
-def trials(ev: Evidence, scenario: str, server: str, metric: str, values: list[float],
-           **params: object) -> Evidence:  # fmt: skip
+def trials(
+    ev: Evidence, scenario: str, server: str, metric: str, values: list[float], **params: object
+) -> Evidence:
     """`ev` with the cell's trials replaced by one row per value of `metric` (the recorded
     row copied, trial numbers 1..n): the cell as a run with len(values) trials measured it."""
     d = ev.df
@@ -77,9 +78,18 @@ def with_micro(
     if sel.any():
         m.loc[sel, ["median_us", "min_us", "max_us"]] = [median, lo, hi]
     else:
-        row = {"name": name, "op": name.split("[", maxsplit=1)[0], "group": "ipc", "impl": impl,
-               "placement": "n/a", "median_us": median, "min_us": lo, "max_us": hi,
-               "rounds": 10, "what": name}  # fmt: skip
+        row = {
+            "name": name,
+            "op": name.split("[", maxsplit=1)[0],
+            "group": "ipc",
+            "impl": impl,
+            "placement": "n/a",
+            "median_us": median,
+            "min_us": lo,
+            "max_us": hi,
+            "rounds": 10,
+            "what": name,
+        }
         m = pd.concat([m, pd.DataFrame([row])], ignore_index=True)
     return Evidence(ev.df, m)
 
@@ -87,8 +97,11 @@ def with_micro(
 def test_every_claim_has_a_rule_and_a_verdict_on_the_recorded_run(recorded: Evidence) -> None:
     for claim in CLAIMS:
         c = claim(recorded)
-        assert c.rule and c.verdict in Verdict
-        assert c.verdict_text.startswith(f"**{c.verdict}**")
+        # the verdict is what its parts' outcomes combine to, and the text shows it first
+        assert c.rule, c
+        assert c.outcomes, c
+        assert c.verdict == combine(list(c.outcomes)), c
+        assert c.verdict_text.startswith(f"**{c.verdict}**: "), c.verdict_text
 
 
 def test_processes_slower(recorded: Evidence) -> None:
@@ -106,24 +119,30 @@ def test_processes_slower(recorded: Evidence) -> None:
 
 
 def test_process_control(recorded: Evidence) -> None:
-    ev = trials(recorded, "per-request", "process", "cpu_us_per_req", [2300, 2400, 2500],
-                connections=10)  # fmt: skip
+    ev = trials(
+        recorded, "per-request", "process", "cpu_us_per_req", [2300, 2400, 2500], connections=10
+    )
     ev = trials(ev, "per-request", "thread", "cpu_us_per_req", [250, 260, 270], connections=10)
     assert process_control_overhead(ev).verdict == C  # recorded fork 1,759 us vs thread 133 us
     slow_thread = with_micro(ev, "thread_start_join", 5000, 4900, 5100)
     v = process_control_overhead(slow_thread)  # the microbenchmark disagrees, the server agrees
-    assert v.verdict == MIX and "contradicted: creating a thread" in v.why
-    slow_both = trials(slow_thread, "per-request", "thread", "cpu_us_per_req", [5000, 5100, 5200],
-                       connections=10)  # fmt: skip
+    assert v.verdict == MIX
+    assert "contradicted: creating a thread" in v.why
+    slow_both = trials(
+        slow_thread, "per-request", "thread", "cpu_us_per_req", [5000, 5100, 5200], connections=10
+    )
     assert process_control_overhead(slow_both).verdict == X
-    cheap_fork = trials(ev, "per-request", "process", "cpu_us_per_req", [200, 260, 300],
-                        connections=10)  # fmt: skip
+    cheap_fork = trials(
+        ev, "per-request", "process", "cpu_us_per_req", [200, 260, 300], connections=10
+    )
     v = process_control_overhead(cheap_fork)  # the fork dearer, the server's CPU inside the noise
-    assert v.verdict == MIX and "not confirmed (inside the noise): CPU per connection" in v.why
+    assert v.verdict == MIX
+    assert "not confirmed (inside the noise): CPU per connection" in v.why
 
 
-def _same_pipe(ev: Evidence, threads: tuple[float, float, float],
-               procs: tuple[float, float, float]) -> Evidence:  # fmt: skip
+def _same_pipe(
+    ev: Evidence, threads: tuple[float, float, float], procs: tuple[float, float, float]
+) -> Evidence:
     """Both placements, both languages, one figure for each side: the pipe and the queues."""
     for place in ("shared", "split"):
         for impl in ("python", "c"):
@@ -139,7 +158,9 @@ def test_message_passing(recorded: Evidence) -> None:
     assert message_passing_cost(recorded).verdict in tuple(Verdict)
     slower = _same_pipe(recorded, (6.0, 5.8, 6.2), (60.0, 58.0, 62.0))
     v = message_passing_cost(slower)
-    assert v.verdict == C and v.parts == 6 and "processes 60.0 [58.0-62.0] us" in v.figure
+    assert v.verdict == C
+    assert v.parts == 6
+    assert "processes 60.0 [58.0-62.0] us" in v.figure
     same = _same_pipe(recorded, (6.0, 5.8, 6.4), (6.1, 5.9, 6.5))
     assert message_passing_cost(same).verdict == N
     faster = _same_pipe(recorded, (60.0, 58.0, 62.0), (6.0, 5.8, 6.2))
@@ -148,7 +169,8 @@ def test_message_passing(recorded: Evidence) -> None:
     mixed = with_micro(same, "rtt.mp_queue[shared]", 60, 58, 62)
     mixed = with_micro(mixed, "rtt.mp_queue[split]", 60, 58, 62)
     v = message_passing_cost(mixed)
-    assert v.verdict == MIX and "not confirmed (inside the noise): pipe" in v.why
+    assert v.verdict == MIX
+    assert "not confirmed (inside the noise): pipe" in v.why
 
 
 def test_combine_names_each_part_and_never_turns_undecided_into_not_confirmed() -> None:
@@ -160,7 +182,8 @@ def test_combine_names_each_part_and_never_turns_undecided_into_not_confirmed() 
         == "by the microbenchmarks. undecided: end to end: client-saturated"
     )
     assert combine([ok, Outcome(N, "x")]) == MIX
-    assert combine([undecided]) == INC and combine([]) == INC
+    assert combine([undecided]) == INC
+    assert combine([]) == INC
 
 
 def _cpu(ev: Evidence, server: str, mode: str | None, values: list[float]) -> Evidence:
@@ -170,8 +193,11 @@ def _cpu(ev: Evidence, server: str, mode: str | None, values: list[float]) -> Ev
 def _with_mode(ev: Evidence, server: str, mode: str, like: str) -> Evidence:
     """A counter mode the recorded run lacks, copied from one it has (then edited)."""
     d = ev.df
-    src = d[(d["scenario"] == "shared-counter") & (d["server"] == server)
-            & (d["shared_counter"] == like)].copy()  # fmt: skip
+    src = d[
+        (d["scenario"] == "shared-counter")
+        & (d["server"] == server)
+        & (d["shared_counter"] == like)
+    ].copy()
     if src.empty:
         src = d[(d["scenario"] == "shared-counter") & (d["server"] == server)].copy()
     src["shared_counter"] = mode
@@ -190,27 +216,32 @@ def test_shared_memory(recorded: Evidence) -> None:
     assert shared_memory_cost(ev).verdict == C
     cheaper = _cpu(ev, "process", "shm", [7.0, 7.5, 8.0])  # a counter that saves CPU
     v = shared_memory_cost(cheaper)
-    assert v.verdict == MIX and "contradicted: end to end" in v.why
+    assert v.verdict == MIX
+    assert "contradicted: end to end" in v.why
 
 
 def test_ipc_is_the_disadvantage(recorded: Evidence) -> None:
     ev = recorded
     for impl, store, message in (("python", 0.04, 0.85), ("c", 0.0003, 0.5)):
         ev = with_micro(ev, "counter.thread_plain.1w", store, store * 0.9, store * 1.1, impl)
-        ev = with_micro(ev, "counter.pipe_message.1w[split]", message, message * 0.9,
-                        message * 1.1, impl)  # fmt: skip
+        ev = with_micro(
+            ev, "counter.pipe_message.1w[split]", message, message * 0.9, message * 1.1, impl
+        )
     ev = _with_mode(_with_mode(ev, "process", "message", "naive"), "thread", "global", "lock")
     ev = _cpu(ev, "process", "naive", [10.0, 10.2, 10.4])
     ev = _cpu(ev, "process", "message", [13.0, 13.2, 13.4])  # +3 us
     ev = _cpu(ev, "thread", "global", [8.0, 8.1, 8.2])
     ev = _cpu(ev, "thread", "lock", [8.2, 8.3, 8.4])  # +0.2 us
     v = ipc_is_the_disadvantage(ev)
-    assert v.verdict == C and "(21.2x)" in v.figure and "(1,667x)" in v.figure
+    assert v.verdict == C
+    assert "(21.2x)" in v.figure
+    assert "(1,667x)" in v.figure
     even = _cpu(ev, "thread", "lock", [11.0, 11.2, 11.4])  # a Lock as dear as a message
     assert ipc_is_the_disadvantage(even).verdict == MIX
     no_e2e = Evidence(recorded.df[recorded.df["scenario"] != "shared-counter"], ev.micro)
     v = ipc_is_the_disadvantage(no_e2e)
-    assert v.verdict == C and "undecided: end to end" in v.why  # confirmed by its parts
+    assert v.verdict == C
+    assert "undecided: end to end" in v.why
 
 
 def test_sharing_needs_ipc(recorded: Evidence) -> None:
@@ -219,18 +250,21 @@ def test_sharing_needs_ipc(recorded: Evidence) -> None:
     naive = (d["shared_counter"] == "naive") & (d["server"] == "process")
     d.loc[naive, "stats_bytes"] = d.loc[naive, "bytes_received_total"]
     v = sharing_needs_ipc(Evidence(d, recorded.micro))  # the plain global counted everything
-    assert v.verdict == MIX and "contradicted: the plain global counted every byte" in v.why
+    assert v.verdict == MIX
+    assert "contradicted: the plain global counted every byte" in v.why
     d2 = recorded.df.copy()
     shm = (d2["shared_counter"] == "shm") & (d2["server"] == "process")
     d2.loc[shm, "status"] = "failed"
     d2.loc[shm, "reason"] = "shared counter shm: 12 bytes of updates lost"
     v = sharing_needs_ipc(Evidence(d2, recorded.micro))
-    assert v.verdict == MIX and "not confirmed (inside the noise): shm miscounted" in v.why
+    assert v.verdict == MIX
+    assert "not confirmed (inside the noise): shm miscounted" in v.why
 
 
 def test_address_spaces_protect(recorded: Evidence) -> None:
     v = address_spaces_protect(recorded)
-    assert v.verdict == C and "parent reports 0 B of" in v.figure
+    assert v.verdict == C
+    assert "parent reports 0 B of" in v.figure
     d = recorded.df.copy()
     naive = (d["shared_counter"] == "naive") & (d["server"] == "process")
     d.loc[naive, "stats_bytes"] = d.loc[naive, "bytes_received_total"]
@@ -260,8 +294,9 @@ def test_parent_must_close_connfd(recorded: Evidence) -> None:
     assert parent_must_close_connfd(leaky).verdict == C
     no_leak = _fault(recorded, "leak-connfd", ctl, {"fds_base": 7, "fds_peak": 40})
     assert parent_must_close_connfd(no_leak).verdict == X
-    both = _fault(recorded, "leak-connfd", {"fds_base": 7, "fds_peak": 250},
-                  {"fds_base": 7, "fds_peak": 256})  # fmt: skip
+    both = _fault(
+        recorded, "leak-connfd", {"fds_base": 7, "fds_peak": 250}, {"fds_base": 7, "fds_peak": 256}
+    )
     assert parent_must_close_connfd(both).verdict == N
 
 

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
+from records.registry import SERVERS
 from servers.cli import main
-from servers.registry import SERVERS
 
 
 def test_help_lists_every_registered_server() -> None:

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from test_servers import echo_session, log_uniform_sizes, run_clients
 
-from servers.registry import SERVERS
+from records.registry import SERVERS
 
 CLIENTS = 20
 

@@ -27,9 +27,9 @@ from typing import Any
 import psutil
 from test_servers import CLIENT_TIMEOUT_S, echo_one, echo_session
 
+from bench.launch import ServerProcess
 from records.procfs import processes, read_stat
 from servers.common import MODULES_FILE_ENV
-from servers.launch import ServerProcess
 
 DEADLINE_S = 10.0
 
@@ -172,7 +172,7 @@ def test_process_parent_does_not_import_what_it_does_not_need(start_server: Any)
         assert heavy not in modules, f"the forking parent imported {heavy}"
     # The CLI's own imports stay in the interpreter that parsed the options (servers.lean):
     # argparse drags in shutil and three compression libraries, every fork's to copy.
-    for cli_only in ("argparse", "dataclasses", "typing", "shutil", "bz2", "servers.registry"):
+    for cli_only in ("argparse", "dataclasses", "typing", "shutil", "bz2", "records.registry"):
         assert cli_only not in modules, f"the forking parent kept the CLI's {cli_only}"
     # Nor what a virtual environment's site imports (an editable install's finder: pathlib...).
     for site_only in ("site", "pathlib", "re", "ipaddress", "urllib"):

@@ -24,9 +24,13 @@ CONNECTIONS = 30
 
 @pytest.mark.parametrize(
     ("name", "args"),
-    [server_param("process", ()), server_param("process", ("--gc-freeze",), id="process-gc-freeze"),
-     server_param("inetd", ()), server_param("c-process", ())],
-)  # fmt: skip
+    [
+        server_param("process", ()),
+        server_param("process", ("--gc-freeze",), id="process-gc-freeze"),
+        server_param("inetd", ()),
+        server_param("c-process", ()),
+    ],
+)
 def test_xray_records_every_connection_in_order(
     start_server: Any, tmp_path: Path, name: str, args: tuple[str, ...]
 ) -> None:
@@ -52,14 +56,20 @@ def test_xray_records_every_connection_in_order(
         assert s["accept"] <= s["fork_start"] <= s["fork_end"] <= s["parent_closed"]
         assert s["fork_start"] < s["child_start"] <= s["listenfd_closed"]
         last_child = s.get("exit", s.get("exec"))
-        assert last_child is not None and s["listenfd_closed"] <= last_child
-        assert last_child < s["reaped"] and s["handler"] <= s["reaped"]
-        assert c.child is not None and c.child["minflt"] > 0
+        assert last_child is not None
+        assert s["listenfd_closed"] <= last_child
+        assert last_child < s["reaped"]
+        assert s["handler"] <= s["reaped"]
+        assert c.child is not None
+        assert c.child["minflt"] > 0
     summary = xray.summarise(xf, None)
-    assert summary.connections == CONNECTIONS and summary.incomplete == 0
+    assert summary.connections == CONNECTIONS
+    assert summary.incomplete == 0
     assert summary.steps_us["fork"].p50 > 0
-    assert summary.timeline_us["accept"] == 0 and summary.timeline_us["reaped"] > 0
-    assert summary.parent_vmpte_kb is not None and summary.parent_vmpte_kb > 0
+    assert summary.timeline_us["accept"] == 0
+    assert summary.timeline_us["reaped"] > 0
+    assert summary.parent_vmpte_kb is not None
+    assert summary.parent_vmpte_kb > 0
 
 
 def test_a_bad_xray_file_is_one_clear_error(tmp_path: Path) -> None:
@@ -70,8 +80,15 @@ def test_a_bad_xray_file_is_one_clear_error(tmp_path: Path) -> None:
 
 
 def test_the_config_crosses_to_the_lean_interpreter_whole() -> None:
-    cfg = ServerConfig(name="process", host="::1", port=5, shared_counter="pipe", xray="/x",
-                       leak_connfd=True, gc_freeze=True)  # fmt: skip
+    cfg = ServerConfig(
+        name="process",
+        host="::1",
+        port=5,
+        shared_counter="pipe",
+        xray="/x",
+        leak_connfd=True,
+        gc_freeze=True,
+    )
     assert ServerConfig.from_argv(cfg.to_argv()) == cfg
     plain = ServerConfig(name="inetd")
     assert ServerConfig.from_argv(plain.to_argv()) == plain

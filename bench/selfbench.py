@@ -1,6 +1,6 @@
 """`make bench-loadgen`: is the load generator faster than the servers it measures? (issue 3)
 
-Starts the uvloop echo server pinned to CPU 0 (through servers.launch), pins every client to
+Starts the uvloop echo server pinned to CPU 0 (through bench.launch), pins every client to
 CPU 1, and for 1, 10 and 100 connections with 64 B and 1 KiB messages prints requests/s, client
 CPU microseconds per request and server CPU microseconds per request (the server's process
 tree, read with psutil before and after). Beside it, for the same placement: the C epoll client
@@ -38,7 +38,7 @@ from records.schema import LoadConfig, LoadResult
 from records.usage import OneLineParser
 
 if TYPE_CHECKING:
-    from servers.launch import ServerProcess
+    from bench.launch import ServerProcess
 
 NATIVE = Path(__file__).with_name("native") / "bin" / "epoll_client"
 SERVER_CPUS = (0,)
@@ -205,7 +205,7 @@ def print_rows(rows: list[Row]) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from servers.launch import ServerProcess  # noqa: PLC0415 - a harness: loadgen needs no servers
+    from bench.launch import ServerProcess  # noqa: PLC0415 - a harness: loadgen needs no servers
 
     if len(os.sched_getaffinity(0)) < 2:
         print("selfbench: needs 2 CPUs (server on 0, client on 1)", file=sys.stderr)
@@ -266,7 +266,8 @@ def cpu_pairs(server: ServerProcess, conns: int, args: argparse.Namespace) -> li
                 py = loadgen_row(h, p, pid, conns, 64, args.duration, args.warmup)
             else:
                 c = native_row(h, p, pid, conns, 64, args.duration)
-        assert py is not None and c is not None
+        assert py is not None
+        assert c is not None
         print_rows([py, c])
         pairs.append((py, c))
     return pairs
@@ -318,7 +319,7 @@ def print_per_request_summary(rows: list[Row]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = OneLineParser(prog="python -m loadgen.selfbench", description=__doc__)
+    p = OneLineParser(prog="python -m bench.selfbench", description=__doc__)
     p.add_argument("--server", default="uvloop", help="registered server to measure against")
     p.add_argument("--duration", type=float, default=3.0)
     p.add_argument("--warmup", type=float, default=1.0)
