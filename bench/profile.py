@@ -12,7 +12,9 @@ the machine hits every server alike. Open-loop cells come last: their rate is a 
 closed-loop throughput this run measured for the same server at the same connections.
 
 Scenario names and their parameter keys are fixed by the team (results/README.md); the analysis
-reads exactly these.
+reads exactly these. A profile's TOML is typed by bench/scenarios.py's tables and read by the
+record layer's one typed reader (records.schema.from_dict: types and unknown keys); this module
+checks only what types cannot say (ranges, names, keys that fit some scenarios only).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, cast
@@ -30,11 +32,12 @@ from bench.scenarios import (
     DEFAULT_MEM_AVAILABLE_FLOOR,
     FAULT_SCENARIOS,
     PLACEMENTS,
-    SCENARIO_KEYS,
     SCENARIOS,
-    TOP_KEYS,
+    ProfileTable,
+    ScenarioTable,
+    widen,
 )
-from records import loadargs
+from records import loadargs, schema
 from records.limits import MAX_CONNECTIONS, MAX_SIZE
 from records.registry import SERVERS, Option
 from records.schema import CellParams, LoadConfig, Placement
@@ -135,38 +138,38 @@ def build(data: Mapping[str, Any], *, unpinned: bool = False) -> Profile:
     `unpinned` (the CLI's --unpinned) runs every cell unpinned: placements collapse to one.
     """
     data = dict(data)
-    _no_unknown(data, TOP_KEYS, "profile")
-    name = _str(data.get("name", "custom"), "name")
-    trials = _int(data.get("trials", 3), "trials", lo=1)
-    duration = _num(data.get("duration_s", 1.0), "duration_s", lo=0.05)
-    warmup = _num(data.get("warmup_s", 0.5), "warmup_s", lo=0.0)
-    timeout = _num(data.get("timeout_s", 5.0), "timeout_s", lo=0.1)
-    servers = _servers(data.get("servers", list(SERVERS)), "servers")
-    placement = _placement(data.get("placement", "split"), "placement")
-    server_args = _server_args(data.get("server_args", {}))
-    cap = data.get("memory_cap_mb")
-    memory_cap = None if cap is None else _num(cap, "memory_cap_mb", lo=1.0)
-    floor = _num(
-        data.get("mem_available_floor", DEFAULT_MEM_AVAILABLE_FLOOR), "mem_available_floor", lo=0.0
-    )
+    if not data.get("scenarios"):
+        raise ProfileError("profile: needs at least one [[scenarios]] table")
+    typed = {**data, "scenarios": [widen(sc) if isinstance(sc, Mapping) else sc
+                                   for sc in data["scenarios"]]}  # fmt: skip
+    if "servers" in data:
+        typed["servers"] = widen({"servers": data["servers"]})["servers"]
+    try:
+        prof = schema.from_dict(ProfileTable, typed, "profile")
+    except schema.SchemaError as exc:
+        raise ProfileError(str(exc).replace("unknown field(s)", "unknown key(s)")) from exc
+    name = prof.name
+    trials = int(_at_least(prof.trials, "trials", 1))
+    duration = _at_least(prof.duration_s, "duration_s", 0.05)
+    warmup = _at_least(prof.warmup_s, "warmup_s", 0.0)
+    timeout = _at_least(prof.timeout_s, "timeout_s", 0.1)
+    servers = _servers(prof.servers if prof.servers is not None else list(SERVERS), "servers")
+    placement = _placement(prof.placement, "placement")
+    server_args = {k: tuple(v) for k, v in prof.server_args.items()}
+    _servers(list(server_args), "server_args")
+    memory_cap = None if prof.memory_cap_mb is None else (
+        _at_least(prof.memory_cap_mb, "memory_cap_mb", 1.0))  # fmt: skip
+    floor = _at_least(prof.mem_available_floor, "mem_available_floor", 0.0)
     if floor >= 1.0:
         raise ProfileError(f"mem_available_floor: a share of MemTotal below 1, got {floor}")
-    workers = data.get("client_workers")
-    client_workers = None if workers is None else _int(workers, "client_workers", lo=1)
-    mb = data.get("microbench", {})
-    if not isinstance(mb, Mapping):
-        raise ProfileError("microbench: expected a table")
-    _no_unknown(mb, {"run", "fast"}, "microbench")
-    microbench = Microbench(run=bool(mb.get("run", False)), fast=bool(mb.get("fast", True)))
-
-    scenarios = data.get("scenarios", [])
-    if not isinstance(scenarios, list) or not scenarios:
-        raise ProfileError("profile: needs at least one [[scenarios]] table")
+    client_workers = prof.client_workers
+    if client_workers is not None:
+        _at_least(client_workers, "client_workers", 1)
+    microbench = Microbench(run=prof.microbench.run, fast=prof.microbench.fast)
+    scenarios = prof.scenarios
 
     points: list[_Point] = []
     for i, sc in enumerate(scenarios):
-        if not isinstance(sc, Mapping):
-            raise ProfileError(f"scenarios[{i}]: expected a table")
         expanded = _expand(
             sc, i, servers, server_args, placement, duration, warmup, unpinned=unpinned
         )
@@ -218,15 +221,15 @@ def build(data: Mapping[str, Any], *, unpinned: bool = False) -> Profile:
     if len(set(ids)) != len(ids):
         dup = next(i for i in ids if ids.count(i) > 1)
         raise ProfileError(f"profile: cell {dup} appears twice (two scenarios run the same cell)")
-    budget = data.get("time_budget_s")
+    budget = prof.time_budget_s
     return Profile(
         name=name,
-        description=str(data.get("description", "")),
+        description=prof.description,
         data=data,
         cells=tuple(cells),
         microbench=microbench,
         client_workers=client_workers,
-        time_budget_s=None if budget is None else _num(budget, "time_budget_s", lo=1.0),
+        time_budget_s=None if budget is None else _at_least(budget, "time_budget_s", 1.0),
     )
 
 
@@ -259,20 +262,20 @@ class _Point:
     limits: ScenarioLimits
 
 
-def _limits(sc: Mapping[str, Any], index: int, default_cap: float | None) -> ScenarioLimits:
+def _limits(sc: ScenarioTable, index: int, default_cap: float | None) -> ScenarioLimits:
     where = f"scenarios[{index}]"
-    shape = SCENARIOS.get(str(sc.get("name")), {})
-    cap = sc.get("memory_cap_mb", default_cap)
-    nofile = sc.get("nofile", shape.get("nofile"))
+    shape = SCENARIOS.get(sc.name, {})
+    cap = sc.memory_cap_mb if sc.memory_cap_mb is not None else default_cap
+    nofile = sc.nofile if sc.nofile is not None else shape.get("nofile")
     return ScenarioLimits(
-        None if cap is None else _num(cap, f"{where}.memory_cap_mb", lo=1.0),
-        None if nofile is None else _int(nofile, f"{where}.nofile", lo=16),
+        None if cap is None else _at_least(cap, f"{where}.memory_cap_mb", 1.0),
+        None if nofile is None else int(_at_least(nofile, f"{where}.nofile", 16)),
         bool(shape.get("close_wait", False)),
     )
 
 
 def _expand(
-    sc: Mapping[str, Any],
+    sc: ScenarioTable,
     index: int,
     default_servers: list[str],
     server_args: dict[str, tuple[str, ...]],
@@ -282,16 +285,25 @@ def _expand(
     *,
     unpinned: bool,
 ) -> list[tuple[str, str, tuple[str, ...], CellParams, Placement]]:
-    where = f"scenarios[{index}]"
-    _no_unknown(sc, SCENARIO_KEYS, where)
-    name = _str(sc.get("name"), f"{where}.name")
+    name = sc.name
     if name not in SCENARIOS:
-        raise ProfileError(f"{where}: unknown scenario {name!r} (known: {', '.join(SCENARIOS)})")
+        raise ProfileError(
+            f"scenarios[{index}]: unknown scenario {name!r} (known: {', '.join(SCENARIOS)})"
+        )
     where = f"scenario {name!r}"
     shape = SCENARIOS[name]
-    servers = _servers(sc.get("servers", shape.get("servers", default_servers)), f"{where}.servers")
-    conns = _int_list(sc.get("connections", shape.get("connections")), f"{where}.connections")
-    sizes = _int_list(sc.get("size", shape.get("size")), f"{where}.size")
+
+    def given(key: str, value: Any, default: Any = None) -> Any:
+        """The scenario's own value, else its shape's, else `default`; a missing one is an
+        error (a shape with no default for it, and none given)."""
+        got = value if value is not None else shape.get(key, default)
+        if got is None:
+            raise ProfileError(f"{where}.{key}: missing")
+        return got
+
+    servers = _servers(given("servers", sc.servers, default_servers), f"{where}.servers")
+    conns = _counts(given("connections", sc.connections), f"{where}.connections")
+    sizes = _counts(given("size", sc.size), f"{where}.size")
     # The load generator's own limits, checked here so a bad profile fails before any cell runs.
     big = [z for z in sizes if z > MAX_SIZE]
     if big:
@@ -301,41 +313,45 @@ def _expand(
         raise ProfileError(
             f"{where}.connections: {many} over the load generator's {MAX_CONNECTIONS:,}"
         )
-    d = _num(sc.get("duration_s", duration), f"{where}.duration_s", lo=0.05)
-    w = _num(sc.get("warmup_s", warmup), f"{where}.warmup_s", lo=0.0)
+    d = _at_least(sc.duration_s if sc.duration_s is not None else duration,
+                  f"{where}.duration_s", 0.05)  # fmt: skip
+    w = _at_least(sc.warmup_s if sc.warmup_s is not None else warmup, f"{where}.warmup_s", 0.0)
     placements: list[Placement] = [
         _placement(p, f"{where}.placements")
-        for p in _list(sc.get("placements", shape.get("placements", [default_placement])), where)
+        for p in given("placements", sc.placements, [default_placement])
     ]
     if unpinned:
         placements = ["unpinned"]
     fractions: list[float | None] = [None]
     rates: list[float | None] = [None]
     if "rates" in shape:  # a fixed offered rate, requests/s, the same for every server
-        raw = _list(sc.get("rates", shape["rates"]), f"{where}.rates")
-        rates = [_num(r, f"{where}.rates", lo=1.0) for r in raw]
-    elif "rates" in sc:
+        rates = [_at_least(r, f"{where}.rates", 1.0) for r in given("rates", sc.rates)]
+    elif sc.rates is not None:
         raise ProfileError(
             f"{where}: rates only applies to the at-load and shared-counter scenarios"
         )
     if "rate_fractions" in shape:
-        raw = _list(sc.get("rate_fractions", shape["rate_fractions"]), f"{where}.rate_fractions")
-        fractions = [_num(f, f"{where}.rate_fractions", lo=0.001) for f in raw]
-    elif "rate_fractions" in sc:
+        fractions = [
+            _at_least(f, f"{where}.rate_fractions", 0.001)
+            for f in given("rate_fractions", sc.rate_fractions)
+        ]
+    elif sc.rate_fractions is not None:
         raise ProfileError(f"{where}: rate_fractions only applies to the open-loop scenario")
     # A scenario's own server_args replace the profile's for the servers it names.
-    server_args = {**server_args, **_server_args(sc.get("server_args", {}))}
-    if name != "shared-counter" and ("counter_modes" in sc or "counter_off" in sc):
+    own_args = {k: tuple(v) for k, v in (sc.server_args or {}).items()}
+    _servers(list(own_args), f"{where}.server_args")
+    server_args = {**server_args, **own_args}
+    if name != "shared-counter" and (sc.counter_modes is not None or not sc.counter_off):
         raise ProfileError(f"{where}: counter_modes only applies to the shared-counter scenario")
     active: int | None = None
     if "active" in shape:
-        active = _int(sc.get("active", shape["active"]), f"{where}.active", lo=1)
+        active = int(_at_least(given("active", sc.active), f"{where}.active", 1))
         small = [c for c in conns if c < active]
         if small:
             raise ProfileError(f"{where}: connections {small} below the {active} active ones")
-    elif "active" in sc:
+    elif sc.active is not None:
         raise ProfileError(f"{where}: active only applies to the scale scenario")
-    if "nofile" in sc and name not in FAULT_SCENARIOS:
+    if sc.nofile is not None and name not in FAULT_SCENARIOS:
         raise ProfileError(f"{where}: nofile only applies to the {FAULT_SCENARIOS} scenarios")
     # A fault scenario runs each server twice: with the book's bug switched on, and without.
     variants: list[tuple[str, ...]] = [()]
@@ -345,9 +361,9 @@ def _expand(
         lacking = [n for n in servers if Option.XRAY not in SERVERS[n].options]
         if lacking:
             raise ProfileError(f"{where}: {lacking} record no X-ray (only forking servers do)")
-    elif "gc_freeze" in sc:
+    elif sc.gc_freeze is not None:
         raise ProfileError(f"{where}: gc_freeze only applies to the xray scenario")
-    frozen_raw = sc.get("gc_freeze", shape.get("gc_freeze"))
+    frozen_raw = sc.gc_freeze if sc.gc_freeze is not None else shape.get("gc_freeze")
     gc_freeze = [] if not frozen_raw else _servers(frozen_raw, f"{where}.gc_freeze")
     cold = [n for n in gc_freeze if Option.GC_FREEZE not in SERVERS[n].options]
     if cold:
@@ -355,8 +371,8 @@ def _expand(
 
     cores: list[int | None] = [None]
     if "server_cpus" in shape:
-        cores = list(_int_list(sc.get("server_cpus", shape["server_cpus"]), f"{where}.server_cpus"))
-    elif "server_cpus" in sc:
+        cores = list(_counts(given("server_cpus", sc.server_cpus), f"{where}.server_cpus"))
+    elif sc.server_cpus is not None:
         raise ProfileError(f"{where}: server_cpus only applies to the cores scenario")
 
     out = []
@@ -396,12 +412,10 @@ def _expand(
     return out
 
 
-def _counters(name: str, sc: Mapping[str, Any], server: str, where: str) -> list[str | None]:
+def _counters(name: str, sc: ScenarioTable, server: str, where: str) -> list[str | None]:
     if name != "shared-counter":
         return [None]
-    modes = sc.get("counter_modes", DEFAULT_COUNTER_MODES)
-    if not isinstance(modes, Mapping):
-        raise ProfileError(f"{where}.counter_modes: expected a table of model or server -> list")
+    modes = sc.counter_modes if sc.counter_modes is not None else DEFAULT_COUNTER_MODES
     spec = SERVERS[server]
     if not spec.counter_modes:
         return []  # keeps no counter (the C servers): no cell in this scenario
@@ -409,10 +423,9 @@ def _counters(name: str, sc: Mapping[str, Any], server: str, where: str) -> list
     # A server's own entry wins over its model's: inetd, say, may keep no counter at all.
     chosen = modes.get(server, modes.get(model, DEFAULT_COUNTER_MODES[model]))
     counters: list[str | None] = []
-    if sc.get("counter_off", True):
+    if sc.counter_off:
         counters.append(None)
-    for raw in _list(chosen, f"{where}.counter_modes"):
-        mode = _str(raw, f"{where}.counter_modes")
+    for mode in chosen:
         if mode not in spec.counter_modes:
             raise ProfileError(
                 f"{where}.counter_modes: {server} keeps no {mode!r} counter "
@@ -528,46 +541,18 @@ def _canon(value: Any) -> str:
 # --------------------------------------------------------------------------- small checkers
 
 
-def _no_unknown(table: Mapping[str, Any], known: set[str], where: str) -> None:
-    unknown = sorted(set(table) - known)
-    if unknown:
-        raise ProfileError(f"{where}: unknown key(s) {unknown} (known: {sorted(known)})")
-
-
-def _str(value: Any, where: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise ProfileError(f"{where}: expected a non-empty string, got {value!r}")
-    return value
-
-
-def _int(value: Any, where: str, lo: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < lo:
-        raise ProfileError(f"{where}: expected an integer >= {lo}, got {value!r}")
-    return value
-
-
-def _num(value: Any, where: str, lo: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < lo:
+def _at_least(value: float, where: str, lo: float) -> float:
+    """A range the types cannot say (the typed read has checked it is a number)."""
+    if value < lo:
         raise ProfileError(f"{where}: expected a number >= {lo}, got {value!r}")
-    return float(value)
+    return float(value)  # a float, as cell ids have always digested it (5000.0, not 5000)
 
 
-def _list(value: Any, where: str) -> list[Any]:
-    if isinstance(value, list) and value:
-        return value
-    if value is None:
-        raise ProfileError(f"{where}: missing")
-    if isinstance(value, str | int | float):
-        return [value]
-    raise ProfileError(f"{where}: expected a non-empty list, got {value!r}")
+def _counts(values: list[int], where: str) -> list[int]:
+    return [int(_at_least(v, where, 1)) for v in values]
 
 
-def _int_list(value: Any, where: str) -> list[int]:
-    return [_int(v, where, lo=1) for v in _list(value, where)]
-
-
-def _servers(value: Any, where: str) -> list[str]:
-    names = [_str(v, where) for v in _list(value, where)]
+def _servers(names: list[str], where: str) -> list[str]:
     for n in names:
         if n not in SERVERS:
             raise ProfileError(f"{where}: unknown server {n!r} (known: {', '.join(SERVERS)})")
@@ -576,19 +561,7 @@ def _servers(value: Any, where: str) -> list[str]:
     return names
 
 
-def _placement(value: Any, where: str) -> Placement:
+def _placement(value: str, where: str) -> Placement:
     if value not in PLACEMENTS:
         raise ProfileError(f"{where}: placement must be one of {PLACEMENTS}, got {value!r}")
     return cast(Placement, value)
-
-
-def _server_args(value: Any) -> dict[str, tuple[str, ...]]:
-    if not isinstance(value, Mapping):
-        raise ProfileError("server_args: expected a table of server -> list of arguments")
-    out: dict[str, tuple[str, ...]] = {}
-    for server, args in value.items():
-        _servers([server], "server_args")
-        if not isinstance(args, Sequence) or isinstance(args, str):
-            raise ProfileError(f"server_args.{server}: expected a list of strings")
-        out[server] = tuple(_str(a, f"server_args.{server}") for a in args)
-    return out

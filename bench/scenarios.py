@@ -5,6 +5,8 @@ profile reader (bench/profile.py) checks a profile against these and expands it 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from records.registry import Model
@@ -119,41 +121,76 @@ DEFAULT_COUNTER_MODES: dict[str, list[str]] = {
     Model.EVENT.value: ["global"],
 }
 
-TOP_KEYS = {
-    "name",
-    "time_budget_s",
-    "description",
-    "trials",
-    "duration_s",
-    "warmup_s",
-    "timeout_s",
-    "servers",
-    "server_args",
-    "placement",
-    "microbench",
-    "scenarios",
-    "client_workers",
-    "memory_cap_mb",
-    "mem_available_floor",
-}
-SCENARIO_KEYS = {
-    "name",
-    "why",
-    "servers",
-    "connections",
-    "size",
-    "duration_s",
-    "warmup_s",
-    "rate_fractions",
-    "rates",
-    "placements",
-    "counter_modes",
-    "counter_off",
-    "server_args",
-    "active",
-    "memory_cap_mb",
-    "nofile",
-    "gc_freeze",
-    "server_cpus",
-}
 PLACEMENTS = ("split", "shared", "unpinned")
+
+
+# --------------------------------------------------------------------------- the TOML, typed
+# issue 22: a profile is read by the record layer's one typed reader (records.schema.from_dict):
+# every key's type is checked there, unknown keys refused there. What is left to bench/profile.py
+# is what types cannot say: ranges, names that must exist, keys that only fit some scenarios.
+
+
+@dataclass(frozen=True, slots=True)
+class ScenarioTable:
+    """One [[scenarios]] table as a profile writes it (None: the scenario's own default)."""
+
+    name: str
+    why: str = ""
+    servers: list[str] | None = None
+    connections: list[int] | None = None
+    size: list[int] | None = None
+    duration_s: float | None = None
+    warmup_s: float | None = None
+    rate_fractions: list[float] | None = None
+    rates: list[float] | None = None
+    placements: list[str] | None = None
+    counter_modes: dict[str, list[str]] | None = None
+    counter_off: bool = True
+    server_args: dict[str, list[str]] | None = None
+    active: int | None = None
+    memory_cap_mb: float | None = None
+    nofile: int | None = None
+    gc_freeze: list[str] | None = None
+    server_cpus: list[int] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MicrobenchTable:
+    run: bool = False
+    fast: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileTable:
+    """A whole profile as its TOML says it (bench/profiles/*.toml)."""
+
+    scenarios: list[ScenarioTable]
+    name: str = "custom"
+    description: str = ""
+    trials: int = 3
+    duration_s: float = 1.0
+    warmup_s: float = 0.5
+    timeout_s: float = 5.0
+    time_budget_s: float | None = None
+    servers: list[str] | None = None
+    server_args: dict[str, list[str]] = field(default_factory=dict)
+    placement: str = "split"
+    microbench: MicrobenchTable = field(default_factory=MicrobenchTable)
+    client_workers: int | None = None
+    memory_cap_mb: float | None = None
+    mem_available_floor: float = DEFAULT_MEM_AVAILABLE_FLOOR
+
+
+# A one-item list may be written as its item (`connections = 10`): widened before the typed read.
+_LIST_KEYS = frozenset(
+    {"servers", "connections", "size", "rate_fractions", "rates", "placements", "gc_freeze",
+     "server_cpus"}
+)  # fmt: skip
+
+
+def widen(table: Mapping[str, Any]) -> dict[str, Any]:
+    """`table` with every scalar written for a list key made a one-item list."""
+    return {
+        k: [v] if k in _LIST_KEYS and isinstance(v, str | int | float) else v
+        for k, v in table.items()
+    }
