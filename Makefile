@@ -43,7 +43,7 @@ native:
 	  || echo "native: could not install liburing-dev: c-uring will be skipped"; fi
 	@if command -v $${CC:-cc} >/dev/null 2>&1; then \
 	  $(MAKE) --no-print-directory -C microbench/c && $(MAKE) --no-print-directory -C loadgen/native \
-	  && $(MAKE) --no-print-directory -C servers/c; \
+	  && $(MAKE) --no-print-directory -C servers/c && $(MAKE) --no-print-directory -C bench/native; \
 	else echo "native: no C compiler (cc) found: the C servers and C reference figures will be skipped"; fi
 
 lint: $(STAMP)
@@ -91,4 +91,5 @@ clean:
 	rm -rf build *.egg-info .pytest_cache .mypy_cache .ruff_cache
 	-$(MAKE) --no-print-directory -C microbench/c clean
 	-$(MAKE) --no-print-directory -C loadgen/native clean
+	-$(MAKE) --no-print-directory -C bench/native clean
 	-$(MAKE) --no-print-directory -C servers/c clean
