@@ -36,6 +36,7 @@ from typing import Any
 
 from bench.cgroup import CpuGroup
 from bench.launch import ServerProcess, ServerStartError, StopReport
+from bench.link import ADDR_B, Link
 from bench.memguard import MemoryGuard
 from bench.monitor import DEFAULT_INTERVAL_S, Monitor, server_connections
 from bench.profile import CellSpec
@@ -43,6 +44,7 @@ from bench.verdict import Reasons, judge, last_line
 from records import loadargs, schema
 from records import xray as records_xray
 from records.limits import open_deadline_s
+from records.loadargs import LOOPBACK
 
 # Beyond warm-up + duration + per-request timeout, the load generator gets this long to connect,
 # finish and write its result before it is considered hung (1000 connections to a forking server
@@ -242,6 +244,7 @@ def cell_result(
     git: schema.GitStamp | None = None,
     xray: schema.Xray | None = None,
     cluster: schema.ClusterRun | None = None,
+    link: schema.LinkRun | None = None,
 ) -> schema.CellResult:
     """The one place a cell's identity (from its spec) meets what happened to it."""
     return schema.CellResult(
@@ -265,6 +268,7 @@ def cell_result(
         cluster=cluster,
         failure_kind=reasons.kind,
         server_args=list(spec.server_args),
+        link=link,
     )
 
 
@@ -311,8 +315,12 @@ class CellRun:
         monitor_interval_s: float | None = None,
         stop: threading.Event | None = None,
         git: schema.GitStamp | None = None,
+        link: Link | None = None,
     ) -> None:
         self.git = git
+        # issue 23: a cell with a round trip runs its server in the link's namespace B and its
+        # load generator in A (bench/link.py); None, or a loopback cell, runs as always
+        self.link = link if spec.params.rtt_us is not None else None
         self.stop = stop or threading.Event()
         self.spec = spec
         self.run_dir = run_dir
@@ -358,13 +366,26 @@ class CellRun:
         notes: list[str],
         rate: float | None,
     ) -> schema.CellResult:
+        link = self.link
+        wrap = group.wrap if group is not None else None
+        if link is not None:
+            # the cgroup shim first: `ip netns exec` mounts the namespace's own /sys, where the
+            # cgroup is not; the shim joins it, then execs into namespace B (one pid throughout)
+            outer = wrap
+            wrap = lambda argv: (outer or list)(link.in_b(argv))  # noqa: E731
+            notes.append(
+                f"across a link: asked {link.rtt_us:,} us round trip, measured "
+                f"{link.measured.median_us if link.measured else 0:,.0f} us; no primer (it "
+                "would run on this side of the link): the warm-up stands in"
+            )
         try:
             server = ServerProcess.start(
                 spec.server,
                 args,
                 cpus=server_cpus,
                 nofile=spec.nofile,
-                wrap=group.wrap if group is not None else None,
+                host=ADDR_B if link is not None else LOOPBACK,
+                wrap=wrap,
             )
         except ServerStartError as exc:
             run = server_run_from(
@@ -394,7 +415,8 @@ class CellRun:
         try:
             primed = 0
             try:
-                primed = prime(server.host, server.port, spec.params.size)
+                if link is None:
+                    primed = prime(server.host, server.port, spec.params.size)
             except OSError as exc:
                 reasons.add("primer", f"primer connection failed: {exc}")
             if self.stop.is_set():
@@ -451,7 +473,11 @@ class CellRun:
         out = workdir / f"{spec.cell_id}.json"
         out.unlink(missing_ok=True)
         config = cell_load(spec, server.host, server.port, client_cpus, self.workers, rate)
+        if self.link is not None:  # the far side of the link is a host this run names
+            config = replace(config, cluster_hosts=(ADDR_B,))
         argv = loadargs.argv(config, output=out, window_fd=window_fd)
+        if self.link is not None:
+            argv = self.link.in_a(argv)
         limit = loadgen_limit_s(config)
         guard = MemoryGuard.of(spec.memory_cap_mb, spec.mem_available_floor)
         memory_stop: str | None = None
@@ -537,6 +563,7 @@ class CellRun:
             cpu=cpu,
             git=self.git,
             xray=xray,
+            link=self.link.record() if self.link is not None else None,
         )
 
 

@@ -164,6 +164,8 @@ def unsupported(spec: CellSpec) -> str | None:
         return "the X-ray file lives on the server's host"
     if spec.server_cpus is not None:
         return "the cores sweep pins both ends on one machine"
+    if spec.params.rtt_us is not None:
+        return "a link's two namespaces are on one machine"
     return None
 
 

@@ -38,6 +38,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from records import schema
 from records.usage import OneLineParser
 
 ELEMENT = Path(__file__).with_name("native") / "bin" / "linkdelay"
@@ -219,20 +220,34 @@ class Link:
         assert self._listener.stdout is not None
         if self._listener.stdout.readline().strip() != b"READY":
             raise LinkError("the link's probe listener did not start")
-        # What the path costs with no delay; the element holds each packet for the rest. A held
-        # packet also waits for the element's timer to fire: one more probe with the delay set
-        # measures that, and the delay is corrected once by what is left over.
+        self.tune(self.rtt_us)
+
+    def tune(self, rtt_us: int) -> Rtt:
+        """Make the link's round trip `rtt_us` and measure it (the runner retunes one link for
+        each round trip of its cells). What the path costs with no delay is measured first;
+        the element holds each packet for the rest, corrected until the probe agrees."""
+        self.rtt_us = rtt_us
+        self._set_delay(0)
         self.base = self.probe(20)
-        one_way = max(0, round((self.rtt_us - self.base.median_us) / 2))
+        one_way = max(0, round((rtt_us - self.base.median_us) / 2))
         for _ in range(CALIBRATION_ROUNDS):
             self._set_delay(one_way)
-            off = self.probe(30).median_us - self.rtt_us
-            if abs(off) <= CALIBRATED * self.rtt_us:
+            off = self.probe(30).median_us - rtt_us
+            if abs(off) <= CALIBRATED * max(rtt_us, 1):
                 break
             one_way = max(0, round(one_way - off / 2))
         self._set_delay(one_way)
         self.one_way_us = one_way
         self.measured = self.probe(40)
+        return self.measured
+
+    def record(self) -> schema.LinkRun:
+        """What a cell stores about the link it ran across (records.schema.LinkRun)."""
+        assert self.measured is not None
+        return schema.LinkRun(
+            self.rtt_us, round(self.measured.median_us, 1), round(self.measured.jitter_us, 1),
+            self.one_way_us,
+        )  # fmt: skip
 
     def _set_delay(self, one_way_us: int) -> None:
         """The element's one-way delay from now on; returns once it has acknowledged it."""

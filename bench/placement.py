@@ -4,8 +4,13 @@ can run (the CPU split itself is the runner's `plan_cpus`, and `CpuPlan` is benc
 
 from __future__ import annotations
 
+import contextlib
+import statistics
+from collections.abc import Callable
+
 from bench.cell import CpuPlan
 from bench.cluster import unsupported
+from bench.link import Link, sweep, unavailable
 from bench.profile import CellSpec
 from records import schema
 
@@ -98,3 +103,37 @@ def _stopped_at_scale(done: schema.CellResult) -> bool:
 def _same_args(done: schema.CellResult, args: tuple[str, ...]) -> bool:
     """Whether a finished cell's server ran with exactly `args`."""
     return done.profile_args() == list(args)
+
+
+def fit_link(
+    todo: list[CellSpec], cpus: CpuPlan, stack: contextlib.ExitStack, say: Callable[[str], None]
+) -> tuple[list[CellSpec], Link | None]:
+    """issue 23: the link the cells with a round trip need, held on `stack` (closed by the
+    runner whatever happens), its delay element on the load generator's CPUs. Where this
+    machine cannot make one, those cells are dropped with one line saying why."""
+    linked = [c for c in todo if c.params.rtt_us is not None]
+    if not linked:
+        return todo, None
+    why = unavailable()
+    if why is not None:
+        say(f"{why} ({len(linked)} cells)")
+        return [c for c in todo if c.params.rtt_us is None], None
+    for name in sweep():
+        say(f"note: removed {name}, a namespace left by an earlier run")
+    first = linked[0].params.rtt_us or 0
+    return todo, stack.enter_context(Link.up(first, cpus=cpus.client))
+
+
+def reference_rate(
+    results: dict[str, schema.CellResult], ref_ids: list[str]
+) -> tuple[float | None, str | None]:
+    """An open loop's rate: the median closed-loop requests/s of its reference cell's finished
+    trials; else None and why."""
+    refs = [results[i] for i in ref_ids if i in results]
+    ok = [r.load.requests_per_s for r in refs if r.status == "ok" and r.load is not None]
+    ok = [x for x in ok if x > 0]
+    if ok:
+        return statistics.median(ok), None
+    if refs:
+        return None, f"reference closed-loop cell {refs[0].cell_id} failed: {refs[0].reason}"
+    return None, "no finished closed-loop reference cell in this run"

@@ -40,7 +40,7 @@ from bench.scenarios import (
 from records import loadargs, schema
 from records.limits import MAX_CONNECTIONS, MAX_SIZE
 from records.registry import SERVERS, Option
-from records.schema import CellParams, LoadConfig, Placement
+from records.schema import CellParams, LoadConfig, Mode, Placement
 
 PROFILE_DIR = Path(__file__).with_name("profiles")
 # Per cell, beyond warm-up and measured phase: server start and stop, the load generator's own
@@ -369,6 +369,17 @@ def _expand(
     if cold:
         raise ProfileError(f"{where}.gc_freeze: {cold} take no --gc-freeze")
 
+    modes = [shape["mode"]]
+    rtts: list[int | None] = [None]
+    if "rtts_ms" in shape:  # the link scenario
+        modes = [_mode(m, f"{where}.modes") for m in given("modes", sc.modes)]
+        rtts = [
+            None if r == 0 else round(_at_least(r, f"{where}.rtts_ms", 0.0) * 1000)
+            for r in given("rtts_ms", sc.rtts_ms)
+        ]
+    elif sc.modes is not None or sc.rtts_ms is not None:
+        raise ProfileError(f"{where}: modes and rtts_ms only apply to the link scenario")
+
     cores: list[int | None] = [None]
     if "server_cpus" in shape:
         cores = list(_counts(given("server_cpus", sc.server_cpus), f"{where}.server_cpus"))
@@ -376,14 +387,14 @@ def _expand(
         raise ProfileError(f"{where}: server_cpus only applies to the cores scenario")
 
     out = []
-    for conn in conns:
+    for conn, mode, rtt in [(c, m, r) for c in conns for m in modes for r in rtts]:
         for size in sizes:
             for frac, rate in [(f, r) for f in fractions for r in rates]:
                 for where_ in placements:
                     for server in servers:
                         for counter in _counters(name, sc, server, where):
                             params = CellParams(
-                                mode=shape["mode"],
+                                mode=mode,
                                 load=shape["load"],
                                 connections=conn,
                                 size=size,
@@ -394,6 +405,7 @@ def _expand(
                                 rate=rate,  # or fixed by the scenario (at-load)
                                 active=active,
                                 idle=None if active is None else conn - active,
+                                rtt_us=rtt,
                             )
                             args = server_args.get(server, ())
                             if shape.get("pool_per_connection") and (
@@ -493,6 +505,10 @@ def _cell(
         parts.append("gcfreeze")
     if params.server_cpus:
         parts.append(f"cpus{params.server_cpus}")
+    if params.mode == "per-request" and scenario == "link":
+        parts.append("perreq")
+    if params.rtt_us is not None:
+        parts.append(f"rtt{params.rtt_us / 1000:g}ms")
     if scenario in FAULT_SCENARIOS:
         parts.append(
             "fault"
@@ -559,6 +575,12 @@ def _servers(names: list[str], where: str) -> list[str]:
     if len(set(names)) != len(names):
         raise ProfileError(f"{where}: a server is listed twice")
     return names
+
+
+def _mode(value: str, where: str) -> Mode:
+    if value not in ("persistent", "per-request"):
+        raise ProfileError(f"{where}: a mode is persistent or per-request, got {value!r}")
+    return cast(Mode, value)
 
 
 def _placement(value: str, where: str) -> Placement:

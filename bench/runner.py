@@ -19,7 +19,6 @@ import json
 import os
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import threading
@@ -43,12 +42,15 @@ from bench.cell import (
 from bench.cluster import Cluster, ClusterCellRun
 from bench.cluster_tasks import ClusterError
 from bench.environment import new_run_dir
+from bench.link import Link
 from bench.placement import (
     REFERENCE_SERVER_CPUS,
     beyond_limit,
     client_workers,
     fit_cluster,
     fit_cores,
+    fit_link,
+    reference_rate,
 )
 from bench.profile import (
     CELL_OVERHEAD_S,
@@ -126,6 +128,7 @@ class Runner:
         git = environment.git_state()
         self.git = schema.GitStamp(commit=git.get("commit"), dirty=git.get("dirty"))
         self.canaries: list[schema.CanarySample] = []
+        self.link: Link | None = None  # issue 23: held while cells with a round trip run
         self.cell_times: dict[str, float] = {}  # cell id -> when it ended (run's monotonic s)
         self.t0 = time.monotonic()
         self.cluster: Cluster | None = None
@@ -299,6 +302,8 @@ class Runner:
             # while cells run: their work there would be foreign CPU in every cell. The server,
             # the load generator and the canary are pinned explicitly.
             os.sched_setaffinity(0, cpus.client)
+        links = contextlib.ExitStack()
+        todo, self.link = fit_link(todo, cpus, links, self._say)
         try:
             self._canary(run_dir, cpus, 0)
             self._run_cells(run_dir, profile, cpus, todo)
@@ -319,6 +324,9 @@ class Runner:
                 f"resume with: make bench RESUME={run_dir}"
             )
             return 128 + (self.signum or signal.SIGINT)
+        finally:
+            links.close()  # the namespaces and the delay element go, whatever happened
+            self.link = None
         (run_dir / "current.json").unlink(missing_ok=True)
         with contextlib.suppress(OSError):
             (run_dir / "loadgen").rmdir()  # emptied cell by cell: each result lives in its cell
@@ -373,7 +381,7 @@ class Runner:
             if beyond is not None:
                 result = failed_cell(spec, beyond, git=self.git)
             elif spec.ref_point is not None:
-                rate, why = self._reference_rate(spec, by_ref.get(spec.ref_point, []))
+                rate, why = reference_rate(self.results, by_ref.get(spec.ref_point, []))
                 if rate is None:
                     result = failed_cell(spec, why or "no reference", git=self.git)
                 else:
@@ -529,6 +537,10 @@ class Runner:
                 monitor_interval_s=self.opts.monitor_interval_s,
             )
             return across.run(rate)
+        rtt = spec.params.rtt_us
+        if rtt is not None and self.link is not None and self.link.rtt_us != rtt:
+            measured = self.link.tune(rtt)  # one link, retuned for each round trip
+            self._say(f"link: {rtt:,} us asked, {measured.median_us:,.0f} us measured")
         runner = CellRun(
             spec,
             run_dir,
@@ -538,21 +550,9 @@ class Runner:
             monitor_interval_s=self.opts.monitor_interval_s,
             stop=self.stop,
             git=self.git,
+            link=self.link,
         )
         return runner.run(rate)
-
-    def _reference_rate(
-        self, spec: CellSpec, ref_ids: list[str]
-    ) -> tuple[float | None, str | None]:
-        """Median closed-loop requests/s of the reference cell's finished trials."""
-        refs = [self.results[i] for i in ref_ids if i in self.results]
-        ok = [r.load.requests_per_s for r in refs if r.status == "ok" and r.load is not None]
-        ok = [x for x in ok if x > 0]
-        if ok:
-            return statistics.median(ok), None
-        if refs:
-            return None, f"reference closed-loop cell {refs[0].cell_id} failed: {refs[0].reason}"
-        return None, "no finished closed-loop reference cell in this run"
 
     # ------------------------------------------------------------------ extra steps
 

@@ -37,6 +37,20 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "rates": [5000],
         "pool_per_connection": True,
     },
+    # issue 23: the same servers with their clients a round trip away (bench/link.py): 0 is
+    # loopback, the others a link of two namespaces and a delay element. One offered rate, open
+    # loop, a new connection per request (each pays its handshake's round trip: a fork server
+    # holds rate x RTT children) and persistent connections. Enough slots for every request in
+    # flight at 50 ms.
+    "link": {
+        "mode": "per-request",
+        "modes": ["per-request", "persistent"],
+        "load": "open",
+        "size": [64],
+        "connections": [100],
+        "rates": [400],
+        "rtts_ms": [0, 1, 10, 50],
+    },
     "placement": {
         "mode": "persistent",
         "load": "closed",
@@ -152,6 +166,8 @@ class ScenarioTable:
     nofile: int | None = None
     gc_freeze: list[str] | None = None
     server_cpus: list[int] | None = None
+    modes: list[str] | None = None  # the link scenario: per-request and/or persistent
+    rtts_ms: list[float] | None = None  # the link scenario: round trips, 0 = loopback
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,7 +200,7 @@ class ProfileTable:
 # A one-item list may be written as its item (`connections = 10`): widened before the typed read.
 _LIST_KEYS = frozenset(
     {"servers", "connections", "size", "rate_fractions", "rates", "placements", "gc_freeze",
-     "server_cpus"}
+     "server_cpus", "modes", "rtts_ms"}
 )  # fmt: skip
 
 

@@ -52,6 +52,11 @@ Version history (bump `SCHEMA_VERSION` and add a line on every incompatible chan
   are kept under `attempts/`, never overwritten); `ServerRun.stop_s` and `stop_grace_s` (how
   long the server took to stop, against the grace it was given). Versions 1 to 4 are upgraded
   in `parse()`: no cgroup (None), attempt 1, stop times unknown (None).
+* 6 -- 2026-12: a link with a round trip (issue 23). `CellParams.rtt_us` (the round trip the
+  cell's clients sit at: two network namespaces joined by a delay element, bench/link.py;
+  absent for loopback) and `CellResult.link` (the round trip asked for and measured with TCP
+  handshakes, its jitter, the hold each way). Versions 1 to 5 are upgraded in `parse()`: no
+  link (None).
 
 Histograms are HdrHistogram's own compressed base64 encoding (`HdrHistogram.encode()`), values
 in nanoseconds, so per-worker histograms merge losslessly (`decode_histogram` + `add`). Summary
@@ -71,8 +76,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-SCHEMA_VERSION = 5
-KNOWN_VERSIONS = frozenset({1, 2, 3, 4, 5})
+SCHEMA_VERSION = 6
+KNOWN_VERSIONS = frozenset({1, 2, 3, 4, 5, 6})
 ATTEMPTS_DIR = "attempts"  # a run's earlier attempts of re-run or resumed cells (v5)
 
 # HdrHistogram parameters every writer uses, so that any two histograms can be merged.
@@ -492,6 +497,7 @@ class CellParams:
     idle: int | None = None  # ... and those that are only held
     server_cpus: int | None = None  # the cores sweep: CPUs given to the server
     gc_freeze: bool = False  # the X-ray's variant with gc.freeze() in the forking parent
+    rtt_us: int | None = None  # v6: the link's round trip (bench/link.py); None: loopback
 
     @property
     def measured(self) -> int:
@@ -522,7 +528,19 @@ class CellParams:
             out["server_cpus"] = self.server_cpus
         if self.gc_freeze:
             out["gc_freeze"] = True
+        if self.rtt_us is not None:
+            out["rtt_us"] = self.rtt_us
         return out
+
+
+@dataclass(frozen=True, slots=True)
+class LinkRun:
+    """The link a cell ran across (v6): asked for, and measured with TCP handshakes."""
+
+    rtt_us: int  # the round trip asked for
+    measured_us: float  # median of the probe's handshakes, before the cell
+    jitter_us: float  # p90 - p10 of those handshakes
+    one_way_us: int  # what the delay element held each packet for
 
 
 @dataclass(frozen=True, slots=True)
@@ -549,6 +567,7 @@ class CellResult:
     failure_kind: FailureKind | None = None  # v4: what kind of failure `reason` is
     server_args: list[str] | None = None  # v4: the profile's server arguments (None: older file)
     attempt: int = 1  # v5: 2 when this is a re-run (the first attempt is under attempts/)
+    link: LinkRun | None = None  # v6: the link its clients sat across (None: loopback)
     schema_version: int = SCHEMA_VERSION
     kind: Literal["cell"] = "cell"
 

@@ -307,3 +307,17 @@ def test_the_reference_runs_profile_still_names_its_cells() -> None:
     files = {p.stem for p in (ref / "cells").glob("*.json")}
     assert files
     assert files <= ids, sorted(files - ids)[:5]
+
+
+def test_the_link_profile_runs_every_server_at_every_round_trip_in_both_modes() -> None:
+    prof = profiles.read("link")
+    cells = [c for c in prof.cells if c.trial == 1]
+    assert {c.params.rtt_us for c in cells} == {None, 1000, 10000, 50000}  # None: loopback
+    assert {c.params.mode for c in cells} == {"per-request", "persistent"}
+    assert len(cells) == len(prof.data["servers"]) * 4 * 2
+    assert all(c.params.load == "open" and c.params.rate == 400.0 for c in cells)
+    ids = {c.cell_id for c in cells}
+    assert any("_perreq_rtt50ms_" in i for i in ids)
+    assert prof.budget_s() < 600  # the 10 minutes, before the link's own calibration
+    with pytest.raises(ProfileError, match="only apply to the link scenario"):
+        build({"scenarios": [{"name": "concurrency", "connections": [1], "rtts_ms": [10]}]})

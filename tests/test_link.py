@@ -110,3 +110,30 @@ def test_the_skip_line_where_namespaces_are_not_allowed(monkeypatch: pytest.Monk
     assert "\n" not in why
     with pytest.raises(link.LinkError, match="needs root"), link.Link.up(RTT_US):
         pass  # never reached: refused before anything is set up
+
+
+@needs_link
+def test_the_runner_runs_a_link_cell_and_takes_the_link_down(tmp_path: Path) -> None:
+    """A profile's link cell through `python -m bench run`: the server in namespace B, the load
+    generator in A, the link recorded in the cell, and nothing left when the run ends."""
+    profile = tmp_path / "tiny-link.toml"
+    profile.write_text(
+        'name = "tiny-link"\ntrials = 1\nduration_s = 0.4\nwarmup_s = 0.2\n'
+        'servers = ["process"]\n[[scenarios]]\nname = "link"\nrtts_ms = [1]\n'
+        'modes = ["per-request"]\nrates = [200]\nconnections = [20]\n'
+    )
+    out = tmp_path / "results"
+    argv = [sys.executable, "-m", "bench", "run", "--profile", str(profile), "--out", str(out),
+            "--no-report"]  # fmt: skip
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=180, cwd=REPO, check=False)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    (run_dir,) = out.iterdir()
+    (path,) = (run_dir / "cells").glob("*.json")
+    cell = schema.read_cell(path)
+    assert cell.status == "ok", cell.reason
+    assert cell.params.rtt_us == RTT_US
+    assert cell.link is not None
+    assert abs(cell.link.measured_us - RTT_US) <= 0.05 * RTT_US
+    assert cell.load is not None
+    assert cell.load.requests >= 50  # a few hundred requests due at 200/s over 0.4 s, most served
+    assert _ours_left() == []

@@ -25,14 +25,15 @@ def test_a_version_1_cell_is_upgraded_on_load() -> None:
     path = next((V1_RUN / "cells").glob("*.json"))
     assert json.loads(path.read_text())["schema_version"] == 1
     cell = schema.read_cell(path)
-    assert cell.schema_version == schema.SCHEMA_VERSION == 5
+    assert cell.schema_version == schema.SCHEMA_VERSION == 6
     assert cell.load is not None
-    assert cell.load.schema_version == 5
+    assert cell.load.schema_version == 6
     # what versions 2 and 3 added reads as "not measured", never as a made-up figure
     assert cell.cpu is None
     assert cell.git is None
     assert cell.load.fill is None
     assert cell.xray is None
+    assert cell.link is None  # version 6: no link, loopback
 
 
 def test_a_future_version_is_refused_with_the_version_message(tmp_path: Path) -> None:
@@ -40,7 +41,7 @@ def test_a_future_version_is_refused_with_the_version_message(tmp_path: Path) ->
     data["schema_version"] = schema.SCHEMA_VERSION + 1
     path = tmp_path / "future.json"
     path.write_text(json.dumps(data))
-    with pytest.raises(schema.SchemaError, match=r"schema_version 6 is not one this echobench"):
+    with pytest.raises(schema.SchemaError, match=r"schema_version 7 is not one this echobench"):
         schema.read_cell(path)
 
 
