@@ -14,6 +14,8 @@ import math
 from pathlib import Path
 
 from analysis import charts, cores, fmt, forkcost, method, questions, summary
+from analysis.charts import label
+from analysis.charts.link import little_check
 from analysis.document import (
     Bullets,
     Code,
@@ -41,16 +43,9 @@ HOW_TO_READ = [
     "'port-bound' marks connection-per-request cells limited by the kernel's ephemeral ports.",
     "Placement 'split' pins the server to one CPU and the load generator to another; 'shared' "
     "puts both on one CPU; 'unpinned' lets the scheduler choose (noisy).",
-    "A 'STARVED' cell did not serve every connection it names within its window (a pool of "
-    "4 workers and 100 clients): it says how many it served, its waiting clients count as "
-    "> window, and it is never drawn or ranked as capacity or latency.",
-    "The asyncio and uvloop servers accept in Python (so that, out of descriptors, they back "
-    "off instead of shedding waiting clients): in connection-per-request cells uvloop reads as "
-    "'uvloop with a Python accept loop', about two thirds of what uvloop accepting in C makes "
-    "(servers/uvloop_server.py has the measurement).",
-    "To compare with another machine or run: `make compare A=<run> B=<run>` prints every "
-    "common cell as a ratio B/A with its spread, the machines' canary speeds, and flags "
-    "environment differences.",
+    "A starved point (see the glossary) is a cross on the axis, never a figure.",
+    "uvloop accepts in Python here (so that, out of descriptors, it backs off): with a new "
+    "connection per request it makes about two thirds of what uvloop accepting in C makes.",
 ]
 
 
@@ -343,6 +338,8 @@ def build(run: Run) -> tuple[Document, Document]:
         Heading("More cores: processes, threads and one interpreter lock"),
         *[Para(p) for p in cores_words],
         *([cores_table] if cores_table is not None else []),
+        Heading("Over a link"),
+        *[Para(p) for p in link_words(run)],
         Heading("How sure: method and noise"),
         *_paragraphs(method.brief(run)),
         Para(f"The method in full, every re-run and every flag: [the appendix]({APPENDIX})."),
@@ -401,16 +398,37 @@ def build(run: Run) -> tuple[Document, Document]:
     return doc, appendix
 
 
+def link_words(run: Run) -> list[str]:
+    """issue 23: the student's sentence, and Little's law checked on the fork server's cells."""
+    checks = little_check(run)
+    if not checks:
+        return [
+            "Not measured in this run: the link profile (`make bench PROFILE=link`) puts the "
+            "clients 1, 10 and 50 ms away (chart 16)."
+        ]
+    parts = [
+        "Why a process per connection costs more the farther away its clients are: a child "
+        "lives until its client has answered, one round trip at least, so at R requests/s the "
+        "server holds R x RTT children, each an address space of its own, where an event loop "
+        "holds R x RTT small objects (Little's law; chart 16 draws it)."
+    ]
+    lines = [
+        f"{label(server)}, {rtt:g} ms: {fmt.num(got)} children alive on average against "
+        f"{fmt.num(exp)} expected ({got / exp - 1:+.0%})"
+        for server, rtt, got, exp in checks
+        if exp > 0
+    ]
+    if lines:
+        parts.append("Little's law on this run's cells: " + "; ".join(lines) + ".")
+    return parts
+
+
 WHICH_MODEL_WHEN = (
-    "On this machine the load generator runs out of CPU before the cheaper servers do, so a "
-    "closed-loop figure often says where the client stopped, not the server. What the server "
-    "alone decides is how much CPU it spends per request: every server here was offered the "
-    "same load, open loop, at 10, 100 and 1000 connections (a pool with a worker per "
-    "connection), so the first column compares like for like. A capacity is quoted only from "
-    "points the server limited (no trial client-saturated, at least 2 connections); where the "
-    "load generator was the limit it says 'at least'. One connection measures a round trip, "
-    "named so. 'What breaks first' reads only the cells: clients left unserved, a failed cell, "
-    "the server's own CPU at its limit."
+    "Here the load generator runs out of CPU before the cheaper servers do, so a closed-loop "
+    "figure often says where the client stopped. What the server alone decides is its CPU per "
+    "request: every server was offered the same load, open loop (a pool with a worker per "
+    "connection). A capacity comes only from points the server limited (else 'at least'); one "
+    "connection is a round trip; 'what breaks first' reads only the cells."
 )
 
 

@@ -224,6 +224,10 @@ def tidy_row(run_id: str, cell: schema.CellResult) -> dict[str, Any]:
     }
     for col in PARAM_COLUMNS:
         row[col] = getattr(p, col)
+    row["rtt_us"] = p.rtt_us
+    if cell.link is not None:  # issue 23: the round trip its clients sat at, as measured
+        row["link_measured_us"] = cell.link.measured_us
+        row["link_jitter_us"] = cell.link.jitter_us
     load = cell.load
     if load is not None:
         cfg = load.config
@@ -294,6 +298,16 @@ def tidy_row(run_id: str, cell: schema.CellResult) -> dict[str, Any]:
                 "threads_peak": max(x.threads for x in mon.samples),
             }
         )
+        # issue 23: what the server held alive on average over the measured window: the samples
+        # after its start edge up to its end (all of them when no edge was marked). The start
+        # edge itself is the instant the load begins, after the warm-up's requests have
+        # drained: with a connection per request nothing is in flight there yet.
+        lo, hi = mon.window_start, mon.window_end
+        held = mon.samples[lo + 1 : hi + 1] if lo is not None and hi is not None else mon.samples
+        if held:
+            row["processes_mean"] = sum(x.processes for x in held) / len(held)
+            row["threads_mean"] = sum(x.threads for x in held) / len(held)
+            row["pss_mean_bytes"] = sum(x.pss_bytes for x in held) / len(held)
         conns = row.get("connections") or 0
         if conns > 0:
             row["rss_per_conn_bytes"] = (row["rss_peak_bytes"] - first.rss_bytes) / conns
@@ -392,6 +406,12 @@ _NUMERIC = [
     "close_wait_peak",
     "zombies_peak",
     "processes_peak",
+    "processes_mean",
+    "threads_mean",
+    "pss_mean_bytes",
+    "rtt_us",
+    "link_measured_us",
+    "link_jitter_us",
     "threads_peak",
     "cpu_user_us_per_req",
     "cpu_sys_us_per_req",

@@ -29,7 +29,16 @@ from analysis.noise import PROMISE
 CV_LIMIT = 0.10  # above this the trials disagree too much to quote one figure without a flag
 
 KEY = ["scenario", "server", "label", "server_args", "placement", "param_key"]
-PARAMS = ["mode", "load", "connections", "size", "rate_fraction", "shared_counter"]
+PARAMS = [
+    "mode",
+    "load",
+    "connections",
+    "size",
+    "rate_fraction",
+    "shared_counter",
+    "rtt_us",
+    "rate",
+]
 
 
 @dataclass(frozen=True)

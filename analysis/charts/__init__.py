@@ -30,6 +30,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 
 from analysis.charts.fork import LABEL_STEP_PT, fork_timeline, fork_xray, timeline_figure
+from analysis.charts.link import over_a_link
 from analysis.charts.load import (
     connections_per_second,
     cpu_at_load,
@@ -82,6 +83,7 @@ ALL: list[Callable[[Run, Path], Chart]] = [
     fork_xray,
     fork_timeline,
     cpu_at_load,
+    over_a_link,
 ]
 
 

@@ -1,0 +1,153 @@
+"""Over a link (issue 23): what each model holds alive, and what that costs, as its clients move
+from loopback to 1, 10 and 50 ms away.
+
+By Little's law a server that answers R requests/s, each taking T seconds of a client's
+connection, holds R x T connections at once. With a connection per request the fork server
+holds a child for each: T is the round trip (the client's FIN comes one round trip after the
+echo leaves) plus the service time, so its children grow with the distance while an event loop
+holds only small objects. The expected line is R x (the measured round trip + the service
+time), R the connections served per second.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: the report is written on servers without a display
+
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from analysis import fmt
+from analysis.charts.style import (
+    Chart,
+    colour,
+    label,
+    marker,
+    not_measured,
+    outside_legend,
+    save_figure,
+    server_sort,
+)
+from analysis.document import Table
+from analysis.results import Run
+from records.registry import SERVERS, Model
+
+SCENARIO = "link"
+LITTLE_TOLERANCE = 0.15  # the issue's check: the fork server within 15% of R x (RTT + service)
+
+
+def _points(run: Run, mode: str) -> pd.DataFrame:
+    """One row per (server, round trip) of the link scenario in `mode`: medians over trials of
+    what the server held alive over the window, and the round trip measured before each cell."""
+    d = run.findings.cells(SCENARIO)
+    if d.empty:
+        return d
+    d = d[d["mode"] == mode].copy()
+    d["rtt_ms"] = d["rtt_us"].fillna(0).astype(float) / 1000
+    d["measured_ms"] = d["link_measured_us"].fillna(0).astype(float) / 1000
+    # what the server holds for its clients: processes beyond the parent, threads beyond main
+    d["held"] = (d["processes_mean"] - 1).clip(lower=0) + (d["threads_mean"] - d["processes_mean"])
+    d["pss_growth_mib"] = (d["pss_mean_bytes"] - d["pss_base_bytes"]) / 2**20
+    d["p50_less_rtt_us"] = d["p50_us"] - d["link_measured_us"].fillna(0)
+    cols = ["held", "processes_mean", "threads_mean", "pss_growth_mib", "cpu_us_per_req",
+            "p50_less_rtt_us", "measured_ms", "rate", "requests_per_s"]  # fmt: skip
+    g = d.groupby(["server", "rtt_ms"], as_index=False)[cols].median()
+    g["trials"] = d.groupby(["server", "rtt_ms"]).size().to_numpy()
+    return g.sort_values(["server", "rtt_ms"])
+
+
+def expected_children(p: pd.DataFrame, server: str) -> pd.Series:
+    """Little's law for a forking server: L = lambda x W, lambda the connections it served per
+    second (the achieved rate) and W a child's life, the measured round trip plus the service
+    time (its loopback children over its loopback rate)."""
+    own = p[p["server"] == server]
+    base = own[own["rtt_ms"] == 0]
+    if own.empty or base.empty or not float(base["requests_per_s"].iloc[0]):
+        return pd.Series(dtype=float)
+    service_s = (float(base["processes_mean"].iloc[0]) - 1) / float(base["requests_per_s"].iloc[0])
+    lam = own["requests_per_s"].astype(float)
+    return lam * (own["measured_ms"] / 1000 + service_s)
+
+
+def over_a_link(run: Run, out: Path) -> Chart:
+    name, title = "16-over-a-link", "Over a link: what each model holds alive"
+    caption = (
+        "The link scenario: every server offered the same rate, open loop, a new connection "
+        "per request, with its clients on loopback (0) or behind a link of 1, 10 and 50 ms of "
+        "round trip (two network namespaces and a delay element that holds every packet; "
+        "docs/link.md). Left: what the server held alive for its clients over the window "
+        "(children beyond the parent, threads beyond the main one; medians over trials), with "
+        "Little's law for the fork server dashed: the connections it served per second x (the "
+        "measured round trip + its service time). Right: the memory that cost (the server "
+        "tree's PSS over the "
+        "window, less its idle PSS)."
+    )
+    p = _points(run, "per-request")
+    if p.empty:
+        return not_measured(out, name, title, caption, "no ok cell of scenario 'link'")
+    fig, (left, right) = plt.subplots(1, 2, figsize=(14, 5))
+    for server in server_sort(list(p["server"].unique())):
+        own = p[p["server"] == server]
+        c, m = colour(server), marker(server)
+        left.plot(own["rtt_ms"], own["held"], color=c, marker=m, label=label(server))
+        right.plot(own["rtt_ms"], own["pss_growth_mib"], color=c, marker=m, label=label(server))
+        if SERVERS[server].model is Model.PROCESS and SERVERS[server].forks_per_connection:
+            exp = expected_children(p, server)
+            if not exp.empty:
+                left.plot(own["rtt_ms"], exp, color=c, linestyle="--",
+                          label=f"{label(server)}: Little's law")  # fmt: skip
+    left.set_xlabel("round trip, ms (0: loopback)")
+    left.set_ylabel("held alive for clients (mean over the window)")
+    right.set_xlabel("round trip, ms (0: loopback)")
+    right.set_ylabel("server PSS growth, MiB")
+    for ax in (left, right):
+        ax.grid(True, alpha=0.3)
+    outside_legend(right)
+    fig.suptitle(title)
+    png, svg = save_figure(fig, out, name)
+    return Chart(name, title, caption, png, svg, True, [table(run)])
+
+
+def table(run: Run) -> Table:
+    rows = []
+    for mode in ("per-request", "persistent"):
+        p = _points(run, mode)
+        for server in server_sort(list(p["server"].unique())) if not p.empty else []:
+            own = p[p["server"] == server]
+            exp = expected_children(p, server) if mode == "per-request" else pd.Series()
+            for i, (_, r) in enumerate(own.iterrows()):
+                little = ""
+                if not exp.empty and r["rtt_ms"] > 0:
+                    e = float(exp.iloc[i])
+                    got = float(r["processes_mean"]) - 1
+                    little = f"{fmt.num(got)} of {fmt.num(e)} expected ({got / e - 1:+.0%})"
+                rows.append([
+                    label(server), mode, "loopback" if r["rtt_ms"] == 0 else f"{r['rtt_ms']:g}",
+                    fmt.num(r["measured_ms"] * 1000) if r["rtt_ms"] else "-",
+                    fmt.num(r["held"]), fmt.num(r["pss_growth_mib"]),
+                    fmt.num(r["cpu_us_per_req"]), fmt.num(r["p50_less_rtt_us"]), little,
+                    str(int(r["trials"])),
+                ])  # fmt: skip
+    headers = ["server", "mode", "RTT asked, ms", "RTT measured, us", "held alive (mean)",
+               "PSS growth, MiB", "server CPU us/request", "p50 less the RTT, us",
+               "fork server's children vs Little's law", "trials"]  # fmt: skip
+    return Table(headers, rows, "Over a link (medians over trials)")
+
+
+def little_check(run: Run) -> list[tuple[str, float, float, float]]:
+    """(server, RTT ms, live children, expected) for each forking server's link cell with a
+    round trip, connection per request: the issue's Little's-law check."""
+    p = _points(run, "per-request")
+    out = []
+    for server in [s for s in (p["server"].unique() if not p.empty else [])
+                   if SERVERS[s].forks_per_connection]:  # fmt: skip
+        own = p[p["server"] == server]
+        exp = expected_children(p, server)
+        for i, (_, r) in enumerate(own.iterrows()):
+            if r["rtt_ms"] > 0 and not exp.empty:
+                out.append((server, float(r["rtt_ms"]), float(r["processes_mean"]) - 1,
+                            float(exp.iloc[i])))  # fmt: skip
+    return out
