@@ -48,8 +48,10 @@ def _points(run: Run, mode: str) -> pd.DataFrame:
     d = d[d["mode"] == mode].copy()
     d["rtt_ms"] = d["rtt_us"].fillna(0).astype(float) / 1000
     d["measured_ms"] = d["link_measured_us"].fillna(0).astype(float) / 1000
-    # what the server holds for its clients: processes beyond the parent, threads beyond main
-    d["held"] = (d["processes_mean"] - 1).clip(lower=0) + (d["threads_mean"] - d["processes_mean"])
+    # what the server holds for its clients: a process model's processes beyond the parent, a
+    # thread model's threads beyond the main one (an event loop holds neither)
+    procs = d["server"].map(lambda n: SERVERS[n].model is Model.PROCESS)
+    d["held"] = (d["processes_mean"] - 1).where(procs, d["threads_mean"] - 1).clip(lower=0)
     d["pss_growth_mib"] = (d["pss_mean_bytes"] - d["pss_base_bytes"]) / 2**20
     d["p50_less_rtt_us"] = d["p50_us"] - d["link_measured_us"].fillna(0)
     cols = ["held", "processes_mean", "threads_mean", "pss_growth_mib", "cpu_us_per_req",
@@ -67,7 +69,7 @@ def expected_children(p: pd.DataFrame, server: str) -> pd.Series:
     base = own[own["rtt_ms"] == 0]
     if own.empty or base.empty or not float(base["requests_per_s"].iloc[0]):
         return pd.Series(dtype=float)
-    service_s = (float(base["processes_mean"].iloc[0]) - 1) / float(base["requests_per_s"].iloc[0])
+    service_s = float(base["held"].iloc[0]) / float(base["requests_per_s"].iloc[0])
     lam = own["requests_per_s"].astype(float)
     return lam * (own["measured_ms"] / 1000 + service_s)
 
@@ -94,7 +96,7 @@ def over_a_link(run: Run, out: Path) -> Chart:
         c, m = colour(server), marker(server)
         left.plot(own["rtt_ms"], own["held"], color=c, marker=m, label=label(server))
         right.plot(own["rtt_ms"], own["pss_growth_mib"], color=c, marker=m, label=label(server))
-        if SERVERS[server].model is Model.PROCESS and SERVERS[server].forks_per_connection:
+        if SERVERS[server].forks_per_connection:
             exp = expected_children(p, server)
             if not exp.empty:
                 left.plot(own["rtt_ms"], exp, color=c, linestyle="--",
@@ -117,12 +119,12 @@ def table(run: Run) -> Table:
         p = _points(run, mode)
         for server in server_sort(list(p["server"].unique())) if not p.empty else []:
             own = p[p["server"] == server]
-            exp = expected_children(p, server) if mode == "per-request" else pd.Series()
+            forks = SERVERS[server].forks_per_connection
+            exp = expected_children(p, server) if mode == "per-request" and forks else pd.Series()
             for i, (_, r) in enumerate(own.iterrows()):
                 little = ""
-                if not exp.empty and r["rtt_ms"] > 0:
-                    e = float(exp.iloc[i])
-                    got = float(r["processes_mean"]) - 1
+                if not exp.empty and r["rtt_ms"] > 0 and float(exp.iloc[i]) > 0:
+                    e, got = float(exp.iloc[i]), float(r["held"])
                     little = f"{fmt.num(got)} of {fmt.num(e)} expected ({got / e - 1:+.0%})"
                 rows.append([
                     label(server), mode, "loopback" if r["rtt_ms"] == 0 else f"{r['rtt_ms']:g}",
@@ -133,7 +135,7 @@ def table(run: Run) -> Table:
                 ])  # fmt: skip
     headers = ["server", "mode", "RTT asked, ms", "RTT measured, us", "held alive (mean)",
                "PSS growth, MiB", "server CPU us/request", "p50 less the RTT, us",
-               "fork server's children vs Little's law", "trials"]  # fmt: skip
+               "children alive vs Little's law", "trials"]  # fmt: skip
     return Table(headers, rows, "Over a link (medians over trials)")
 
 
@@ -148,6 +150,6 @@ def little_check(run: Run) -> list[tuple[str, float, float, float]]:
         exp = expected_children(p, server)
         for i, (_, r) in enumerate(own.iterrows()):
             if r["rtt_ms"] > 0 and not exp.empty:
-                out.append((server, float(r["rtt_ms"]), float(r["processes_mean"]) - 1,
-                            float(exp.iloc[i])))  # fmt: skip
+                got, expected = float(r["held"]), float(exp.iloc[i])
+                out.append((server, float(r["rtt_ms"]), got, expected))
     return out
