@@ -101,10 +101,8 @@ def fig(m: pd.DataFrame, name: str, impl: str = "python") -> Figure | None:
 
 def figure(m: pd.DataFrame, name: str, impl: str = "python") -> float | None:
     """Median microseconds of one named microbenchmark, or None when not measured."""
-    if m.empty:
-        return None
-    sel = m[(m["name"] == name) & (m["impl"] == impl)]
-    return float(sel["median_us"].iloc[0]) if not sel.empty else None
+    f = fig(m, name, impl)
+    return f.median if f is not None else None
 
 
 # Every microbenchmark in words, in reading order, with what it belongs to. A report names a

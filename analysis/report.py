@@ -282,6 +282,7 @@ def build(run: Run) -> tuple[Document, Document]:
     vs_c, vs_c_words = forkcost.python_vs_c(run)
     cores_words, cores_table = cores.section(run)
     claims = scorecard(run)
+    ipc_words = questions.why_ipc_hurts(run)  # four paragraphs, around the three IPC tables
     doc.add(
         Para(" ".join(_overview(run))),
         Heading("In one screen"),
@@ -314,11 +315,12 @@ def build(run: Run) -> tuple[Document, Document]:
         forkcost.timeline_table(run),
         *[Para(p) for p in questions.fork_exec_waitpid(run) if p],
         Heading("Why is IPC a disadvantage?"),
-        *[Para(p) for p in questions.why_ipc_hurts(run)[:2]],
+        Para(ipc_words[0]),
+        Para(ipc_words[1]),
         questions.same_mechanism_table(run),
-        Para(questions.why_ipc_hurts(run)[2]),
+        Para(ipc_words[2]),
         questions.share_count_table(run),
-        Para(questions.why_ipc_hurts(run)[3]),
+        Para(ipc_words[3]),
         questions.end_to_end_table(run),
         *[Para(p) for p in [questions.placement_words(run)] if p],
         Heading("Which model when: what each server spends at load"),
