@@ -36,7 +36,7 @@ from typing import Any
 
 from bench.cgroup import CpuGroup
 from bench.launch import ServerProcess, ServerStartError, StopReport
-from bench.link import ADDR_B, Link
+from bench.link import ADDR_B, CALIBRATED, CALIBRATION_ROUNDS, Link
 from bench.memguard import MemoryGuard
 from bench.monitor import DEFAULT_INTERVAL_S, Monitor, server_connections
 from bench.profile import CellSpec
@@ -378,6 +378,11 @@ class CellRun:
                 f"{link.measured.median_us if link.measured else 0:,.0f} us; no primer (it "
                 "would run on this side of the link): the warm-up stands in"
             )
+            if not link.on_target:
+                notes.append(
+                    f"link off target: {CALIBRATION_ROUNDS} calibrations did not bring "
+                    f"the round trip within {CALIBRATED:.0%} of the asked one"
+                )
         try:
             server = ServerProcess.start(
                 spec.server,

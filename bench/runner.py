@@ -540,7 +540,8 @@ class Runner:
         rtt = spec.params.rtt_us
         if rtt is not None and self.link is not None and self.link.rtt_us != rtt:
             measured = self.link.tune(rtt)  # one link, retuned for each round trip
-            self._say(f"link: {rtt:,} us asked, {measured.median_us:,.0f} us measured")
+            off = "" if self.link.on_target else " (off target: noted in its cells)"
+            self._say(f"link: {rtt:,} us asked, {measured.median_us:,.0f} us measured{off}")
         runner = CellRun(
             spec,
             run_dir,

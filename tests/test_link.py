@@ -67,10 +67,26 @@ def test_a_real_server_across_a_1_ms_link() -> None:
     assert result.requests >= 300  # 4 connections, one round trip each per request
     assert sum(result.errors.values()) == 0
     p50 = result.histograms["latency"].summary.p50_us
-    assert p50 >= 0.95 * RTT_US  # every echo crossed the link and back
+    # every echo crossed the link and back: the element held it one way and its answer the other
+    # (a bound that holds however the no-delay part of the path wanders on a busy host)
+    assert p50 >= 2 * ln.one_way_us > 0
     assert ln.stats is not None
     assert ln.stats.packets_ab > 0
     assert ln.stats.dropped == 0
+    assert _ours_left() == []
+
+
+@needs_link
+def test_a_round_trip_below_the_paths_own_is_reported_off_target() -> None:
+    """Asked for less than the path costs with no delay at all (tens of us, where TUN and the
+    element cost hundreds), calibration cannot reach it: the link keeps what it measured and says
+    it is off target, rather than recording the asked figure."""
+    with link.Link.up(RTT_US) as ln:
+        assert ln.on_target
+        measured = ln.tune(10)
+        assert not ln.on_target
+        assert ln.one_way_us == 0
+        assert ln.record().measured_us == round(measured.median_us, 1) > 10
     assert _ours_left() == []
 
 
