@@ -107,7 +107,9 @@ def over_a_link(run: Run, out: Path) -> Chart:
     right.set_ylabel("server PSS growth, MiB")
     for ax in (left, right):
         ax.grid(True, alpha=0.3)
-    outside_legend(right)
+    # the left panel's handles: they include the dashed Little's-law line the right one lacks
+    handles, labels = left.get_legend_handles_labels()
+    outside_legend(right, handles, labels)
     fig.suptitle(title)
     png, svg = save_figure(fig, out, name)
     return Chart(name, title, caption, png, svg, True, [table(run)])
