@@ -28,6 +28,7 @@ a gap is visible, never silent. If the leader itself is gone, the whole sample i
 from __future__ import annotations
 
 import os
+import random
 import select
 import threading
 import time
@@ -44,6 +45,14 @@ DEFAULT_INTERVAL_S = 0.05  # 20 Hz: twice the required rate, so a slow sample st
 # (At 20 Hz with full PSS reads, 100 forked children cost the monitor 0.7 of the client's CPU.)
 WINDOW_INTERVAL_S = 0.2
 WINDOW_PSS_BUDGET_S = 0.002
+# Each wait is the interval times a random factor in [1 - JITTER, 1 + JITTER]. A fixed schedule
+# that starts at the window's start edge, where an open loop's schedule starts too, looks at the
+# same instant of every request's cycle (0.2 s is exactly 80 periods of 400 req/s): the link
+# scenario's fork server then showed 0.27 children alive where 0.8 live on average, because each
+# look landed as one child had just gone and the next was not yet forked. Random instants see
+# time averages (the mean of the looks estimates the mean over the window, whatever the load's
+# period); +-50% of 0.2 s spans 40 periods of the slowest open loop here.
+JITTER = 0.5
 
 
 @dataclass
@@ -256,6 +265,7 @@ class Monitor:
         self.interval_s = interval_s
         self._samples: list[MonitorSample] = []
         self._dropped = 0
+        self._rng = random.Random()  # the looks' instants (JITTER); not a security use
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"monitor-{pgid}", daemon=True)
         self._t0 = 0
@@ -353,7 +363,9 @@ class Monitor:
                     inside = mark == "start"
                     period_ns = window_ns if inside else normal_ns
                     self.pss.budget_s = WINDOW_PSS_BUDGET_S if inside else budget
-                    next_ns = time.monotonic_ns() + period_ns
+                    next_ns = time.monotonic_ns() + int(
+                        period_ns * self._rng.uniform(1 - JITTER, 1 + JITTER)
+                    )
                     continue
                 mark_ns = self._marks[0][0] if self._marks else None
                 # A regular sample that would still run when a window edge arrives is skipped:
@@ -365,7 +377,8 @@ class Monitor:
                     took_ns = time.monotonic_ns() - t
                     # A fixed schedule, not sleep(interval) after the work: a slow sample (a big
                     # tree) eats into the next wait instead of lowering the rate further.
-                    next_ns = max(next_ns + period_ns, time.monotonic_ns())
+                    step_ns = int(period_ns * self._rng.uniform(1 - JITTER, 1 + JITTER))
+                    next_ns = max(next_ns + step_ns, time.monotonic_ns())
                     continue
                 # not clear: a window edge is due before a sample could finish; wait for it
                 wake = next_ns if mark_ns is None else (min(next_ns, mark_ns) if clear else mark_ns)

@@ -7,7 +7,13 @@ split between sharers) must come out below its RSS (shared pages counted in ever
 
 from __future__ import annotations
 
+import itertools
+import os
+import signal
 import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -91,3 +97,58 @@ def test_monitor_counts_a_vanished_leader_as_dropped() -> None:
     monitor.sample_now()
     assert monitor.data().samples == []
     assert monitor.data().dropped_samples == 1
+
+
+# A tree whose one child lives in the second half of every 20 ms period, counted from the window's
+# start edge: alive 8 ms of every 20, so 0.4 children on average over the window.
+_PERIODIC = """
+import os, sys, time
+t0, n = int(sys.argv[1]), int(sys.argv[2])
+print("READY", flush=True)
+for k in range(n):
+    time.sleep(max(0.0, (t0 + k * 20_000_000 + 10_000_000 - time.monotonic_ns()) / 1e9))
+    pid = os.fork()
+    if pid == 0:
+        time.sleep(0.008)
+        os._exit(0)
+    os.waitpid(pid, 0)
+"""
+
+
+def test_the_window_looks_see_a_periodic_load_as_its_time_average() -> None:
+    """The open loop's schedule starts at the window's start edge; a monitor that then looked
+    every 0.2 s exactly would see the same instant of every 20 ms cycle (here: always the half
+    with no child, 0 on average where 0.4 are alive). Its looks are spread at random instead,
+    so their mean estimates the time average."""
+    window_s = 4.0
+    t0 = time.monotonic_ns() + 300_000_000
+    tree = subprocess.Popen(
+        [sys.executable, "-c", _PERIODIC, str(t0), str(int(window_s / 0.02))],
+        stdout=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        assert tree.stdout is not None
+        assert tree.stdout.readline().strip() == b"READY"
+        read_fd, write_fd = os.pipe()
+        monitor = Monitor(tree.pid)
+        monitor.watch_window(read_fd)
+        monitor.start()
+        os.write(write_fd, f"{t0} {t0 + int(window_s * 1e9)}".encode())
+        os.close(write_fd)
+        assert tree.wait(timeout=window_s + 10) == 0
+        data = monitor.stop()
+    finally:
+        if tree.poll() is None:
+            os.killpg(tree.pid, signal.SIGKILL)
+            tree.wait()
+        if tree.stdout is not None:
+            tree.stdout.close()
+    assert data.window_start is not None
+    assert data.window_end is not None
+    looks = data.samples[data.window_start + 1 : data.window_end]
+    assert len(looks) >= 12
+    gaps = [b.t_s - a.t_s for a, b in itertools.pairwise(looks)]
+    assert max(gaps) > 1.3 * min(gaps)  # not one fixed step
+    mean = sum(s.processes - 1 for s in looks) / len(looks)
+    assert 0.1 < mean < 0.8, (mean, [s.processes for s in looks])  # 0.4 expected; 0 if aliased
