@@ -15,7 +15,7 @@ from pathlib import Path
 
 from analysis import charts, cores, fmt, forkcost, method, questions, summary
 from analysis.charts import label
-from analysis.charts.link import little_check
+from analysis.charts.link import little_check, little_words
 from analysis.document import (
     Bullets,
     Code,
@@ -414,14 +414,14 @@ def link_words(run: Run) -> list[str]:
         "server holds R x RTT children, each an address space of its own, where an event loop "
         "holds R x RTT small objects (Little's law; chart 16 draws it)."
     ]
-    lines = [
-        f"{label(server)}, {rtt:g} ms: {fmt.num(got)} children alive on average against "
-        f"{fmt.num(exp)} expected ({got / exp - 1:+.0%})"
-        for server, rtt, got, exp in checks
-        if exp > 0
-    ]
-    if lines:
-        parts.append("Little's law on this run's cells: " + "; ".join(lines) + ".")
+    lines = [f"{label(c.server)}, {c.rtt_ms:g} ms: {little_words(c)}" for c in checks]
+    parts.append(
+        "Little's law on this run's cells (children alive on average, from the monitor's looks "
+        "at random instants, against the rate served x (the measured round trip + the service "
+        "time of the loopback cells); [90% intervals] from the looks' spread): "
+        + "; ".join(lines)
+        + "."
+    )
     return parts
 
 

@@ -308,6 +308,14 @@ def tidy_row(run_id: str, cell: schema.CellResult) -> dict[str, Any]:
             row["processes_mean"] = sum(x.processes for x in held) / len(held)
             row["threads_mean"] = sum(x.threads for x in held) / len(held)
             row["pss_mean_bytes"] = sum(x.pss_bytes for x in held) / len(held)
+            # the looks' spread, for the sampling error of those means (Little's-law check)
+            row["held_looks"] = len(held)
+            row["processes_sd"] = (
+                float(np.std([x.processes for x in held], ddof=1)) if len(held) > 1 else 0.0
+            )
+            row["threads_sd"] = (
+                float(np.std([x.threads for x in held], ddof=1)) if len(held) > 1 else 0.0
+            )
         conns = row.get("connections") or 0
         if conns > 0:
             row["rss_per_conn_bytes"] = (row["rss_peak_bytes"] - first.rss_bytes) / conns
@@ -409,6 +417,9 @@ _NUMERIC = [
     "processes_mean",
     "threads_mean",
     "pss_mean_bytes",
+    "held_looks",
+    "processes_sd",
+    "threads_sd",
     "rtt_us",
     "link_measured_us",
     "link_jitter_us",

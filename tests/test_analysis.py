@@ -26,6 +26,7 @@ import pytest
 from hdrh.histogram import HdrHistogram
 
 from analysis import charts, fmt, forkcost, results
+from analysis.charts.link import LittleCheck, little_words
 from analysis.check import check_report, find_browser, report_shape
 from analysis.compare import compare
 from analysis.report import failed_table, write_report
@@ -538,3 +539,15 @@ def test_write_report_derives_the_findings_once(
         if path.stem in ("results", "stats", "cores"):  # cores groups by CPUs given: its own
             continue
         assert "summarise(" not in path.read_text(), path
+
+
+def test_littles_law_check_is_decided_by_its_sampling_noise() -> None:
+    """The link's Little's-law check can come out each way: within the tolerance, beyond it, or
+    undecided when the looks' noise spans both (a mean of a count near 1 from 30 looks)."""
+    agrees = LittleCheck("process", 50.0, 19.7, 0.3, 19.7, 0.2, 30)
+    off = LittleCheck("process", 1.0, 0.27, 0.15, 0.90, 0.15, 30)
+    unsure = LittleCheck("process", 10.0, 4.13, 0.25, 4.55, 0.15, 30)
+    assert agrees.verdict.startswith("agrees")
+    assert off.verdict.startswith("off")
+    assert unsure.verdict.startswith("cannot tell from 30 looks")
+    assert little_words(off).startswith("0.27 [0.12-0.42] alive against 0.90 [0.75-1.05]")

@@ -11,6 +11,8 @@ time), R the connections served per second.
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -37,6 +39,7 @@ from records.registry import SERVERS, Model
 
 SCENARIO = "link"
 LITTLE_TOLERANCE = 0.15  # the issue's check: the fork server within 15% of R x (RTT + service)
+Z90 = 1.645  # a two-sided 90% interval of a mean, from its standard error
 
 
 def _points(run: Run, mode: str) -> pd.DataFrame:
@@ -115,19 +118,25 @@ def over_a_link(run: Run, out: Path) -> Chart:
     return Chart(name, title, caption, png, svg, True, [table(run)])
 
 
+def little_words(c: LittleCheck) -> str:
+    """One check as a reader meets it: both counts with their 90% intervals, then the verdict."""
+    return (
+        f"{fmt.num(c.got)} [{fmt.num(max(0.0, c.got - c.got_half))}-{fmt.num(c.got + c.got_half)}]"
+        f" alive against {fmt.num(c.expected)} [{fmt.num(max(0.0, c.expected - c.expected_half))}"
+        f"-{fmt.num(c.expected + c.expected_half)}] expected ({c.off:+.0%}): {c.verdict}"
+    )
+
+
 def table(run: Run) -> Table:
     rows = []
+    checks = {(c.server, c.rtt_ms): c for c in little_check(run)}
     for mode in ("per-request", "persistent"):
         p = _points(run, mode)
         for server in server_sort(list(p["server"].unique())) if not p.empty else []:
             own = p[p["server"] == server]
-            forks = SERVERS[server].forks_per_connection
-            exp = expected_children(p, server) if mode == "per-request" and forks else pd.Series()
-            for i, (_, r) in enumerate(own.iterrows()):
-                little = ""
-                if not exp.empty and r["rtt_ms"] > 0 and float(exp.iloc[i]) > 0:
-                    e, got = float(exp.iloc[i]), float(r["held"])
-                    little = f"{fmt.num(got)} of {fmt.num(e)} expected ({got / e - 1:+.0%})"
+            for _, r in own.iterrows():
+                check = checks.get((server, float(r["rtt_ms"]))) if mode == "per-request" else None
+                little = little_words(check) if check is not None else ""
                 rows.append([
                     label(server), mode, "loopback" if r["rtt_ms"] == 0 else f"{r['rtt_ms']:g}",
                     fmt.num(r["measured_ms"] * 1000) if r["rtt_ms"] else "-",
@@ -141,17 +150,78 @@ def table(run: Run) -> Table:
     return Table(headers, rows, "Over a link (medians over trials)")
 
 
-def little_check(run: Run) -> list[tuple[str, float, float, float]]:
-    """(server, RTT ms, live children, expected) for each forking server's link cell with a
-    round trip, connection per request: the issue's Little's-law check."""
-    p = _points(run, "per-request")
+@dataclass(frozen=True, slots=True)
+class LittleCheck:
+    """Little's law for one forking server at one round trip: the children the monitor saw alive
+    (the mean of its looks at random instants, pooled over trials) against lambda x W, each with
+    its 90% sampling interval, and the verdict they allow."""
+
+    server: str
+    rtt_ms: float
+    got: float
+    got_half: float  # 90% half-width of `got` from the looks' spread
+    expected: float
+    expected_half: float  # from the loopback looks that give the service time
+    looks: int
+
+    @property
+    def off(self) -> float:
+        return self.got / self.expected - 1
+
+    @property
+    def verdict(self) -> str:
+        """ "agrees" when the whole 90% interval of the difference lies within LITTLE_TOLERANCE
+        of the expected count, "off" when it lies wholly beyond it, else undecided."""
+        diff = abs(self.got - self.expected)
+        noise = math.hypot(self.got_half, self.expected_half)
+        band = LITTLE_TOLERANCE * self.expected
+        if diff + noise <= band:
+            return f"agrees (within {LITTLE_TOLERANCE:.0%})"
+        if diff - noise > band:
+            return f"off by more than {LITTLE_TOLERANCE:.0%}"
+        return f"cannot tell from {self.looks} looks (inside the sampling noise)"
+
+
+def _looked(d: pd.DataFrame) -> tuple[float, float, int]:
+    """Pooled over a point's trials: mean of what the looks saw held, 90% half-width of that
+    mean, and the number of looks. Each look is one count at a random instant."""
+    n = d["held_looks"].fillna(0).astype(float)
+    if float(n.sum()) < 2:
+        return float(d["held"].mean()), math.inf, int(n.sum())
+    total = float(n.sum())
+    mean = float((n * d["held"]).sum()) / total
+    within = float(((n - 1).clip(lower=0) * d["held_sd"] ** 2).sum())
+    between = float((n * (d["held"] - mean) ** 2).sum())
+    se = math.sqrt((within + between) / (total - 1) / total)
+    return mean, Z90 * se, int(total)
+
+
+def little_check(run: Run) -> list[LittleCheck]:
+    """Each forking server's link cells with a round trip, connection per request: the issue's
+    Little's-law check, lambda the rate it served and W the measured round trip plus the service
+    time its loopback cells show (their children over their rate)."""
+    d = run.findings.cells(SCENARIO)
+    if d.empty:
+        return []
+    d = d[d["mode"] == "per-request"].copy()
+    d["rtt_ms"] = d["rtt_us"].fillna(0).astype(float) / 1000
+    d["held"] = (d["processes_mean"] - 1).clip(lower=0)
+    d["held_sd"] = d["processes_sd"].fillna(0).astype(float)
     out = []
-    for server in [s for s in (p["server"].unique() if not p.empty else [])
-                   if SERVERS[s].forks_per_connection]:  # fmt: skip
-        own = p[p["server"] == server]
-        exp = expected_children(p, server)
-        for i, (_, r) in enumerate(own.iterrows()):
-            if r["rtt_ms"] > 0 and not exp.empty:
-                got, expected = float(r["held"]), float(exp.iloc[i])
-                out.append((server, float(r["rtt_ms"]), got, expected))
+    for server in server_sort([s for s in d["server"].unique() if SERVERS[s].forks_per_connection]):
+        own = d[d["server"] == server]
+        base = own[own["rtt_ms"] == 0]
+        lam0 = float(base["requests_per_s"].mean()) if not base.empty else 0.0
+        if not lam0:
+            continue
+        held0, half0, _ = _looked(base)
+        for rtt, cells in own[own["rtt_ms"] > 0].groupby("rtt_ms"):
+            lam = float(cells["requests_per_s"].mean())
+            rtt_s = float(cells["link_measured_us"].astype(float).median()) / 1e6
+            got, half, looks = _looked(cells)
+            expected = lam * (rtt_s + held0 / lam0)
+            if expected > 0:
+                out.append(
+                    LittleCheck(server, float(rtt), got, half, expected, half0 * lam / lam0, looks)
+                )
     return out
