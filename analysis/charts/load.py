@@ -126,7 +126,8 @@ def distribution_cell(run: Run) -> int | None:
 def latency_distribution(run: Run, out: Path) -> Chart:
     name = "03-latency-distribution"
     conns = distribution_cell(run)
-    title = f"Latency by percentile, {conns} persistent connections (all trials merged)"
+    many = f"{conns} persistent connections" if conns is not None else "persistent connections"
+    title = f"Latency by percentile, {many} (all trials merged)"
     caption = (
         "HdrHistogram-style percentile distribution: x is the percentile on a 1/(1-p) scale, so "
         "the tail gets the room it deserves; y is the latency there. Trials are merged into one "
