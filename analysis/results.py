@@ -188,16 +188,7 @@ _IMPLIED_OPTIONS = schema.RUNNER_OPTIONS | {"--shared-counter"}  # params name t
 def server_args(cell: schema.CellResult) -> list[str]:
     """What makes this server run different from its registry default: the profile's arguments
     (records.schema's one parser of the server's argv), minus what the params already name."""
-    rest = cell.profile_args()
-    out: list[str] = []
-    i = 0
-    while i < len(rest):
-        if rest[i] in _IMPLIED_OPTIONS:
-            i += 2  # the option and its value
-            continue
-        out.append(rest[i])
-        i += 1
-    return out
+    return schema.without_options(cell.profile_args(), _IMPLIED_OPTIONS)
 
 
 def tidy_row(run_id: str, cell: schema.CellResult) -> dict[str, Any]:

@@ -71,7 +71,7 @@ import os
 import tempfile
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -580,15 +580,7 @@ class CellResult:
         argv = self.server_run.argv if self.server_run is not None else []
         if self.server not in argv:
             return []
-        rest, out = list(argv[argv.index(self.server) + 1 :]), []
-        i = 0
-        while i < len(rest):
-            if rest[i] in RUNNER_OPTIONS:
-                i += 2  # the option and its value
-                continue
-            out.append(rest[i])
-            i += 1
-        return out
+        return without_options(argv[argv.index(self.server) + 1 :], RUNNER_OPTIONS)
 
 
 # --------------------------------------------------------------------------- run manifest
@@ -596,6 +588,19 @@ class CellResult:
 
 # The options the runner gives every server itself (never a profile's): CellResult.profile_args
 RUNNER_OPTIONS = frozenset({"--host", "--port", "--xray"})
+
+
+def without_options(argv: Sequence[str], options: Collection[str]) -> list[str]:
+    """`argv` less each of `options` and the value that follows it."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i] in options:
+            i += 2  # the option and its value
+            continue
+        out.append(argv[i])
+        i += 1
+    return out
 
 
 @dataclass(frozen=True, slots=True)
