@@ -363,9 +363,7 @@ class Monitor:
                     inside = mark == "start"
                     period_ns = window_ns if inside else normal_ns
                     self.pss.budget_s = WINDOW_PSS_BUDGET_S if inside else budget
-                    next_ns = time.monotonic_ns() + int(
-                        period_ns * self._rng.uniform(1 - JITTER, 1 + JITTER)
-                    )
+                    next_ns = time.monotonic_ns() + self._step(period_ns)
                     continue
                 mark_ns = self._marks[0][0] if self._marks else None
                 # A regular sample that would still run when a window edge arrives is skipped:
@@ -377,14 +375,17 @@ class Monitor:
                     took_ns = time.monotonic_ns() - t
                     # A fixed schedule, not sleep(interval) after the work: a slow sample (a big
                     # tree) eats into the next wait instead of lowering the rate further.
-                    step_ns = int(period_ns * self._rng.uniform(1 - JITTER, 1 + JITTER))
-                    next_ns = max(next_ns + step_ns, time.monotonic_ns())
+                    next_ns = max(next_ns + self._step(period_ns), time.monotonic_ns())
                     continue
                 # not clear: a window edge is due before a sample could finish; wait for it
                 wake = next_ns if mark_ns is None else (min(next_ns, mark_ns) if clear else mark_ns)
                 self._wait(max(0.0, (wake - now) / 1e9))
         finally:
             self._cpu_s = time.thread_time() - cpu0
+
+    def _step(self, period_ns: int) -> int:
+        """The wait before the next look: `period_ns` x a random factor (JITTER)."""
+        return int(period_ns * self._rng.uniform(1 - JITTER, 1 + JITTER))
 
     def _wait(self, seconds: float) -> None:
         """Sleep until `seconds` pass, stop() is called, or the window's edges arrive."""
