@@ -42,39 +42,35 @@ LITTLE_TOLERANCE = 0.15  # the issue's check: the fork server within 15% of R x 
 Z90 = 1.645  # a two-sided 90% interval of a mean, from its standard error
 
 
-def _points(run: Run, mode: str) -> pd.DataFrame:
-    """One row per (server, round trip) of the link scenario in `mode`: medians over trials of
-    what the server held alive over the window, and the round trip measured before each cell."""
+def _cells(run: Run, mode: str) -> pd.DataFrame:
+    """The link scenario's cells in `mode`, one row per trial, with what the server held alive
+    for its clients: a process model's processes beyond the parent, a thread model's threads
+    beyond the main one (an event loop holds neither), and the spread of the looks at it."""
     d = run.findings.cells(SCENARIO)
     if d.empty:
         return d
     d = d[d["mode"] == mode].copy()
     d["rtt_ms"] = d["rtt_us"].fillna(0).astype(float) / 1000
     d["measured_ms"] = d["link_measured_us"].fillna(0).astype(float) / 1000
-    # what the server holds for its clients: a process model's processes beyond the parent, a
-    # thread model's threads beyond the main one (an event loop holds neither)
     procs = d["server"].map(lambda n: SERVERS[n].model is Model.PROCESS)
     d["held"] = (d["processes_mean"] - 1).where(procs, d["threads_mean"] - 1).clip(lower=0)
+    d["held_sd"] = d["processes_sd"].where(procs, d["threads_sd"]).fillna(0).astype(float)
     d["pss_growth_mib"] = (d["pss_mean_bytes"] - d["pss_base_bytes"]) / 2**20
     d["p50_less_rtt_us"] = d["p50_us"] - d["link_measured_us"].fillna(0)
+    return d
+
+
+def _points(run: Run, mode: str) -> pd.DataFrame:
+    """One row per (server, round trip) of the link scenario in `mode`: medians over trials of
+    what the server held alive over the window, and the round trip measured before each cell."""
+    d = _cells(run, mode)
+    if d.empty:
+        return d
     cols = ["held", "processes_mean", "threads_mean", "pss_growth_mib", "cpu_us_per_req",
             "p50_less_rtt_us", "measured_ms", "rate", "requests_per_s"]  # fmt: skip
     g = d.groupby(["server", "rtt_ms"], as_index=False)[cols].median()
     g["trials"] = d.groupby(["server", "rtt_ms"]).size().to_numpy()
     return g.sort_values(["server", "rtt_ms"])
-
-
-def expected_children(p: pd.DataFrame, server: str) -> pd.Series:
-    """Little's law for a forking server: L = lambda x W, lambda the connections it served per
-    second (the achieved rate) and W a child's life, the measured round trip plus the service
-    time (its loopback children over its loopback rate)."""
-    own = p[p["server"] == server]
-    base = own[own["rtt_ms"] == 0]
-    if own.empty or base.empty or not float(base["requests_per_s"].iloc[0]):
-        return pd.Series(dtype=float)
-    service_s = float(base["held"].iloc[0]) / float(base["requests_per_s"].iloc[0])
-    lam = own["requests_per_s"].astype(float)
-    return lam * (own["measured_ms"] / 1000 + service_s)
 
 
 def over_a_link(run: Run, out: Path) -> Chart:
@@ -93,17 +89,20 @@ def over_a_link(run: Run, out: Path) -> Chart:
     p = _points(run, "per-request")
     if p.empty:
         return not_measured(out, name, title, caption, "no ok cell of scenario 'link'")
+    checks = little_check(run)
     fig, (left, right) = plt.subplots(1, 2, figsize=(14, 5))
     for server in server_sort(list(p["server"].unique())):
         own = p[p["server"] == server]
         c, m = colour(server), marker(server)
         left.plot(own["rtt_ms"], own["held"], color=c, marker=m, label=label(server))
         right.plot(own["rtt_ms"], own["pss_growth_mib"], color=c, marker=m, label=label(server))
-        if SERVERS[server].forks_per_connection:
-            exp = expected_children(p, server)
-            if not exp.empty:
-                left.plot(own["rtt_ms"], exp, color=c, linestyle="--",
-                          label=f"{label(server)}: Little's law")  # fmt: skip
+        mine = [k for k in checks if k.server == server]
+        if mine:
+            # from loopback, where Little's law is the service time by definition, to each check
+            base = own[own["rtt_ms"] == 0]["held"].tolist()
+            left.plot([0.0] * len(base) + [k.rtt_ms for k in mine],
+                      base + [k.expected for k in mine], color=c, linestyle="--",
+                      label=f"{label(server)}: Little's law")  # fmt: skip
     left.set_xlabel("round trip, ms (0: loopback)")
     left.set_ylabel("held alive for clients (mean over the window)")
     right.set_xlabel("round trip, ms (0: loopback)")
@@ -200,13 +199,9 @@ def little_check(run: Run) -> list[LittleCheck]:
     """Each forking server's link cells with a round trip, connection per request: the issue's
     Little's-law check, lambda the rate it served and W the measured round trip plus the service
     time its loopback cells show (their children over their rate)."""
-    d = run.findings.cells(SCENARIO)
+    d = _cells(run, "per-request")
     if d.empty:
         return []
-    d = d[d["mode"] == "per-request"].copy()
-    d["rtt_ms"] = d["rtt_us"].fillna(0).astype(float) / 1000
-    d["held"] = (d["processes_mean"] - 1).clip(lower=0)
-    d["held_sd"] = d["processes_sd"].fillna(0).astype(float)
     out = []
     for server in server_sort([s for s in d["server"].unique() if SERVERS[s].forks_per_connection]):
         own = d[d["server"] == server]
