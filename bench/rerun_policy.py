@@ -22,6 +22,18 @@ FOREIGN_FIRST = 100.0
 DECIDE_SCENARIOS = ("concurrency", "per-request")
 
 
+def _served(specs: list[CellSpec], results: dict[str, schema.CellResult]) -> dict[str, float]:
+    """A point's finished trials that served requests: requests/s by cell id."""
+    return {
+        sp.cell_id: r.load.requests_per_s
+        for sp in specs
+        if (r := results.get(sp.cell_id)) is not None
+        and r.status == "ok"
+        and r.load is not None
+        and r.load.requests_per_s > 0
+    }
+
+
 def spoiled(
     profile: Profile,
     results: dict[str, schema.CellResult],
@@ -53,14 +65,7 @@ def spoiled(
     for spec in profile.cells:
         points.setdefault(spec.point_key, []).append(spec)
     for specs in points.values():
-        rps = {
-            sp.cell_id: r.load.requests_per_s
-            for sp in specs
-            if (r := results.get(sp.cell_id)) is not None
-            and r.status == "ok"
-            and r.load is not None
-            and r.load.requests_per_s > 0
-        }
+        rps = _served(specs, results)
         if len(rps) < 3:
             continue
         med = statistics.median(rps.values())
@@ -95,14 +100,7 @@ def noisy_points(
             points.setdefault(spec.point_key, []).append(spec)
     noisy: list[tuple[float, CellSpec, int]] = []
     for specs in points.values():
-        rps = [
-            r.load.requests_per_s
-            for sp in specs
-            if (r := results.get(sp.cell_id)) is not None
-            and r.status == "ok"
-            and r.load is not None
-            and r.load.requests_per_s > 0
-        ]
+        rps = list(_served(specs, results).values())
         if len(rps) >= 2 and (cv := statistics.stdev(rps) / statistics.mean(rps)) > DECIDE_CV:
             noisy.append((cv, specs[-1], max(sp.trial for sp in specs) + 1))
     noisy.sort(key=lambda x: -x[0])
